@@ -1,0 +1,1 @@
+"""Pure-numpy reference twins of the native kernels: same names, same signatures."""
