@@ -1,4 +1,4 @@
-"""Shared fixtures: the backend fixture, the native-build guard and the report header."""
+"""Shared by tests/ and benchmarks/: the backend fixture, the native-build guard, the report header."""
 
 from __future__ import annotations
 
