@@ -1,0 +1,227 @@
+# cython: language_level=3
+"""G.711 u-law / A-law kernels, bit-exact with the ITU-T G.191 STL ``g711.c``; table driven."""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+
+from _types cimport code8_t, int16_t, load_le16, pcm16_t, store_le16, uint16_t
+
+# Tables built once at import from the G.191 algorithms below. Encode tables are indexed by the
+# 16-bit pattern of the sample read as uint16 (65,536 entries: every possible input), decode
+# tables by the code (256 entries). The decode tables also keep the little-endian byte pattern
+# of each sample for the bytes fast path.
+cdef code8_t _ULAW_ENC[65536]
+cdef code8_t _ALAW_ENC[65536]
+cdef pcm16_t _ULAW_DEC[256]
+cdef pcm16_t _ALAW_DEC[256]
+cdef uint16_t _ULAW_DEC_LE[256]
+cdef uint16_t _ALAW_DEC_LE[256]
+
+
+cdef code8_t _ulaw_compress(int x) noexcept nogil:
+    # G.191 ulaw_compress: 14-bit magnitude (x >> 2; one's complement ~x for negatives, so -1
+    # behaves like 0), plus 33 (= 0x84 >> 2, the u-law bias on the 14-bit scale), clipped at
+    # 0x1FFF; segno 1..8 from the position of the leading one above bit 5.
+    cdef int absno = ((~x) >> 2) + 33 if x < 0 else (x >> 2) + 33
+    cdef int i, segno = 1
+    if absno > 0x1FFF:
+        absno = 0x1FFF
+    i = absno >> 6
+    while i != 0:
+        segno += 1
+        i >>= 1
+    cdef int code = ((8 - segno) << 4) | (0xF - ((absno >> segno) & 0xF))
+    if x >= 0:
+        code |= 0x80  # sign bit set for non-negative samples
+    return <code8_t>code
+
+
+cdef code8_t _alaw_compress(int x) noexcept nogil:
+    # G.191 alaw_compress: 12-bit magnitude x >> 4 (one's complement for negatives), exponent
+    # from the number of halvings that bring it below 32, leading one removed, even bits
+    # toggled (XOR 0x55).
+    cdef int ix = ((~x) >> 4) if x < 0 else (x >> 4)
+    cdef int iexp
+    if ix > 15:
+        iexp = 1
+        while ix > 16 + 15:
+            ix >>= 1
+            iexp += 1
+        ix -= 16
+        ix += iexp << 4
+    if x >= 0:
+        ix |= 0x80
+    return <code8_t>(ix ^ 0x55)
+
+
+cdef int16_t _ulaw_expand(int code) noexcept nogil:
+    # G.191 ulaw_expand: midpoint of the quantisation interval on the 16-bit scale minus the
+    # bias 4 * 33 = 132 (0x84).
+    cdef int inv = (~code) & 0xFF  # one's complement of the 8-bit code
+    cdef int exponent = (inv >> 4) & 7
+    cdef int mantissa = inv & 0xF
+    cdef int step = 4 << (exponent + 1)
+    cdef int mag = (0x80 << exponent) + step * mantissa + step // 2 - 4 * 33
+    return <int16_t>(mag if code >= 0x80 else -mag)
+
+
+cdef int16_t _alaw_expand(int code) noexcept nogil:
+    # G.191 alaw_expand: re-toggle even bits, add the leading one above segment 0, then half a
+    # quantisation step (the 0x8), shift by the exponent.
+    cdef int ix = (code ^ 0x55) & 0x7F
+    cdef int iexp = ix >> 4
+    cdef int mant = ix & 0xF
+    if iexp > 0:
+        mant += 16
+    mant = (mant << 4) + 0x8
+    if iexp > 1:
+        mant <<= iexp - 1
+    return <int16_t>(mant if code > 127 else -mant)
+
+
+cdef void _build_tables() noexcept nogil:
+    cdef int i
+    for i in range(65536):
+        # i is the uint16 bit pattern; <int16_t> reinterprets it as the signed sample.
+        _ULAW_ENC[i] = _ulaw_compress(<int16_t>i)
+        _ALAW_ENC[i] = _alaw_compress(<int16_t>i)
+    for i in range(256):
+        _ULAW_DEC[i] = _ulaw_expand(i)
+        _ALAW_DEC[i] = _alaw_expand(i)
+        store_le16(<unsigned char*>&_ULAW_DEC_LE[i], <uint16_t>_ULAW_DEC[i])
+        store_le16(<unsigned char*>&_ALAW_DEC_LE[i], <uint16_t>_ALAW_DEC[i])
+
+
+_build_tables()
+
+
+# --- memoryview kernels: the contract (house style B). The wrapper allocates `out`. ------------
+
+cdef int _encode_impl(const pcm16_t[::1] pcm, code8_t[::1] out, const code8_t* table,
+                      Py_ssize_t n) except -1 nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        # In bounds: i < n <= len(pcm) <= len(out) (checked by the caller); the table has
+        # 65,536 entries and <uint16_t> maps every int16 to 0..65535.
+        out[i] = table[<uint16_t>pcm[i]]
+    return 0
+
+
+cdef int _decode_impl(const code8_t[::1] codes, pcm16_t[::1] out, const pcm16_t* table,
+                      Py_ssize_t n) except -1 nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        # In bounds: i < n <= len(codes) <= len(out); a uint8 code indexes a 256-entry table.
+        out[i] = table[codes[i]]
+    return 0
+
+
+cdef inline Py_ssize_t _check_out(Py_ssize_t n_in, Py_ssize_t n_out) except -1:
+    if n_out < n_in:
+        raise ValueError(f"out holds {n_out} items, the input needs {n_in}")
+    return n_in
+
+
+def ulaw_encode(const int16_t[::1] pcm, code8_t[::1] out) -> Py_ssize_t:
+    """Encode int16 PCM to u-law codes in ``out[:len(pcm)]``; return the number of codes."""
+    cdef Py_ssize_t n = _check_out(pcm.shape[0], out.shape[0])
+    with nogil:
+        _encode_impl(pcm, out, _ULAW_ENC, n)
+    return n
+
+
+def ulaw_decode(const code8_t[::1] codes, int16_t[::1] out) -> Py_ssize_t:
+    """Decode u-law codes to int16 PCM in ``out[:len(codes)]``; return the number of samples."""
+    cdef Py_ssize_t n = _check_out(codes.shape[0], out.shape[0])
+    with nogil:
+        _decode_impl(codes, out, _ULAW_DEC, n)
+    return n
+
+
+def alaw_encode(const int16_t[::1] pcm, code8_t[::1] out) -> Py_ssize_t:
+    """Encode int16 PCM to A-law codes in ``out[:len(pcm)]``; return the number of codes."""
+    cdef Py_ssize_t n = _check_out(pcm.shape[0], out.shape[0])
+    with nogil:
+        _encode_impl(pcm, out, _ALAW_ENC, n)
+    return n
+
+
+def alaw_decode(const code8_t[::1] codes, int16_t[::1] out) -> Py_ssize_t:
+    """Decode A-law codes to int16 PCM in ``out[:len(codes)]``; return the number of samples."""
+    cdef Py_ssize_t n = _check_out(codes.shape[0], out.shape[0])
+    with nogil:
+        _decode_impl(codes, out, _ALAW_DEC, n)
+    return n
+
+
+# --- bytes fast path ------------------------------------------------------------------------
+# A 20 ms frame is only 160 samples, so per-call overhead dominates: acquiring two typed
+# memoryviews plus a bytearray -> bytes copy costs more than the look-ups. These entry points take
+# one plain Py_buffer and fill a bytes object created uninitialised, the one allocation the
+# wrapper cannot make itself without a copy. PCM bytes are little-endian (SIS, WAV) on any host.
+
+cdef bytes _encode_bytes(object pcm, const code8_t* table):
+    cdef Py_buffer view
+    cdef bytes result
+    cdef Py_ssize_t i, n
+    cdef const unsigned char* src
+    cdef unsigned char* dst
+    PyObject_GetBuffer(pcm, &view, PyBUF_SIMPLE)  # C-contiguous bytes or BufferError
+    try:
+        if view.len % 2:
+            raise ValueError(f"PCM must hold whole 2-byte samples, got {view.len} bytes")
+        n = view.len // 2
+        result = PyBytes_FromStringAndSize(NULL, n)
+        src = <const unsigned char*>view.buf
+        dst = <unsigned char*>PyBytes_AS_STRING(result)
+        with nogil:
+            for i in range(n):
+                # In bounds: byte 2i + 1 < 2n = view.len, i < n = len(result); the table has
+                # 65,536 entries, one per uint16.
+                dst[i] = table[load_le16(src + 2 * i)]
+    finally:
+        PyBuffer_Release(&view)
+    return result
+
+
+cdef bytes _decode_bytes(object codes, const uint16_t* table_le):
+    cdef Py_buffer view
+    cdef bytes result
+    cdef Py_ssize_t i, n
+    cdef const unsigned char* src
+    cdef uint16_t* dst
+    PyObject_GetBuffer(codes, &view, PyBUF_SIMPLE)
+    try:
+        n = view.len
+        result = PyBytes_FromStringAndSize(NULL, 2 * n)
+        src = <const unsigned char*>view.buf
+        # The bytes payload is 8-byte aligned (CPython object layout), so uint16 stores are
+        # aligned; table_le already holds each sample's little-endian byte pattern.
+        dst = <uint16_t*>PyBytes_AS_STRING(result)
+        with nogil:
+            for i in range(n):
+                # In bounds: i < n = view.len and 2n bytes were allocated; codes index 256 entries.
+                dst[i] = table_le[src[i]]
+    finally:
+        PyBuffer_Release(&view)
+    return result
+
+
+def ulaw_encode_bytes(pcm) -> bytes:
+    """Encode a C-contiguous buffer of little-endian int16 PCM to a bytes object of u-law codes."""
+    return _encode_bytes(pcm, _ULAW_ENC)
+
+
+def ulaw_decode_bytes(codes) -> bytes:
+    """Decode a C-contiguous buffer of u-law codes to little-endian int16 PCM bytes."""
+    return _decode_bytes(codes, _ULAW_DEC_LE)
+
+
+def alaw_encode_bytes(pcm) -> bytes:
+    """Encode a C-contiguous buffer of little-endian int16 PCM to a bytes object of A-law codes."""
+    return _encode_bytes(pcm, _ALAW_ENC)
+
+
+def alaw_decode_bytes(codes) -> bytes:
+    """Decode a C-contiguous buffer of A-law codes to little-endian int16 PCM bytes."""
+    return _decode_bytes(codes, _ALAW_DEC_LE)

@@ -1,0 +1,27 @@
+"""Type stub for the compiled G.711 kernels (native/g711.pyx); the numpy twin is _reference/g711.py."""
+
+from typing_extensions import Buffer
+
+def ulaw_encode(pcm: Buffer, out: Buffer) -> int:
+    """Encode int16 PCM to u-law codes in ``out[:len(pcm)]``; return the number of codes."""
+
+def ulaw_decode(codes: Buffer, out: Buffer) -> int:
+    """Decode u-law codes to int16 PCM in ``out[:len(codes)]``; return the number of samples."""
+
+def alaw_encode(pcm: Buffer, out: Buffer) -> int:
+    """Encode int16 PCM to A-law codes in ``out[:len(pcm)]``; return the number of codes."""
+
+def alaw_decode(codes: Buffer, out: Buffer) -> int:
+    """Decode A-law codes to int16 PCM in ``out[:len(codes)]``; return the number of samples."""
+
+def ulaw_encode_bytes(pcm: Buffer) -> bytes:
+    """Encode a C-contiguous buffer of little-endian int16 PCM to a bytes object of u-law codes."""
+
+def ulaw_decode_bytes(codes: Buffer) -> bytes:
+    """Decode a C-contiguous buffer of u-law codes to little-endian int16 PCM bytes."""
+
+def alaw_encode_bytes(pcm: Buffer) -> bytes:
+    """Encode a C-contiguous buffer of little-endian int16 PCM to a bytes object of A-law codes."""
+
+def alaw_decode_bytes(codes: Buffer) -> bytes:
+    """Decode a C-contiguous buffer of A-law codes to little-endian int16 PCM bytes."""
