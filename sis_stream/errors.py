@@ -13,6 +13,13 @@ __all__ = [
     "SisConnectionError",
     "AuthError",
     "SisApiError",
+    "SisAuthError",
+    "SisInvalidRequestError",
+    "SisNotFoundError",
+    "SisLimitError",
+    "SisServerError",
+    "RequestRejected",
+    "AuthRejected",
 ]
 
 
@@ -93,3 +100,93 @@ class SisApiError(SisStreamError):
         self.error_msg = error_msg
         self.trace_id = trace_id
         self.http_status = http_status
+
+
+# --- typed SIS answers (protocol core, issue 10); chosen by sis_stream.protocol.errors.api_error ---
+
+
+class SisAuthError(SisApiError, AuthError):
+    """The service rejected the credentials (APIG.0301, SIS.0101/0102/0103)."""
+
+
+class SisInvalidRequestError(SisApiError):
+    """The service rejected the request itself: bad config, bad order, bad body (HTTP 400 family)."""
+
+
+class SisNotFoundError(SisApiError):
+    """A named resource or API does not exist (SIS.0005, SIS.0201, APIG.0101, ...)."""
+
+
+class SisLimitError(SisApiError):
+    """A quota or limit was hit: concurrency (SIS.0312), audio too long (SIS.0309), table counts, ..."""
+
+
+class SisServerError(SisApiError):
+    """The service failed internally or timed out (5xx family, SIS.0304 audio wait timeout, ...)."""
+
+
+class RequestRejected(SisStreamError, ValueError):
+    """A request breaks the SIS rules; carries the answer a SIS server gives for it.
+
+    Raised by the protocol core when it validates a START config, a command or a REST body
+    (server side), and by clients validating their own config before sending it.
+
+    Parameters
+    ----------
+    error_code : str
+        The SIS code, e.g. ``"SIS.0032"``.
+    error_msg : str
+        The message the server sends, e.g. ``"'audio_format' is invalid"``.
+    http_status : int, optional
+        Status for a REST answer (default 400).
+    """
+
+    def __init__(self, error_code: str, error_msg: str, *, http_status: int = 400) -> None:
+        super().__init__(f"{error_code}: {error_msg}")
+        self.error_code = error_code
+        self.error_msg = error_msg
+        self.http_status = http_status
+
+    def body(self) -> dict[str, str]:
+        """The ``{"error_code", "error_msg"}`` answer body."""
+        return {"error_code": self.error_code, "error_msg": self.error_msg}
+
+
+class AuthRejected(AuthError):
+    """A server-side authentication check failed (AK/SK signature or token).
+
+    Carries the API-gateway style answer (HTTP 401, ``APIG.0301``) and a machine-readable
+    ``reason``; never the credentials, the expected signature or the token.
+
+    Parameters
+    ----------
+    error_msg : str
+        The answer message, e.g. ``"Incorrect IAM authentication information: verify aksk
+        signature fail"``.
+    reason : str
+        Why, for logs and metrics: ``"missing"``, ``"malformed"``, ``"unknown_ak"``,
+        ``"bad_signature"``, ``"expired"``, ``"locked"``, ``"bad_token"``, ``"token_expired"``,
+        ``"wrong_project"``.
+    error_code : str, optional
+        Default ``"APIG.0301"``.
+    http_status : int, optional
+        Default 401.
+    """
+
+    def __init__(
+        self,
+        error_msg: str,
+        *,
+        reason: str,
+        error_code: str = "APIG.0301",
+        http_status: int = 401,
+    ) -> None:
+        super().__init__(f"{error_code}: {error_msg}")
+        self.error_code = error_code
+        self.error_msg = error_msg
+        self.reason = reason
+        self.http_status = http_status
+
+    def body(self) -> dict[str, str]:
+        """The ``{"error_code", "error_msg"}`` answer body."""
+        return {"error_code": self.error_code, "error_msg": self.error_msg}
