@@ -1,0 +1,34 @@
+"""Type stub for the compiled VAD kernels (native/vad.pyx); the numpy twin is _reference/vad.py."""
+
+from typing import Final
+
+from typing_extensions import Buffer
+
+FEATURE_ENERGY: Final[int]
+FEATURE_BAND: Final[int]
+FEATURE_ZCR: Final[int]
+N_FEATURES: Final[int]
+DBFS_FLOOR: Final[float]
+MAX_FRAME_LEN: Final[int]
+MAX_SECTIONS: Final[int]
+P_ON_DB: Final[int]
+P_OFF_DB: Final[int]
+P_MIN_DBFS: Final[int]
+P_FALL: Final[int]
+P_RISE: Final[int]
+P_RISE_MAX_DB: Final[int]
+P_HANGOVER: Final[int]
+P_ONSET: Final[int]
+N_PARAMS: Final[int]
+S_FLOOR: Final[int]
+S_ACTIVE: Final[int]
+S_HANG: Final[int]
+S_NFRAMES: Final[int]
+S_RUN: Final[int]
+N_STATE: Final[int]
+
+def frame_features(x: Buffer, frame_len: int, sos: Buffer, zi: Buffer, out: Buffer) -> int:
+    """Features of each complete frame of ``x`` into ``out[:n]``; update ``zi``; return n."""
+
+def energy_decide(feat: Buffer, params: Buffer, state: Buffer, out: Buffer) -> int:
+    """Speech (1) / non-speech (0) for each row of ``feat`` into ``out``; update ``state``."""

@@ -1,0 +1,228 @@
+"""Pure-numpy twin of native/vad.pyx: per-frame VAD features and the energy detector's decisions."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+__all__ = [
+    "FEATURE_ENERGY",
+    "FEATURE_BAND",
+    "FEATURE_ZCR",
+    "N_FEATURES",
+    "DBFS_FLOOR",
+    "MAX_FRAME_LEN",
+    "MAX_SECTIONS",
+    "P_ON_DB",
+    "P_OFF_DB",
+    "P_MIN_DBFS",
+    "P_FALL",
+    "P_RISE",
+    "P_RISE_MAX_DB",
+    "P_HANGOVER",
+    "P_ONSET",
+    "N_PARAMS",
+    "S_FLOOR",
+    "S_ACTIVE",
+    "S_HANG",
+    "S_NFRAMES",
+    "S_RUN",
+    "N_STATE",
+    "frame_features",
+    "energy_decide",
+]
+
+# Column layout of the feature matrix (n_frames, N_FEATURES); shared with native/vad.pyx.
+FEATURE_ENERGY: Final = 0  #: frame energy, dBFS (0 dBFS = full-scale square wave)
+FEATURE_BAND: Final = 1  #: energy of the band-pass-filtered frame, dBFS
+FEATURE_ZCR: Final = 2  #: zero-crossing rate: sign changes per adjacent sample pair, 0..1
+N_FEATURES: Final = 3
+
+#: Energies are clamped here: mean square 1e-10 of full scale (digital silence).
+DBFS_FLOOR: Final = -100.0
+#: Longest frame the kernels take (30 ms at 16 kHz) and most biquad sections in the band filter.
+MAX_FRAME_LEN: Final = 480
+MAX_SECTIONS: Final = 4
+
+# Detector parameter vector (float64, N_PARAMS); shared with native/vad.pyx.
+P_ON_DB: Final = 0  #: band energy must exceed floor + this to enter speech (dB)
+P_OFF_DB: Final = 1  #: ... and stay above floor + this to remain in speech (dB)
+P_MIN_DBFS: Final = 2  #: absolute gate: never speech below this band energy (dBFS)
+P_FALL: Final = 3  #: floor smoothing factor when the frame is below the floor (0..1]
+P_RISE: Final = 4  #: floor smoothing factor when above the floor and not speech (0..1]
+P_RISE_MAX_DB: Final = 5  #: largest floor rise per frame while in speech (dB)
+P_HANGOVER: Final = 6  #: frames kept as speech after the detector falls silent
+P_ONSET: Final = 7  #: consecutive above-threshold frames needed to enter speech (>= 1)
+N_PARAMS: Final = 8
+
+# Detector state vector (float64, N_STATE); shared with native/vad.pyx.
+S_FLOOR: Final = 0  #: noise-floor estimate, dBFS
+S_ACTIVE: Final = 1  #: hysteresis state, 0 or 1
+S_HANG: Final = 2  #: hangover frames left
+S_NFRAMES: Final = 3  #: frames seen so far (the first one initialises the floor)
+S_RUN: Final = 4  #: consecutive frames above the entry threshold while not active
+N_STATE: Final = 5
+
+_MS_FLOOR: Final = 1e-10 * 32768.0 * 32768.0  # mean square at DBFS_FLOOR, int16 units
+
+
+def _dbfs(mean_square: np.ndarray) -> np.ndarray:
+    return 10.0 * np.log10(np.maximum(mean_square, _MS_FLOOR) / (32768.0 * 32768.0))
+
+
+def _state_space(sos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(A, B, C, D) of the biquad cascade in the transposed-direct-form-II state coordinates.
+
+    Section i with input u and state (z1, z2) computes ``y = b0 u + z1``,
+    ``z1' = (b1 - a1 b0) u - a1 z1 + z2``, ``z2' = (b2 - a2 b0) u - a2 z1``; the next section's
+    input is ``y``. The state vector is ``[z1_0, z2_0, z1_1, z2_1, ...]`` (scipy ``sosfilt`` zi).
+    """
+    n_sec = sos.shape[0]
+    n = 2 * n_sec
+    A = np.zeros((n, n))
+    B = np.zeros(n)
+    # u = cu @ s + du * x is the current section's input as a linear function of (state, x).
+    cu = np.zeros(n)
+    du = 1.0
+    for i in range(n_sec):
+        b0, b1, b2, _a0, a1, a2 = sos[i]
+        e1 = np.zeros(n)
+        e1[2 * i] = 1.0
+        cy = b0 * cu + e1  # y = cy @ s + dy * x
+        dy = b0 * du
+        A[2 * i] = b1 * cu - a1 * cy
+        A[2 * i, 2 * i + 1] += 1.0
+        B[2 * i] = b1 * du - a1 * dy
+        A[2 * i + 1] = b2 * cu - a2 * cy
+        B[2 * i + 1] = b2 * du - a2 * dy
+        cu, du = cy, dy
+    return A, B, cu, du
+
+
+def _decay_length(A: np.ndarray) -> int:
+    """Samples after which the zero-input response is below 1e-15 of its start (capped)."""
+    P = np.eye(A.shape[0])
+    for m in range(1, 1 << 14):
+        P = P @ A
+        if np.abs(P).max() < 1e-15:
+            return m
+    return 1 << 14
+
+
+def _band_filter(x: np.ndarray, sos: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IIR cascade output and final state, computed as linear-system maths.
+
+    The output is the convolution of the input with the impulse response ``h = [D, CB, CAB, ...]``
+    plus the zero-input response ``C A^t zi``; the final state is ``A^N zi + sum_k A^k B
+    x[N-1-k]``. Both sums are truncated where ``A^k`` has decayed below 1e-15 (a stable filter).
+    """
+    A, B, C, D = _state_space(sos)
+    n_x = len(x)
+    m = _decay_length(A)
+    # Impulse response and the rows C A^t / columns A^t B, t < m.
+    powers = np.empty((m, *A.shape))
+    powers[0] = np.eye(A.shape[0])
+    for t in range(1, m):
+        powers[t] = powers[t - 1] @ A
+    h = np.empty(m + 1)
+    h[0] = D
+    h[1:] = np.einsum("i,tij,j->t", C, powers, B)  # h[t + 1] = C A^t B
+    n_fft = 1 << int(np.ceil(np.log2(n_x + m + 1)))
+    y = np.fft.irfft(np.fft.rfft(x, n_fft) * np.fft.rfft(h, n_fft), n_fft)[:n_x]
+    k = min(n_x, m)
+    y[:k] += np.einsum("i,tij,j->t", C, powers[:k], zi)
+    # Final state: only the last m samples and (if n_x < m) the initial state still matter.
+    g = np.einsum("tij,j->ti", powers[:k], B)  # A^t B
+    zf = g.T @ x[::-1][:k]
+    if n_x < m:
+        zf += np.linalg.matrix_power(A, n_x) @ zi
+    return y, zf
+
+
+def frame_features(x: np.ndarray, frame_len: int, sos: np.ndarray, zi: np.ndarray,
+                   out: np.ndarray) -> int:
+    """Features of each complete frame of int16 ``x`` into ``out[:n]``; update ``zi``; return n.
+
+    ``sos`` is a flat float64 array of ``6 * n_sections`` biquad coefficients
+    ``[b0, b1, b2, 1, a1, a2]`` per section, ``zi`` its float64 state (``2 * n_sections``,
+    updated in place to the state after the last complete frame). ``out`` is float64
+    ``(>= n, N_FEATURES)``.
+    """
+    if frame_len < 2 or frame_len > MAX_FRAME_LEN:
+        raise ValueError(f"frame_len must be in 2..{MAX_FRAME_LEN}, got {frame_len}")
+    n_sec = len(sos) // 6
+    if len(sos) != 6 * n_sec or not 1 <= n_sec <= MAX_SECTIONS or len(zi) != 2 * n_sec:
+        raise ValueError(
+            f"sos must hold 6 * n (1 <= n <= {MAX_SECTIONS}) coefficients and zi 2 * n states, "
+            f"got {len(sos)} and {len(zi)}"
+        )
+    n = len(x) // frame_len
+    if out.shape[0] < n or out.shape[1] != N_FEATURES:
+        raise ValueError(f"out must have shape (>= {n}, {N_FEATURES}), got {out.shape}")
+    if n == 0:
+        return 0
+    frames = np.asarray(x[: n * frame_len], dtype=np.float64).reshape(n, frame_len)
+    y, zf = _band_filter(frames.ravel(), np.asarray(sos, np.float64).reshape(n_sec, 6),
+                         np.asarray(zi, np.float64))
+    out[:n, FEATURE_ENERGY] = _dbfs(np.mean(frames * frames, axis=1))
+    out[:n, FEATURE_BAND] = _dbfs(np.mean((y * y).reshape(n, frame_len), axis=1))
+    # A sign change between neighbours: one is < 0 and the other >= 0.
+    neg = frames < 0
+    out[:n, FEATURE_ZCR] = np.count_nonzero(neg[:, 1:] != neg[:, :-1], axis=1) / (frame_len - 1)
+    zi[:] = zf
+    return n
+
+
+def energy_decide(feat: np.ndarray, params: np.ndarray, state: np.ndarray,
+                  out: np.ndarray) -> int:
+    """Speech (1) / non-speech (0) for each row of ``feat`` into ``out``; update ``state``.
+
+    The detector is a recursion over frames (noise floor, hysteresis, onset count, hangover), so
+    this twin is a plain loop over frames, written from the rules in ``sis_stream.vad``:
+
+    - the first frame initialises the floor to its band energy;
+    - thresholds are ``max(floor + on, min_dbfs)`` to enter (after ``onset`` consecutive frames
+      above it) and ``max(floor + off, min_dbfs)`` to stay;
+    - a speech frame re-arms the hangover; after the detector falls silent, ``hangover`` more
+      frames are still reported as speech;
+    - the floor then moves toward the frame: by ``fall * d`` when below it, by ``rise * d`` when
+      above and not active, by ``min(rise * d, rise_max_db)`` when active (``d`` = band - floor).
+    """
+    n = feat.shape[0]
+    if len(params) != N_PARAMS or len(state) != N_STATE or len(out) < n:
+        raise ValueError(
+            f"params must hold {N_PARAMS} values, state {N_STATE}, out >= {n}; "
+            f"got {len(params)}, {len(state)}, {len(out)}"
+        )
+    on, off, gate, fall, rise, rise_max, hang_max, onset = (float(v) for v in params)
+    floor, active, hang, seen, run = (float(v) for v in state)
+    band = feat[:, FEATURE_BAND]
+    for i in range(n):
+        b = float(band[i])
+        if seen == 0.0:
+            floor = b
+        if active:
+            active = 1.0 if b > max(floor + off, gate) else 0.0
+        else:
+            run = run + 1.0 if b > max(floor + on, gate) else 0.0
+            if run >= onset:
+                active, run = 1.0, 0.0
+        if active:
+            hang = hang_max
+            out[i] = 1
+        elif hang > 0.0:
+            hang -= 1.0
+            out[i] = 1
+        else:
+            out[i] = 0
+        d = b - floor
+        if d < 0.0:
+            floor += fall * d
+        elif active:
+            floor += min(rise * d, rise_max)
+        else:
+            floor += rise * d
+        seen += 1.0
+    state[:] = (floor, active, hang, seen, run)
+    return n
