@@ -20,6 +20,11 @@ __all__ = [
     "SisServerError",
     "RequestRejected",
     "AuthRejected",
+    "EngineError",
+    "EngineUnavailableError",
+    "EngineConfigError",
+    "PropertyNotSupportedError",
+    "EngineOverloadedError",
 ]
 
 
@@ -190,3 +195,38 @@ class AuthRejected(AuthError):
     def body(self) -> dict[str, str]:
         """The ``{"error_code", "error_msg"}`` answer body."""
         return {"error_code": self.error_code, "error_msg": self.error_msg}
+
+
+class EngineError(SisStreamError):
+    """Base of the errors raised by the recognition engines (``sis_stream.engines``)."""
+
+
+class EngineUnavailableError(EngineError, RuntimeError):
+    """An engine's package or model files cannot be loaded (e.g. the ``engines`` extra is missing)."""
+
+
+class EngineConfigError(EngineError, ValueError):
+    """A bad engine setting: unknown engine name, language the model lacks, bad model directory."""
+
+
+class PropertyNotSupportedError(EngineConfigError):
+    """No configured engine can serve this SIS ``property``.
+
+    Attributes
+    ----------
+    property : str
+        The SIS ``property`` value that was asked for.
+    sis_error_code : str
+        The SIS code a server should answer with (``"SIS.0032"``, invalid config value).
+    """
+
+    sis_error_code = "SIS.0032"
+
+    def __init__(self, property: str, reason: str) -> None:  # noqa: A002 - SIS field name
+        super().__init__(f"'property' {property!r} is not supported by the configured engines: {reason}")
+        self.property = property
+        self.reason = reason
+
+
+class EngineOverloadedError(EngineError, BufferFullError):
+    """The engine executor's bounded queue (or a decoder pool) is full under the ``reject`` policy."""
