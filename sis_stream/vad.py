@@ -1,0 +1,436 @@
+"""Energy voice-activity detector over int16 PCM, u-law or A-law: features native, state in Python."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from . import _backend
+from ._reference import vad as _layout
+from .errors import AudioFormatError, StreamClosedError
+
+__all__ = [
+    "SUPPORTED_RATES",
+    "SUPPORTED_FRAME_MS",
+    "ENCODINGS",
+    "BAND_HZ",
+    "DEFAULT_SENSITIVITY",
+    "FEATURE_ENERGY",
+    "FEATURE_BAND",
+    "FEATURE_ZCR",
+    "VadTuning",
+    "EnergyVad",
+    "band_sos",
+    "frame_features",
+    "valid_rate_and_frame_ms",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Sample rates the VAD accepts (the SIS audio formats).
+SUPPORTED_RATES: Final = (8000, 16000)
+#: Frame durations the VAD accepts (as webrtcvad).
+SUPPORTED_FRAME_MS: Final = (10, 20, 30)
+#: Input encodings: little-endian int16 PCM, G.711 u-law or A-law codes.
+ENCODINGS: Final = ("pcm", "ulaw", "alaw")
+#: Pass band of the band-energy feature (the telephony speech band).
+BAND_HZ: Final = (300.0, 3400.0)
+#: Default of ``EnergyVad(sensitivity=...)``.
+DEFAULT_SENSITIVITY: Final = 0.5
+
+#: Column of :func:`frame_features` output: frame energy, dBFS (0 dBFS = full-scale square).
+FEATURE_ENERGY: Final = _layout.FEATURE_ENERGY
+#: Column of :func:`frame_features` output: band-limited (300-3400 Hz) energy, dBFS.
+FEATURE_BAND: Final = _layout.FEATURE_BAND
+#: Column of :func:`frame_features` output: zero-crossing rate (0..1).
+FEATURE_ZCR: Final = _layout.FEATURE_ZCR
+
+
+def valid_rate_and_frame_ms(rate_hz: int, frame_ms: int) -> bool:
+    """Return True when the VAD accepts this rate and frame duration (cheap geometry check).
+
+    Parameters
+    ----------
+    rate_hz : int
+        Sample rate in Hz.
+    frame_ms : int
+        Frame duration in milliseconds.
+
+    Returns
+    -------
+    bool
+        ``rate_hz in SUPPORTED_RATES and frame_ms in SUPPORTED_FRAME_MS``.
+    """
+    return rate_hz in SUPPORTED_RATES and frame_ms in SUPPORTED_FRAME_MS
+
+
+def _check_geometry(rate_hz: Any, frame_ms: Any) -> None:
+    for name, value in (("rate_hz", rate_hz), ("frame_ms", frame_ms)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if rate_hz not in SUPPORTED_RATES:
+        raise AudioFormatError(f"rate_hz must be one of {SUPPORTED_RATES}, got {rate_hz}")
+    if frame_ms not in SUPPORTED_FRAME_MS:
+        raise AudioFormatError(f"frame_ms must be one of {SUPPORTED_FRAME_MS}, got {frame_ms}")
+
+
+def _biquad(kind: str, fc_hz: float, rate_hz: int) -> list[float]:
+    # Second-order Butterworth section by the bilinear transform with frequency pre-warping
+    # (K = tan(pi fc / fs), Q = 1/sqrt(2)); identical to scipy.signal.butter(2, fc, kind, fs).
+    k = math.tan(math.pi * fc_hz / rate_hz)
+    q = 1.0 / math.sqrt(2.0)
+    norm = 1.0 / (1.0 + k / q + k * k)
+    a1 = 2.0 * (k * k - 1.0) * norm
+    a2 = (1.0 - k / q + k * k) * norm
+    if kind == "low":
+        b0 = k * k * norm
+        return [b0, 2.0 * b0, b0, 1.0, a1, a2]
+    return [norm, -2.0 * norm, norm, 1.0, a1, a2]
+
+
+def band_sos(rate_hz: int) -> np.ndarray:
+    """Second-order sections of the band filter behind the band-energy feature.
+
+    A 2nd-order Butterworth high-pass at 300 Hz (rejects mains hum and its first harmonics, about
+    -31 dB at 50 Hz) followed by a 2nd-order Butterworth low-pass at 3400 Hz: the telephony band.
+
+    Parameters
+    ----------
+    rate_hz : int
+        8000 or 16000.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(2, 6)``, rows ``[b0, b1, b2, 1, a1, a2]`` (scipy ``sos`` layout).
+
+    Raises
+    ------
+    AudioFormatError
+        If `rate_hz` is not supported.
+    """
+    _check_geometry(rate_hz, 10)
+    return np.array([_biquad("high", BAND_HZ[0], rate_hz), _biquad("low", BAND_HZ[1], rate_hz)])
+
+
+@dataclass(frozen=True)
+class VadTuning:
+    """Detector constants derived from ``sensitivity`` (see :meth:`from_sensitivity`).
+
+    Attributes
+    ----------
+    on_db : float
+        Band energy must exceed the noise floor by this much to enter speech.
+    off_db : float
+        ... and stay above floor + `off_db` to remain in speech (hysteresis, ``off_db <= on_db``).
+    min_dbfs : float
+        Absolute gate: frames whose band energy is below this are never speech.
+    fall : float
+        Floor smoothing factor (0..1] when a frame is below the floor (fast: follows dips).
+    rise : float
+        Floor smoothing factor (0..1] when a frame is above the floor.
+    rise_max_db_per_s : float
+        Cap on the floor's rise while in speech, dB per second (slow: speech must not become
+        the floor).
+    hangover_ms : int
+        Speech is extended by this long after the detector falls silent.
+    onset_ms : int
+        Energy must stay above the entry threshold this long before speech is declared; the
+        frames of that run are then reported as non-speech (the detector is causal).
+    """
+
+    on_db: float
+    off_db: float
+    min_dbfs: float
+    fall: float
+    rise: float
+    rise_max_db_per_s: float
+    hangover_ms: int
+    onset_ms: int
+
+    @classmethod
+    def from_sensitivity(cls, sensitivity: float) -> VadTuning:
+        """Map ``sensitivity`` in [0, 1] (1 = most speech) to the detector constants.
+
+        Parameters
+        ----------
+        sensitivity : float
+            0 is the most conservative detector (high thresholds), 1 the most eager.
+
+        Returns
+        -------
+        VadTuning
+        """
+        s = float(sensitivity)
+        on = 9.0 - 6.0 * s
+        return cls(
+            on_db=on,
+            off_db=on - 2.0,
+            min_dbfs=-60.0 - 10.0 * s,
+            fall=0.3,
+            rise=0.02,
+            rise_max_db_per_s=1.0,
+            hangover_ms=80,
+            onset_ms=0,
+        )
+
+    def params(self, frame_ms: int) -> np.ndarray:
+        """The kernel's float64 parameter vector for frames of `frame_ms` milliseconds."""
+        p = np.zeros(_layout.N_PARAMS)
+        p[_layout.P_ON_DB] = self.on_db
+        p[_layout.P_OFF_DB] = self.off_db
+        p[_layout.P_MIN_DBFS] = self.min_dbfs
+        p[_layout.P_FALL] = self.fall
+        p[_layout.P_RISE] = self.rise
+        p[_layout.P_RISE_MAX_DB] = self.rise_max_db_per_s * frame_ms / 1000.0
+        p[_layout.P_HANGOVER] = round(self.hangover_ms / frame_ms)
+        p[_layout.P_ONSET] = max(1, round(self.onset_ms / frame_ms) + 1)
+        return p
+
+
+def _as_pcm(chunk: Any, encoding: str, what: str) -> np.ndarray:
+    """Validate one input chunk and return it as a contiguous int16 array (read-only is fine)."""
+    if encoding == "pcm":
+        if isinstance(chunk, np.ndarray):
+            if chunk.dtype != np.int16:
+                raise TypeError(f"{what}: PCM arrays must be int16, got {chunk.dtype}")
+            if chunk.ndim != 1:
+                raise AudioFormatError(f"{what}: PCM must be 1-D (mono), got shape {chunk.shape}")
+            return np.ascontiguousarray(chunk)
+        if isinstance(chunk, (bytes, bytearray, memoryview)):
+            n_bytes = memoryview(chunk).nbytes
+            if n_bytes % 2:
+                raise AudioFormatError(
+                    f"{what}: int16 PCM bytes must have an even length, got {n_bytes} bytes"
+                )
+            return np.frombuffer(chunk, dtype="<i2").astype(np.int16, copy=False)
+        raise TypeError(
+            f"{what}: expected an int16 numpy array or bytes-like PCM, got {type(chunk).__name__}"
+        )
+    from . import codec  # G.711 lives in the codec module (validation + backend kernels)
+
+    if isinstance(chunk, np.ndarray):
+        if chunk.dtype != np.uint8:
+            raise TypeError(f"{what}: {encoding} code arrays must be uint8, got {chunk.dtype}")
+        if chunk.ndim != 1:
+            raise AudioFormatError(f"{what}: codes must be 1-D (mono), got shape {chunk.shape}")
+        codes = np.ascontiguousarray(chunk)
+    elif isinstance(chunk, (bytes, bytearray, memoryview)):
+        codes = np.frombuffer(chunk, dtype=np.uint8)
+    else:
+        raise TypeError(
+            f"{what}: expected a uint8 numpy array or bytes-like {encoding} codes, "
+            f"got {type(chunk).__name__}"
+        )
+    decode = codec.ulaw_decode if encoding == "ulaw" else codec.alaw_decode
+    return decode(codes)
+
+
+def frame_features(pcm: np.ndarray, rate_hz: int, frame_ms: int = 10) -> np.ndarray:
+    """Per-frame features of a whole int16 signal (one-shot; the filter starts from rest).
+
+    Parameters
+    ----------
+    pcm : numpy.ndarray
+        int16 mono PCM; a trailing partial frame is ignored.
+    rate_hz : int
+        8000 or 16000.
+    frame_ms : int, optional
+        10, 20 or 30.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(n_frames, 3)``: columns :data:`FEATURE_ENERGY` (dBFS),
+        :data:`FEATURE_BAND` (dBFS, 300-3400 Hz) and :data:`FEATURE_ZCR`.
+
+    Raises
+    ------
+    TypeError
+        If `pcm` is not an int16 array.
+    AudioFormatError
+        If the rate or frame duration is not supported, or `pcm` is not 1-D.
+    """
+    _check_geometry(rate_hz, frame_ms)
+    x = _as_pcm(pcm, "pcm", "frame_features")
+    frame_len = rate_hz * frame_ms // 1000
+    out = np.empty((len(x) // frame_len, _layout.N_FEATURES))
+    zi = np.zeros(4)
+    _backend.vad.frame_features(x, frame_len, band_sos(rate_hz).ravel(), zi, out)
+    return out
+
+
+class EnergyVad:
+    """Streaming energy VAD: adaptive noise floor, hysteresis, onset run and hangover.
+
+    Every complete frame gets one decision. A frame is speech when its band-limited
+    (300-3400 Hz) energy rises `on_db` above a tracked noise floor (and above an absolute gate);
+    it stays speech while the energy is above floor + `off_db`; after it falls silent the
+    decision stays True for the hangover. The noise floor follows dips quickly and rises slowly
+    (capped while in speech), so it adapts to stationary noise (hum, fan, line noise) within a
+    fraction of a second and does not climb into long utterances.
+
+    The feature kernel and the decision loop run natively (``sis_stream._native.vad``) or on
+    their numpy twins; all state (filter state, floor, hysteresis, hangover, the buffered
+    partial frame) lives in this object, so a stream split into any chunks gives the same
+    decisions as one call.
+
+    Parameters
+    ----------
+    rate_hz : int
+        8000 or 16000.
+    frame_ms : int, optional
+        10 (default), 20 or 30.
+    sensitivity : float, optional
+        0..1 (default 0.5): higher finds more speech (lower thresholds). Ignored when `tuning`
+        is given.
+    encoding : {"pcm", "ulaw", "alaw"}, optional
+        Input encoding of :meth:`process`: little-endian int16 PCM (an int16 array or bytes),
+        or G.711 codes (a uint8 array or bytes), decoded with :mod:`sis_stream.codec`.
+    tuning : VadTuning, optional
+        Explicit detector constants (overrides `sensitivity`).
+
+    Raises
+    ------
+    TypeError
+        If `rate_hz`/`frame_ms` are not ints or `sensitivity` is not a real number.
+    AudioFormatError
+        If the rate, frame duration or encoding is not supported.
+    ValueError
+        If `sensitivity` is outside [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vad = EnergyVad(16000, frame_ms=10)
+    >>> vad.process(np.zeros(480, np.int16)).tolist()
+    [False, False, False]
+    """
+
+    def __init__(
+        self,
+        rate_hz: int,
+        frame_ms: int = 10,
+        sensitivity: float = DEFAULT_SENSITIVITY,
+        *,
+        encoding: str = "pcm",
+        tuning: VadTuning | None = None,
+    ) -> None:
+        _check_geometry(rate_hz, frame_ms)
+        if isinstance(sensitivity, bool) or not isinstance(sensitivity, (int, float, np.floating)):
+            raise TypeError(f"sensitivity must be a real number, got {type(sensitivity).__name__}")
+        if not 0.0 <= float(sensitivity) <= 1.0:
+            raise ValueError(f"sensitivity must be in [0, 1], got {sensitivity}")
+        if encoding not in ENCODINGS:
+            raise AudioFormatError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        self.rate_hz: Final = int(rate_hz)
+        self.frame_ms: Final = int(frame_ms)
+        #: Samples per frame.
+        self.frame_len: Final = self.rate_hz * self.frame_ms // 1000
+        self.encoding: Final = encoding
+        self.sensitivity: Final = float(sensitivity)
+        self.tuning: Final = tuning if tuning is not None else VadTuning.from_sensitivity(sensitivity)
+        self._sos = band_sos(self.rate_hz).ravel()
+        self._params = self.tuning.params(self.frame_ms)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all state (filter, noise floor, pending samples): ready for a new stream."""
+        self._zi = np.zeros(4)
+        self._state = np.zeros(_layout.N_STATE)
+        self._pending = np.zeros(0, np.int16)
+        self._closed = False
+        self._frames_done = 0
+
+    @property
+    def frames_done(self) -> int:
+        """Frames decided since the last :meth:`reset`."""
+        return self._frames_done
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples buffered in the incomplete last frame (always < ``frame_len``)."""
+        return len(self._pending)
+
+    @property
+    def noise_floor_dbfs(self) -> float:
+        """Current noise-floor estimate of the band energy, dBFS (NaN before the first frame)."""
+        return float(self._state[_layout.S_FLOOR]) if self._frames_done else math.nan
+
+    def process(self, chunk: Any) -> np.ndarray:
+        """Decide every frame completed by `chunk`; buffer the rest.
+
+        Parameters
+        ----------
+        chunk : numpy.ndarray or bytes-like
+            Audio in the VAD's `encoding` (int16 array / PCM bytes, or uint8 array / G.711
+            bytes), any length, including empty.
+
+        Returns
+        -------
+        numpy.ndarray
+            bool, one decision per frame completed by this call (True = speech).
+
+        Raises
+        ------
+        StreamClosedError
+            After :meth:`flush` (call :meth:`reset` to start again).
+        TypeError
+            Wrong type or dtype.
+        AudioFormatError
+            Not 1-D, or PCM bytes of odd length.
+        """
+        if self._closed:
+            raise StreamClosedError("EnergyVad.process() after flush(); call reset() first")
+        x = _as_pcm(chunk, self.encoding, "EnergyVad.process")
+        return self._decide(x)[0]
+
+    def process_features(self, chunk: Any) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`process`, also returning the frames' features (for analysis and tuning).
+
+        Returns
+        -------
+        decisions : numpy.ndarray
+            bool, one per completed frame.
+        features : numpy.ndarray
+            float64 ``(n_frames, 3)``, columns as :func:`frame_features`.
+        """
+        if self._closed:
+            raise StreamClosedError("EnergyVad.process() after flush(); call reset() first")
+        return self._decide(_as_pcm(chunk, self.encoding, "EnergyVad.process"))
+
+    def flush(self) -> np.ndarray:
+        """End the stream: decide the buffered partial frame, zero-padded, if there is one.
+
+        Returns
+        -------
+        numpy.ndarray
+            bool, zero or one decision.
+        """
+        if self._closed:
+            return np.zeros(0, bool)
+        out = np.zeros(0, bool)
+        if len(self._pending):
+            pad = np.zeros(self.frame_len - len(self._pending), np.int16)
+            out = self._decide(pad)[0]
+        self._closed = True
+        return out
+
+    def _decide(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(self._pending):
+            x = np.concatenate((self._pending, x))
+        n = len(x) // self.frame_len
+        feat = np.empty((n, _layout.N_FEATURES))
+        out = np.empty(n, np.uint8)
+        if n:
+            kernels = _backend.vad  # looked up at call time (the backend fixture swaps it)
+            kernels.frame_features(x, self.frame_len, self._sos, self._zi, feat)
+            kernels.energy_decide(feat, self._params, self._state, out)
+        # Copy the tail so the caller's buffer is not kept alive (and can be reused).
+        self._pending = np.array(x[n * self.frame_len :], np.int16)
+        self._frames_done += n
+        return out.view(bool), feat
