@@ -2,7 +2,7 @@
 # Shared C types and tiny inline helpers for the kernels in native/*.pyx (cimport from "_types").
 # Formats are fixed on purpose (house style C): int16 PCM, uint8 G.711 codes, float32 internally.
 
-from libc.stdint cimport int16_t, int32_t, uint8_t, uint16_t
+from libc.stdint cimport int16_t, int32_t, uint8_t, uint16_t, uint32_t
 
 ctypedef int16_t pcm16_t    # one 16-bit two's-complement PCM sample
 ctypedef uint8_t code8_t    # one G.711 code (u-law or A-law)

@@ -2,9 +2,9 @@
 """G.711 u-law / A-law kernels, bit-exact with the ITU-T G.191 STL ``g711.c``; table driven."""
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
-from _types cimport code8_t, int16_t, load_le16, pcm16_t, store_le16, uint16_t
+from _types cimport code8_t, int16_t, load_le16, pcm16_t, store_le16, uint16_t, uint32_t
 
 # Tables built once at import from the G.191 algorithms below. Encode tables are indexed by the
 # 16-bit pattern of the sample read as uint16 (65,536 entries: every possible input), decode
@@ -16,6 +16,10 @@ cdef pcm16_t _ULAW_DEC[256]
 cdef pcm16_t _ALAW_DEC[256]
 cdef uint16_t _ULAW_DEC_LE[256]
 cdef uint16_t _ALAW_DEC_LE[256]
+# Two codes at a time for the bytes fast path: indexed by code0 | code1 << 8, each entry holds
+# the 4 bytes of both little-endian samples (256 KiB per law; halves the look-ups per frame).
+cdef uint32_t _ULAW_DEC2_LE[65536]
+cdef uint32_t _ALAW_DEC2_LE[65536]
 
 
 cdef code8_t _ulaw_compress(int x) noexcept nogil:
@@ -90,6 +94,12 @@ cdef void _build_tables() noexcept nogil:
         _ALAW_DEC[i] = _alaw_expand(i)
         store_le16(<unsigned char*>&_ULAW_DEC_LE[i], <uint16_t>_ULAW_DEC[i])
         store_le16(<unsigned char*>&_ALAW_DEC_LE[i], <uint16_t>_ALAW_DEC[i])
+    for i in range(65536):
+        # Byte 0 of a little-endian pair index is the first code (i & 0xFF), byte 1 the second.
+        store_le16(<unsigned char*>&_ULAW_DEC2_LE[i], <uint16_t>_ULAW_DEC[i & 0xFF])
+        store_le16(<unsigned char*>&_ULAW_DEC2_LE[i] + 2, <uint16_t>_ULAW_DEC[i >> 8])
+        store_le16(<unsigned char*>&_ALAW_DEC2_LE[i], <uint16_t>_ALAW_DEC[i & 0xFF])
+        store_le16(<unsigned char*>&_ALAW_DEC2_LE[i] + 2, <uint16_t>_ALAW_DEC[i >> 8])
 
 
 _build_tables()
@@ -122,35 +132,47 @@ cdef inline Py_ssize_t _check_out(Py_ssize_t n_in, Py_ssize_t n_out) except -1:
     return n_in
 
 
-def ulaw_encode(const int16_t[::1] pcm, code8_t[::1] out) -> Py_ssize_t:
+def ulaw_encode(const int16_t[::1] pcm, code8_t[::1] out) -> int:
     """Encode int16 PCM to u-law codes in ``out[:len(pcm)]``; return the number of codes."""
     cdef Py_ssize_t n = _check_out(pcm.shape[0], out.shape[0])
-    with nogil:
+    if n < _NOGIL_MIN:  # a 20 ms frame: keep the GIL, releasing it costs more than the loop
         _encode_impl(pcm, out, _ULAW_ENC, n)
+    else:
+        with nogil:
+            _encode_impl(pcm, out, _ULAW_ENC, n)
     return n
 
 
-def ulaw_decode(const code8_t[::1] codes, int16_t[::1] out) -> Py_ssize_t:
+def ulaw_decode(const code8_t[::1] codes, int16_t[::1] out) -> int:
     """Decode u-law codes to int16 PCM in ``out[:len(codes)]``; return the number of samples."""
     cdef Py_ssize_t n = _check_out(codes.shape[0], out.shape[0])
-    with nogil:
+    if n < _NOGIL_MIN:  # a 20 ms frame: keep the GIL, releasing it costs more than the loop
         _decode_impl(codes, out, _ULAW_DEC, n)
+    else:
+        with nogil:
+            _decode_impl(codes, out, _ULAW_DEC, n)
     return n
 
 
-def alaw_encode(const int16_t[::1] pcm, code8_t[::1] out) -> Py_ssize_t:
+def alaw_encode(const int16_t[::1] pcm, code8_t[::1] out) -> int:
     """Encode int16 PCM to A-law codes in ``out[:len(pcm)]``; return the number of codes."""
     cdef Py_ssize_t n = _check_out(pcm.shape[0], out.shape[0])
-    with nogil:
+    if n < _NOGIL_MIN:  # a 20 ms frame: keep the GIL, releasing it costs more than the loop
         _encode_impl(pcm, out, _ALAW_ENC, n)
+    else:
+        with nogil:
+            _encode_impl(pcm, out, _ALAW_ENC, n)
     return n
 
 
-def alaw_decode(const code8_t[::1] codes, int16_t[::1] out) -> Py_ssize_t:
+def alaw_decode(const code8_t[::1] codes, int16_t[::1] out) -> int:
     """Decode A-law codes to int16 PCM in ``out[:len(codes)]``; return the number of samples."""
     cdef Py_ssize_t n = _check_out(codes.shape[0], out.shape[0])
-    with nogil:
+    if n < _NOGIL_MIN:  # a 20 ms frame: keep the GIL, releasing it costs more than the loop
         _decode_impl(codes, out, _ALAW_DEC, n)
+    else:
+        with nogil:
+            _decode_impl(codes, out, _ALAW_DEC, n)
     return n
 
 
@@ -160,48 +182,93 @@ def alaw_decode(const code8_t[::1] codes, int16_t[::1] out) -> Py_ssize_t:
 # one plain Py_buffer and fill a bytes object created uninitialised, the one allocation the
 # wrapper cannot make itself without a copy. PCM bytes are little-endian (SIS, WAV) on any host.
 
+# Below this many items the GIL stays held: releasing and re-taking it costs more than the loop.
+cdef enum:
+    _NOGIL_MIN = 4096
+
+
 cdef bytes _encode_bytes(object pcm, const code8_t* table):
     cdef Py_buffer view
     cdef bytes result
-    cdef Py_ssize_t i, n
-    cdef const unsigned char* src
-    cdef unsigned char* dst
+    cdef Py_ssize_t n
+    if type(pcm) is bytes:  # no buffer protocol round trip for the common case
+        n = PyBytes_GET_SIZE(pcm)
+        if n % 2:
+            raise ValueError(f"PCM must hold whole 2-byte samples, got {n} bytes")
+        result = PyBytes_FromStringAndSize(NULL, n // 2)
+        _encode_ptr_impl(<const unsigned char*>PyBytes_AS_STRING(pcm),
+                         <unsigned char*>PyBytes_AS_STRING(result), table, n // 2)
+        return result
     PyObject_GetBuffer(pcm, &view, PyBUF_SIMPLE)  # C-contiguous bytes or BufferError
     try:
         if view.len % 2:
             raise ValueError(f"PCM must hold whole 2-byte samples, got {view.len} bytes")
-        n = view.len // 2
-        result = PyBytes_FromStringAndSize(NULL, n)
-        src = <const unsigned char*>view.buf
-        dst = <unsigned char*>PyBytes_AS_STRING(result)
-        with nogil:
-            for i in range(n):
-                # In bounds: byte 2i + 1 < 2n = view.len, i < n = len(result); the table has
-                # 65,536 entries, one per uint16.
-                dst[i] = table[load_le16(src + 2 * i)]
+        result = PyBytes_FromStringAndSize(NULL, view.len // 2)
+        _encode_ptr_impl(<const unsigned char*>view.buf, <unsigned char*>PyBytes_AS_STRING(result),
+                         table, view.len // 2)
     finally:
         PyBuffer_Release(&view)
     return result
 
 
-cdef bytes _decode_bytes(object codes, const uint16_t* table_le):
+cdef void _encode_ptr_impl(const unsigned char* src, unsigned char* dst, const code8_t* table,
+                           Py_ssize_t n) noexcept:
+    # Callers pass src with 2n readable bytes and dst with n writable bytes.
+    if n < _NOGIL_MIN:
+        _encode_ptr_loop(src, dst, table, n)
+    else:
+        with nogil:
+            _encode_ptr_loop(src, dst, table, n)
+
+
+cdef inline void _encode_ptr_loop(const unsigned char* src, unsigned char* dst,
+                                  const code8_t* table, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        # In bounds: byte 2i + 1 < 2n, i < n; the table has one entry per uint16.
+        dst[i] = table[load_le16(src + 2 * i)]
+
+
+cdef void _decode_ptr_impl(const unsigned char* src, uint16_t* dst, const uint16_t* table_le,
+                           const uint32_t* table2_le, Py_ssize_t n) noexcept:
+    # Callers pass src with n readable bytes and a 4-byte aligned dst with room for n uint16.
+    if n < _NOGIL_MIN:
+        _decode_ptr_loop(src, dst, table_le, table2_le, n)
+    else:
+        with nogil:
+            _decode_ptr_loop(src, dst, table_le, table2_le, n)
+
+
+cdef inline void _decode_ptr_loop(const unsigned char* src, uint16_t* dst,
+                                  const uint16_t* table_le, const uint32_t* table2_le,
+                                  Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j, half = n // 2
+    cdef uint32_t* dst2 = <uint32_t*>dst
+    for j in range(half):
+        # In bounds: bytes 2j, 2j + 1 < 2 * half <= n; dst2[j] covers dst[2j], dst[2j + 1];
+        # a uint16 pair index addresses the 65,536-entry pair table.
+        dst2[j] = table2_le[load_le16(src + 2 * j)]
+    if n % 2:
+        dst[n - 1] = table_le[src[n - 1]]  # the odd last code
+
+
+cdef bytes _decode_bytes(object codes, const uint16_t* table_le, const uint32_t* table2_le):
+    # The bytes payload is 8-byte aligned (CPython object layout), so uint16 stores into it are
+    # aligned; table_le already holds each sample's little-endian byte pattern.
     cdef Py_buffer view
     cdef bytes result
-    cdef Py_ssize_t i, n
-    cdef const unsigned char* src
-    cdef uint16_t* dst
+    cdef Py_ssize_t n
+    if type(codes) is bytes:
+        n = PyBytes_GET_SIZE(codes)
+        result = PyBytes_FromStringAndSize(NULL, 2 * n)
+        _decode_ptr_impl(<const unsigned char*>PyBytes_AS_STRING(codes),
+                         <uint16_t*>PyBytes_AS_STRING(result), table_le, table2_le, n)
+        return result
     PyObject_GetBuffer(codes, &view, PyBUF_SIMPLE)
     try:
-        n = view.len
-        result = PyBytes_FromStringAndSize(NULL, 2 * n)
-        src = <const unsigned char*>view.buf
-        # The bytes payload is 8-byte aligned (CPython object layout), so uint16 stores are
-        # aligned; table_le already holds each sample's little-endian byte pattern.
-        dst = <uint16_t*>PyBytes_AS_STRING(result)
-        with nogil:
-            for i in range(n):
-                # In bounds: i < n = view.len and 2n bytes were allocated; codes index 256 entries.
-                dst[i] = table_le[src[i]]
+        result = PyBytes_FromStringAndSize(NULL, 2 * view.len)
+        _decode_ptr_impl(<const unsigned char*>view.buf, <uint16_t*>PyBytes_AS_STRING(result),
+                         table_le, table2_le, view.len)
     finally:
         PyBuffer_Release(&view)
     return result
@@ -214,7 +281,7 @@ def ulaw_encode_bytes(pcm) -> bytes:
 
 def ulaw_decode_bytes(codes) -> bytes:
     """Decode a C-contiguous buffer of u-law codes to little-endian int16 PCM bytes."""
-    return _decode_bytes(codes, _ULAW_DEC_LE)
+    return _decode_bytes(codes, _ULAW_DEC_LE, _ULAW_DEC2_LE)
 
 
 def alaw_encode_bytes(pcm) -> bytes:
@@ -224,4 +291,4 @@ def alaw_encode_bytes(pcm) -> bytes:
 
 def alaw_decode_bytes(codes) -> bytes:
     """Decode a C-contiguous buffer of A-law codes to little-endian int16 PCM bytes."""
-    return _decode_bytes(codes, _ALAW_DEC_LE)
+    return _decode_bytes(codes, _ALAW_DEC_LE, _ALAW_DEC2_LE)

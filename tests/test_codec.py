@@ -1,0 +1,206 @@
+"""Public G.711 wrappers: input kinds, return kinds, out=, native == reference, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sis_stream import _backend, codec
+from sis_stream.errors import AudioFormatError
+
+LAWS = ("ulaw", "alaw")
+LENGTHS = (0, 1, 159, 160, 161)
+
+
+def _enc(law):
+    return getattr(codec, f"{law}_encode")
+
+
+def _dec(law):
+    return getattr(codec, f"{law}_decode")
+
+
+def _pcm(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-32768, 32768, n).astype(np.int16)
+
+
+def _codes(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, n).astype(np.uint8)
+
+
+def _call_all_kinds(law: str, n: int) -> dict[str, bytes]:
+    """Every way of calling both wrappers of one law; results normalised to bytes."""
+    pcm, codes = _pcm(n, seed=n), _codes(n, seed=n + 1)
+    pcm_b, codes_b = pcm.astype("<i2").tobytes(), codes.tobytes()
+    enc, dec = _enc(law), _dec(law)
+    ro_pcm, ro_codes = pcm.copy(), codes.copy()
+    ro_pcm.flags.writeable = False
+    ro_codes.flags.writeable = False
+    res = {
+        "enc bytes": enc(pcm_b),
+        "enc bytearray": enc(bytearray(pcm_b)),
+        "enc memoryview": enc(memoryview(pcm_b)),
+        "enc memoryview h": enc(memoryview(pcm_b).cast("h")),
+        "enc array": enc(pcm).tobytes(),
+        "enc read-only array": enc(ro_pcm).tobytes(),
+        "enc out array": enc(pcm, out=np.empty(n, np.uint8)).tobytes(),
+        "enc bytes out bytearray": bytes(enc(pcm_b, out=bytearray(n))),
+        "dec bytes": dec(codes_b),
+        "dec bytearray": dec(bytearray(codes_b)),
+        "dec memoryview": dec(memoryview(codes_b)),
+        "dec array": dec(codes).astype("<i2").tobytes(),
+        "dec read-only array": dec(ro_codes).astype("<i2").tobytes(),
+        "dec out array": dec(codes, out=np.empty(n, np.int16)).astype("<i2").tobytes(),
+        "dec bytes out bytearray": bytes(dec(codes_b, out=bytearray(2 * n))),
+        "dec bytes out memoryview": bytes(dec(codes_b, out=memoryview(bytearray(2 * n)))),
+    }
+    return res
+
+
+@pytest.mark.skipif(_backend.NO_EXTENSIONS, reason="SIS_STREAM_NO_EXTENSIONS=1: native not used")
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("law", LAWS)
+def test_every_wrapper_native_equals_reference(monkeypatch, law, n):
+    # Same bytes from both backends for every input kind, random data, awkward lengths.
+    results = {}
+    for kind in ("native", "reference"):
+        monkeypatch.setattr(_backend, "g711", _backend.load(kind).g711)
+        results[kind] = _call_all_kinds(law, n)
+    assert results["native"] == results["reference"]
+    # All input kinds agree with each other too.
+    for prefix in ("enc", "dec"):
+        values = {v for k, v in results["native"].items() if k.startswith(prefix)}
+        assert len(values) == 1, prefix
+    assert len(results["native"]["enc bytes"]) == n
+    assert len(results["native"]["dec bytes"]) == 2 * n
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_decode_bytes_equals_audioop(backend, law):
+    audioop = pytest.importorskip("audioop")
+    codes = _codes(1000, seed=3).tobytes()
+    assert _dec(law)(codes) == getattr(audioop, f"{law}2lin")(codes, 2)
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_return_kinds(backend, law):
+    # bytes-like in -> bytes out; array in -> array of the same shape; out= is returned itself.
+    pcm = _pcm(12).reshape(3, 4)
+    assert type(_enc(law)(pcm.tobytes())) is bytes
+    assert type(_enc(law)(bytearray(pcm.tobytes()))) is bytes
+    assert type(_enc(law)(memoryview(pcm.tobytes()))) is bytes
+    codes = _enc(law)(pcm)
+    assert isinstance(codes, np.ndarray) and codes.dtype == np.uint8 and codes.shape == (3, 4)
+    back = _dec(law)(codes)
+    assert back.dtype == np.int16 and back.shape == (3, 4)
+    assert type(_dec(law)(codes.tobytes())) is bytes
+    out = np.empty((3, 4), np.uint8)
+    assert _enc(law)(pcm, out=out) is out
+    np.testing.assert_array_equal(out, codes)
+    buf = bytearray(24)
+    assert _dec(law)(codes.tobytes(), out=buf) is buf
+    assert bytes(buf) == back.astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_round_trip_through_wrappers(backend, law):
+    # decode(encode(decode(c))) == decode(c): decoded levels are fixed points of the codec.
+    levels = _dec(law)(np.arange(256, dtype=np.uint8))
+    np.testing.assert_array_equal(_dec(law)(_enc(law)(levels)), levels)
+
+
+def test_silence_constants(backend):
+    assert codec.ULAW_SILENCE == 0xFF and codec.ALAW_SILENCE == 0xD5
+    assert codec.ulaw_encode(bytes(320)) == bytes([codec.ULAW_SILENCE]) * 160
+    assert codec.alaw_encode(bytes(320)) == bytes([codec.ALAW_SILENCE]) * 160
+    assert codec.ulaw_decode(bytes([codec.ULAW_SILENCE]) * 160) == bytes(320)
+
+
+def test_encode_decode_dispatch_by_encoding(backend):
+    pcm = _pcm(10).tobytes()
+    assert codec.encode(pcm, "pcm") is pcm and codec.decode(pcm, "pcm") is pcm
+    assert codec.encode(pcm, "ulaw") == codec.ulaw_encode(pcm)
+    assert codec.decode(codec.encode(pcm, "alaw"), "alaw") == codec.alaw_decode(codec.alaw_encode(pcm))
+    with pytest.raises(AudioFormatError, match="'pcm', 'ulaw' or 'alaw', got 'mp3'"):
+        codec.encode(pcm, "mp3")
+    with pytest.raises(AudioFormatError, match="'pcm', 'ulaw' or 'alaw', got 'g722'"):
+        codec.decode(pcm, "g722")
+
+
+# --- validation: every branch -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("law", LAWS)
+@pytest.mark.parametrize("bad", [[1, 2], "ab", 3, None])
+def test_rejects_unsupported_input_types(backend, law, bad):
+    with pytest.raises(TypeError, match=f"{law}_encode expects PCM as bytes, bytearray, memoryview"):
+        _enc(law)(bad)
+    with pytest.raises(TypeError, match=f"{law}_decode expects codes as bytes, bytearray"):
+        _dec(law)(bad)
+
+
+@pytest.mark.parametrize("law", LAWS)
+@pytest.mark.parametrize("data", [b"abc", bytearray(b"a"), memoryview(b"abcde")])
+def test_rejects_odd_length_pcm_bytes(backend, law, data):
+    with pytest.raises(AudioFormatError, match=r"whole 2-byte samples, got \d bytes \(odd length\)"):
+        _enc(law)(data)
+
+
+@pytest.mark.parametrize("law", LAWS)
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.uint16, ">i2"])
+def test_encode_rejects_wrong_dtype(backend, law, dtype):
+    with pytest.raises(TypeError, match=rf"expects PCM samples as int16 .*got an array of dtype"):
+        _enc(law)(np.zeros(4, dtype=dtype))
+
+
+@pytest.mark.parametrize("law", LAWS)
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.float64])
+def test_decode_rejects_wrong_dtype(backend, law, dtype):
+    with pytest.raises(TypeError, match=r"expects codes as uint8 .*got an array of dtype"):
+        _dec(law)(np.zeros(4, dtype=dtype))
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_rejects_non_contiguous_arrays(backend, law):
+    with pytest.raises(TypeError, match=r"C-contiguous array, got strides \(4,\)"):
+        _enc(law)(np.zeros(8, np.int16)[::2])
+    with pytest.raises(TypeError, match=r"C-contiguous array, got strides"):
+        _dec(law)(np.zeros((4, 4), np.uint8).T)
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_rejects_bad_memoryviews(backend, law):
+    with pytest.raises(TypeError, match="C-contiguous memoryview, got a non-contiguous one"):
+        _enc(law)(memoryview(bytes(8))[::2])
+    with pytest.raises(TypeError, match="format B or b or c or h, got format 'f'"):
+        _enc(law)(memoryview(np.zeros(2, np.float32)))
+    with pytest.raises(TypeError, match="format B or b or c, got format 'h'"):
+        _dec(law)(memoryview(np.zeros(2, np.int16)))
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_rejects_bad_out(backend, law):
+    enc, pcm = _enc(law), _pcm(4)
+    with pytest.raises(TypeError, match="out must have dtype uint8, got dtype int16"):
+        enc(pcm, out=np.empty(4, np.int16))
+    with pytest.raises(TypeError, match="out must be C-contiguous, got strides"):
+        enc(pcm, out=np.empty(8, np.uint8)[::2])
+    ro = np.empty(4, np.uint8)
+    ro.flags.writeable = False
+    with pytest.raises(TypeError, match="out must be writable, got a read-only array"):
+        enc(pcm, out=ro)
+    with pytest.raises(AudioFormatError, match=r"out must hold 4 items of uint8 \(4 bytes\), got 5 items"):
+        enc(pcm, out=np.empty(5, np.uint8))
+    with pytest.raises(TypeError, match="out must be a writable numpy array .* got bytes"):
+        enc(pcm, out=bytes(4))
+    with pytest.raises(TypeError, match="out must be writable, got a read-only memoryview"):
+        enc(pcm, out=memoryview(bytes(4)))
+    with pytest.raises(TypeError, match="out must be C-contiguous, got a non-contiguous memoryview"):
+        enc(pcm, out=memoryview(bytearray(8))[::2])
+    with pytest.raises(AudioFormatError, match=r"out must hold 4 items of uint8 \(4 bytes\), got 3 bytes"):
+        enc(pcm.tobytes(), out=bytearray(3))
+    dec = _dec(law)
+    with pytest.raises(AudioFormatError, match=r"out must hold 4 items of int16 \(8 bytes\), got 4 bytes"):
+        dec(bytes(4), out=bytearray(4))
+    with pytest.raises(TypeError, match="out must have dtype int16, got dtype uint8"):
+        dec(np.zeros(4, np.uint8), out=np.empty(4, np.uint8))
