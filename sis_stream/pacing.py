@@ -38,6 +38,8 @@ DEFAULT_BURST_S: Final = 1.0
 DEFAULT_MAX_CATCHUP_S: Final = 1.0
 
 _NS_PER_S: Final = 1_000_000_000
+# Lateness this small is float rounding of the caller's clock arithmetic, never a stall.
+_STALL_TOLERANCE_S: Final = 1e-9
 # Speeds are held as exact fractions num/den with a bounded denominator (1.5 -> 3/2).
 _SPEED_MAX_DENOMINATOR: Final = 1000
 
@@ -446,7 +448,7 @@ class Pacer:
             self._t0 = now
         due = self._t0 + self._offset_ns(self._n) / _NS_PER_S
         late = now - due
-        if late > self._max_catchup_s:
+        if late > self._max_catchup_s + _STALL_TOLERANCE_S:
             shift = late - self._max_catchup_s
             self._t0 += shift
             self._stalls += 1

@@ -232,7 +232,7 @@ def test_zero_catchup_never_makes_up_lateness():
     times = run(p, clock, 1000, lambda: rng.uniform(0.0, 0.01))
     gaps = np.diff(times)
     assert (gaps >= 0.1 - 1e-9).all()  # no frame ever follows faster than real time
-    assert p.stats.max == 0.0  # every late send was re-anchored before being recorded
+    assert p.stats.max <= 1e-9  # every late send was re-anchored before being recorded
     assert p.stalls > 900
 
 
