@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 
 import numpy as np
@@ -110,17 +111,11 @@ def _decay_length(A: np.ndarray) -> int:
     return 1 << 14
 
 
-def _band_filter(x: np.ndarray, sos: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IIR cascade output and final state, computed as linear-system maths.
-
-    The output is the convolution of the input with the impulse response ``h = [D, CB, CAB, ...]``
-    plus the zero-input response ``C A^t zi``; the final state is ``A^N zi + sum_k A^k B
-    x[N-1-k]``. Both sums are truncated where ``A^k`` has decayed below 1e-15 (a stable filter).
-    """
-    A, B, C, D = _state_space(sos)
-    n_x = len(x)
+@lru_cache(maxsize=16)
+def _system(sos_bytes: bytes, n_sec: int) -> tuple:
+    """State space, the powers A^t (t < m) and the impulse response of one filter (cached)."""
+    A, B, C, D = _state_space(np.frombuffer(sos_bytes).reshape(n_sec, 6))
     m = _decay_length(A)
-    # Impulse response and the rows C A^t / columns A^t B, t < m.
     powers = np.empty((m, *A.shape))
     powers[0] = np.eye(A.shape[0])
     for t in range(1, m):
@@ -128,6 +123,19 @@ def _band_filter(x: np.ndarray, sos: np.ndarray, zi: np.ndarray) -> tuple[np.nda
     h = np.empty(m + 1)
     h[0] = D
     h[1:] = np.einsum("i,tij,j->t", C, powers, B)  # h[t + 1] = C A^t B
+    return A, B, C, D, powers, h
+
+
+def _band_filter(x: np.ndarray, sos: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IIR cascade output and final state, computed as linear-system maths.
+
+    The output is the convolution of the input with the impulse response ``h = [D, CB, CAB, ...]``
+    plus the zero-input response ``C A^t zi``; the final state is ``A^N zi + sum_k A^k B
+    x[N-1-k]``. Both sums are truncated where ``A^k`` has decayed below 1e-15 (a stable filter).
+    """
+    A, B, C, D, powers, h = _system(sos.tobytes(), sos.shape[0])
+    n_x = len(x)
+    m = len(powers)
     n_fft = 1 << int(np.ceil(np.log2(n_x + m + 1)))
     y = np.fft.irfft(np.fft.rfft(x, n_fft) * np.fft.rfft(h, n_fft), n_fft)[:n_x]
     k = min(n_x, m)
