@@ -1,0 +1,101 @@
+"""Test helpers shared across the suite: an in-memory client/server session pair and a fake clock."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from sis_stream.protocol import ClientSession, Mode, ServerSession
+
+__all__ = ["FakeClock", "ConnectionPair", "pcm_silence"]
+
+
+class FakeClock:
+    """A settable monotonic clock: ``clock()`` returns ``clock.now``; ``advance(s)`` moves it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = float(start)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def pcm_silence(n_bytes: int) -> bytes:
+    """``n_bytes`` of zero-valued audio (any encoding's byte pattern does for protocol tests)."""
+    return bytes(n_bytes)
+
+
+class ConnectionPair:
+    """A :class:`ClientSession` and a :class:`ServerSession` joined by a fake link (h11 style).
+
+    Every frame one side produces is fed to the other at once. ``wire`` records the traffic as
+    ``("c2s" | "s2c", frame)`` tuples. Trace ids are deterministic (``trace-1``, ``trace-2``...;
+    the connection's own id is ``trace-0``).
+
+    Parameters
+    ----------
+    mode : Mode or str
+    early_audio : bool
+        Passed to the client (behave like the official SDK).
+    **server_kwargs
+        Passed to :class:`ServerSession` (``max_audio_ms``, ``idle_timeout_s``...). A
+        :class:`FakeClock` is used unless ``clock`` is given.
+    """
+
+    def __init__(self, mode: Mode | str = Mode.CONTINUE_STREAM, *, early_audio: bool = False,
+                 **server_kwargs: Any) -> None:
+        counter = itertools.count()
+        self.clock = server_kwargs.pop("clock", FakeClock())
+        self.client = ClientSession(mode, early_audio=early_audio)
+        self.server = ServerSession(mode, trace_id_factory=lambda: f"trace-{next(counter)}",
+                                    clock=self.clock, **server_kwargs)
+        self.wire: list[tuple[str, str | bytes]] = []
+
+    def _to_client(self, frames: list[str]) -> list[object]:
+        for f in frames:
+            self.wire.append(("s2c", f))
+            self.client.receive(f)
+        return list(self.client.events())
+
+    def client_send(self, event: object) -> list[object]:
+        """Client sends ``event``; the server receives it (auto replies go back to the client).
+
+        Returns the server events produced. Client events from auto replies stay queued on the
+        client (read them with :meth:`client_events`).
+        """
+        for frame in self.client.send(event):  # type: ignore[arg-type]
+            self.wire.append(("c2s", frame))
+            for reply in self.server.receive(frame):
+                self.wire.append(("s2c", reply))
+                self.client.receive(reply)
+        return list(self.server.events())
+
+    def raw_to_server(self, frame: str | bytes) -> list[object]:
+        """Feed a raw frame to the server (bypassing the client session, e.g. the exact SDK
+        strings); replies are recorded in ``wire`` but not given to the client. Returns the
+        server events."""
+        self.wire.append(("c2s", frame))
+        for reply in self.server.receive(frame):
+            self.wire.append(("s2c", reply))
+        return list(self.server.events())
+
+    def server_send(self, response: object) -> list[object]:
+        """The server app sends ``response``; the client receives it. Returns the client events
+        (including any queued from earlier auto replies)."""
+        return self._to_client(self.server.send(response))  # type: ignore[arg-type]
+
+    def client_events(self) -> list[object]:
+        """Drain the client's pending events."""
+        return list(self.client.events())
+
+    def server_events(self) -> list[object]:
+        """Drain the server's pending events."""
+        return list(self.server.events())
+
+    def s2c(self) -> list[str]:
+        """Every text frame the server sent so far."""
+        return [f for d, f in self.wire if d == "s2c"]  # type: ignore[misc]
