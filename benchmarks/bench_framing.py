@@ -4,8 +4,8 @@ No external anchor exists for framing, so the anchor is the obvious hand-written
 (``buf += chunk; while len(buf) >= F: out.append(buf[:F]); buf = buf[F:]``), which is
 what an application would write without a Framer. Each case frames 10 s of audio, either
 in 1024-byte chunks (a typical capture block, deliberately not a multiple of a frame) or
-as one 10 s blob (a file read at once). The ratio table (naive time / Framer time, medians; > 1 means
-the Framer is faster) is printed in the terminal summary.
+as one 10 s blob (a file read at once). The ratio table (naive time / Framer time, medians;
+> 1 means the Framer is faster) is printed in the terminal summary.
 
 Run: ``/work/venv/bin/python -m pytest benchmarks/bench_framing.py -q``
 """
@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from sis_stream.framing import Framer  # noqa: E402
+from sis_stream.framing import Framer
 
 AUDIO_S = 10
 CASES = [  # (format, frame_ms, chunk_bytes or None for the whole 10 s at once)
@@ -37,7 +37,11 @@ def _case_id(case):
 
 
 def _chunks(fmt: str, chunk: int | None) -> list[bytes]:
-    data = np.random.default_rng(0).integers(0, 256, AUDIO_S * BYTES_PER_S[fmt], dtype=np.uint8).tobytes()
+    data = (
+        np.random.default_rng(0)
+        .integers(0, 256, AUDIO_S * BYTES_PER_S[fmt], dtype=np.uint8)
+        .tobytes()
+    )
     if chunk is None:
         return [data]
     return [data[i : i + chunk] for i in range(0, len(data), chunk)]
@@ -73,8 +77,11 @@ def framer_frames(chunks: list[bytes], fmt: str, frame_ms: int) -> list[bytes]:
 def ratio_lines() -> list[str]:
     """The ratio table of everything measured so far in this run."""
     lines = [
-        f"Framer vs naive bytes-concatenation framer ({AUDIO_S} s of audio per round; median times)",
-        f"{'case':34s} {'naive':>10s} {'Framer':>10s} {'naive/Framer':>13s} {'Framer x realtime':>18s}",
+        f"Framer vs naive bytes-concatenation framer ({AUDIO_S} s of audio per round; medians)",
+        (
+            f"{'case':34s} {'naive':>10s} {'Framer':>10s} {'naive/Framer':>13s} "
+            f"{'Framer x realtime':>18s}"
+        ),
     ]
     for key in sorted(_results):
         r = _results[key]
@@ -105,7 +112,7 @@ def ratio_table(request):
 
 
 def _record(benchmark, case, impl):
-    fmt, ms, chunk = case
+    fmt, ms, _chunk = case
     # The median: the box is shared and noisy, and outliers hit the mean hard.
     _results.setdefault((fmt, ms, _case_id(case)), {})[impl] = benchmark.stats.stats.median
     benchmark.extra_info["audio_s"] = AUDIO_S

@@ -11,9 +11,9 @@ from .audio import AudioFormat
 from .errors import AudioFormatError, BufferFullError, StreamClosedError
 
 __all__ = [
-    "OVERFLOW_POLICIES",
     "DEFAULT_FRAME_MS",
     "DEFAULT_MAX_BUFFER_MS",
+    "OVERFLOW_POLICIES",
     "SILENCE_BYTE",
     "Framer",
     "FramerStats",
@@ -139,8 +139,9 @@ class Framer:
     TypeError
         If an argument has the wrong type.
     AudioFormatError
-        If `frame_ms` gives a frame outside the shard limits or not a whole number of
-        samples, or `max_buffer_ms` is smaller than `frame_ms`.
+        If the format is not a SIS session format (mono, 8 or 16 kHz), an unknown
+        format name is given, `frame_ms` gives a frame outside the shard limits, or
+        `max_buffer_ms` is smaller than `frame_ms`.
     ValueError
         If `overflow` is not one of :data:`OVERFLOW_POLICIES`.
 
@@ -156,26 +157,26 @@ class Framer:
     """
 
     __slots__ = (
-        "_format",
-        "_frame_ms",
-        "_frame_bytes",
-        "_sample_bytes",
-        "_max_buffer_ms",
-        "_capacity",
-        "_overflow",
-        "_pad_last",
-        "_silence",
-        "_data",
-        "_pos",
-        "_closed",
-        "_frames_out",
+        "_bytes_discarded",
+        "_bytes_dropped",
         "_bytes_in",
         "_bytes_out",
-        "_bytes_dropped",
-        "_overruns",
-        "_bytes_refused",
         "_bytes_padded",
-        "_bytes_discarded",
+        "_bytes_refused",
+        "_capacity",
+        "_closed",
+        "_data",
+        "_format",
+        "_frame_bytes",
+        "_frame_ms",
+        "_frames_out",
+        "_max_buffer_ms",
+        "_overflow",
+        "_overruns",
+        "_pad_last",
+        "_pos",
+        "_sample_bytes",
+        "_silence",
     )
 
     def __init__(
@@ -191,18 +192,20 @@ class Framer:
         frame_ms = _check_ms("frame_ms", frame_ms)
         if frame_ms <= 0:
             raise AudioFormatError(f"frame_ms must be > 0, got {frame_ms}")
+        name = fmt.sis_name  # raises AudioFormatError unless mono at 8 or 16 kHz
         lo, hi = fmt.shard_limits
-        sample_bytes = fmt.sample_width * fmt.channels
+        sample_bytes = fmt.bytes_per_frame
         frame_bytes = fmt.frame_bytes(frame_ms)
         if not lo <= frame_bytes <= hi:
+            per_ms = fmt.frame_bytes(1)
             raise AudioFormatError(
-                f"frame_ms={frame_ms} gives {frame_bytes}-byte frames of {fmt}, outside the SIS "
+                f"frame_ms={frame_ms} gives {frame_bytes}-byte frames of {name}, outside the SIS "
                 f"shard limits of {lo}-{hi} bytes per frame at {fmt.rate_hz} Hz "
-                f"(expected {-(-lo // fmt.frame_bytes(1))}-{hi // fmt.frame_bytes(1)} ms for this format)"
+                f"(expected {-(-lo // per_ms)}-{hi // per_ms} ms for this format)"
             )
         if frame_bytes % sample_bytes:
             raise AudioFormatError(
-                f"frame_ms={frame_ms} gives {frame_bytes}-byte frames of {fmt}, not a whole "
+                f"frame_ms={frame_ms} gives {frame_bytes}-byte frames of {name}, not a whole "
                 f"number of {sample_bytes}-byte samples"
             )
         if max_buffer_ms is None:
@@ -331,7 +334,9 @@ class Framer:
             After :meth:`flush` (call :meth:`reset` to start a new stream).
         """
         if self._closed:
-            raise StreamClosedError("Framer.feed() after flush(); call reset() to start a new stream")
+            raise StreamClosedError(
+                "Framer.feed() after flush(); call reset() to start a new stream"
+            )
         cls = type(chunk)
         if cls is not bytes and cls is not bytearray:
             if not isinstance(chunk, (bytes, bytearray, memoryview)):
@@ -387,7 +392,9 @@ class Framer:
         if held:
             self._data = self._data[self._pos :] + chunk  # bytes + buffer -> new bytes
         else:
-            self._data = chunk if type(chunk) is bytes else bytes(chunk)  # never keep a mutable view
+            self._data = (
+                chunk if type(chunk) is bytes else bytes(chunk)
+            )  # never keep a mutable view
         self._pos = 0
 
     def process(self, chunk: bytes | bytearray | memoryview) -> list[bytes]:
@@ -402,7 +409,9 @@ class Framer:
             As :meth:`feed`.
         """
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise TypeError(f"chunk must be bytes, bytearray or memoryview, got {type(chunk).__name__}")
+            raise TypeError(
+                f"chunk must be bytes, bytearray or memoryview, got {type(chunk).__name__}"
+            )
         n = chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
         if n <= self.room:  # fits: one feed, no overflow possible
             self.feed(chunk)
@@ -502,6 +511,7 @@ class Framer:
 
     def __repr__(self) -> str:
         return (
-            f"Framer({self._format}, frame_ms={self._frame_ms}, max_buffer_ms={self._max_buffer_ms}, "
+            f"Framer({self._format.sis_name!r}, frame_ms={self._frame_ms}, "
+            f"max_buffer_ms={self._max_buffer_ms}, "
             f"overflow={self._overflow!r}, buffered_bytes={len(self._data) - self._pos})"
         )

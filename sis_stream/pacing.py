@@ -14,11 +14,11 @@ from typing import Final
 from .errors import LocalProtocolError
 
 __all__ = [
-    "POLICIES",
-    "MAX_SPEED",
-    "MAX_BURST_S",
     "DEFAULT_BURST_S",
     "DEFAULT_MAX_CATCHUP_S",
+    "MAX_BURST_S",
+    "MAX_SPEED",
+    "POLICIES",
     "Pacer",
     "PacingStats",
 ]
@@ -74,7 +74,7 @@ class PacingStats:
     _N_SIDE: Final = (LOG10_HI - LOG10_LO) * PER_DECADE
     _ZERO: Final = _N_SIDE  # index of the |x| < 1 us bucket; negatives below, positives above
 
-    __slots__ = ("_counts", "_count", "_sum", "_min", "_max")
+    __slots__ = ("_count", "_counts", "_max", "_min", "_sum")
 
     def __init__(self) -> None:
         self._counts = array("q", bytes(8 * (2 * self._N_SIDE + 1)))
@@ -118,10 +118,8 @@ class PacingStats:
         self._counts[self._index(error_s)] += 1
         self._count += 1
         self._sum += error_s
-        if error_s < self._min:
-            self._min = error_s
-        if error_s > self._max:
-            self._max = error_s
+        self._min = min(self._min, error_s)
+        self._max = max(self._max, error_s)
 
     def merge(self, other: PacingStats) -> None:
         """Add every value recorded by `other` to these statistics (exact, for aggregation).
@@ -276,18 +274,18 @@ class Pacer:
     """
 
     __slots__ = (
+        "_burst_ns",
+        "_clock",
         "_fd_ns",
         "_frame_duration_s",
-        "_policy",
-        "_speed_num",
-        "_speed_den",
-        "_burst_ns",
         "_max_catchup_s",
-        "_clock",
-        "_t0",
         "_n",
-        "_stalls",
+        "_policy",
+        "_speed_den",
+        "_speed_num",
         "_stalled_s",
+        "_stalls",
+        "_t0",
         "stats",
     )
 
@@ -304,7 +302,9 @@ class Pacer:
         fd = _check_real("frame_duration_s", frame_duration_s)
         fd_ns = round(fd * _NS_PER_S)
         if fd_ns < 1 or fd > 3600.0:
-            raise ValueError(f"frame_duration_s must lie in [1 ns, 3600 s], got {frame_duration_s!r}")
+            raise ValueError(
+                f"frame_duration_s must lie in [1 ns, 3600 s], got {frame_duration_s!r}"
+            )
         speed_f = _check_real("speed", speed)
         if not isinstance(policy, str):
             raise TypeError(f"policy must be a str, got {type(policy).__name__}")
@@ -323,7 +323,9 @@ class Pacer:
             policy, speed_f = "xN", short_speed
         if policy == "xN":
             if not 1.0 <= speed_f <= MAX_SPEED:
-                raise ValueError(f"speed for policy 'xN' must lie in [1, {MAX_SPEED:g}], got {speed_f:g}")
+                raise ValueError(
+                    f"speed for policy 'xN' must lie in [1, {MAX_SPEED:g}], got {speed_f:g}"
+                )
         elif speed_f != 1.0:
             raise ValueError(f"speed={speed_f:g} needs policy 'xN'; policy {policy!r} runs at 1.0")
         if burst_s is None:
@@ -331,7 +333,9 @@ class Pacer:
         else:
             burst = _check_real("burst_s", burst_s)
             if policy != "burst-then-realtime":
-                raise ValueError(f"burst_s only applies to policy 'burst-then-realtime', got policy {policy!r}")
+                raise ValueError(
+                    f"burst_s only applies to policy 'burst-then-realtime', got policy {policy!r}"
+                )
             if not 0.0 <= burst <= MAX_BURST_S:
                 raise ValueError(f"burst_s must lie in [0, {MAX_BURST_S:g}] s, got {burst:g}")
         catchup = _check_real("max_catchup_s", max_catchup_s)
@@ -453,7 +457,9 @@ class Pacer:
             self._t0 += shift
             self._stalls += 1
             self._stalled_s += shift
-            _log.debug("pacer re-anchored at frame %d: %.3f s late, shifted %.3f s", self._n, late, shift)
+            _log.debug(
+                "pacer re-anchored at frame %d: %.3f s late, shifted %.3f s", self._n, late, shift
+            )
             due = self._t0 + self._offset_ns(self._n) / _NS_PER_S
         return due
 
@@ -524,6 +530,7 @@ class Pacer:
     def __repr__(self) -> str:
         return (
             f"Pacer(frame_duration_s={self._frame_duration_s:g}, policy={self._policy!r}, "
-            f"speed={self.speed:g}, burst_s={self.burst_s:g}, max_catchup_s={self._max_catchup_s:g}, "
+            f"speed={self.speed:g}, burst_s={self.burst_s:g}, "
+            f"max_catchup_s={self._max_catchup_s:g}, "
             f"frames_sent={self._n}, stalls={self._stalls})"
         )

@@ -33,7 +33,7 @@ class FakeClock:
 
 
 def run(pacer: Pacer, clock: FakeClock, n_frames: int, jitter=None) -> list[float]:
-    """The transport loop: wait delay(), (optionally wake late), send, record; returns send times."""
+    """The transport loop: wait delay(), maybe wake late, send, record; returns send times."""
     times = []
     for _ in range(n_frames):
         clock.sleep(pacer.delay())
@@ -86,7 +86,9 @@ def test_deadline_matches_exact_rational_formula(fd, speed):
     for n in (0, 1, 2, 999, 10**6, 10**9 + 7):
         exact = T0 + n * fd_exact / Fraction(speed)
         got = p.deadline(n)
-        assert abs(Fraction(got) - exact) <= Fraction(1, 10**9) + Fraction(abs(got)) * Fraction(2, 2**52)
+        assert abs(Fraction(got) - exact) <= Fraction(1, 10**9) + Fraction(abs(got)) * Fraction(
+            2, 2**52
+        )
 
 
 def test_jittery_wakeups_never_accumulate():
@@ -371,11 +373,19 @@ def test_lifecycle_errors():
     [
         ({"frame_duration_s": "0.1"}, TypeError, "frame_duration_s must be a real number, got str"),
         ({"frame_duration_s": True}, TypeError, "frame_duration_s must be a real number, got bool"),
-        ({"frame_duration_s": 0.0}, ValueError, r"frame_duration_s must lie in \[1 ns, 3600 s\], got 0.0"),
+        (
+            {"frame_duration_s": 0.0},
+            ValueError,
+            r"frame_duration_s must lie in \[1 ns, 3600 s\], got 0.0",
+        ),
         ({"frame_duration_s": -0.1}, ValueError, r"must lie in \[1 ns, 3600 s\], got -0.1"),
         ({"frame_duration_s": 7200}, ValueError, r"must lie in \[1 ns, 3600 s\], got 7200"),
         ({"frame_duration_s": math.inf}, ValueError, "frame_duration_s must be finite, got inf"),
-        ({"policy": "fast"}, ValueError, r"policy must be one of .* or 'x<speed>' such as 'x4', got 'fast'"),
+        (
+            {"policy": "fast"},
+            ValueError,
+            r"policy must be one of .* or 'x<speed>' such as 'x4', got 'fast'",
+        ),
         ({"policy": "xfast"}, ValueError, r"got 'xfast'"),
         ({"policy": "xinf"}, ValueError, r"got 'xinf'"),
         ({"policy": 4}, TypeError, "policy must be a str, got int"),
@@ -387,7 +397,11 @@ def test_lifecycle_errors():
         ({"max_catchup_s": -1}, ValueError, "max_catchup_s must be >= 0, got -1"),
         ({"max_catchup_s": "1"}, TypeError, "max_catchup_s must be a real number, got str"),
         ({"clock": 3.0}, TypeError, "clock must be callable returning seconds, got float"),
-        ({"policy": "burst-then-realtime", "burst_s": "1"}, TypeError, "burst_s must be a real number"),
+        (
+            {"policy": "burst-then-realtime", "burst_s": "1"},
+            TypeError,
+            "burst_s must be a real number",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
