@@ -195,6 +195,8 @@ class Framer:
         name = fmt.sis_name  # raises AudioFormatError unless mono at 8 or 16 kHz
         lo, hi = fmt.shard_limits
         sample_bytes = fmt.bytes_per_frame
+        # AudioFormat.frame_bytes returns whole sample frames (it raises otherwise), so every
+        # frame of the grid below starts and ends on a sample boundary.
         frame_bytes = fmt.frame_bytes(frame_ms)
         if not lo <= frame_bytes <= hi:
             per_ms = fmt.frame_bytes(1)
@@ -202,11 +204,6 @@ class Framer:
                 f"frame_ms={frame_ms} gives {frame_bytes}-byte frames of {name}, outside the SIS "
                 f"shard limits of {lo}-{hi} bytes per frame at {fmt.rate_hz} Hz "
                 f"(expected {-(-lo // per_ms)}-{hi // per_ms} ms for this format)"
-            )
-        if frame_bytes % sample_bytes:
-            raise AudioFormatError(
-                f"frame_ms={frame_ms} gives {frame_bytes}-byte frames of {name}, not a whole "
-                f"number of {sample_bytes}-byte samples"
             )
         if max_buffer_ms is None:
             max_buffer_ms = max(DEFAULT_MAX_BUFFER_MS, 2 * frame_ms)
@@ -222,8 +219,6 @@ class Framer:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
         if not isinstance(pad_last, bool):
             raise TypeError(f"pad_last must be a bool, got {type(pad_last).__name__}")
-        if fmt.encoding not in SILENCE_BYTE:
-            raise AudioFormatError(f"no silence value known for encoding {fmt.encoding!r}")
         self._format = fmt
         self._frame_ms = frame_ms
         self._frame_bytes = frame_bytes
