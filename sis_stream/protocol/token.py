@@ -225,10 +225,11 @@ class TokenIssuer:
             another project (``wrong_project``). Never echoes the token.
         """
         bad = AuthRejected(APIG_AUTH_PREFIX + "decrypt token fail", reason="bad_token")
-        if not isinstance(value, str) or len(value) > 16384 or not value.startswith(TOKEN_PREFIX):
+        if (not isinstance(value, str) or len(value) > 16384 or not value.startswith(TOKEN_PREFIX)
+                or not value.isascii()):
             raise bad
         payload, dot, mac = value.rpartition(".")
-        if not dot or not hmac.compare_digest(self._mac(payload).encode("ascii"), mac.encode("ascii", "replace")):
+        if not dot or not hmac.compare_digest(self._mac(payload).encode("ascii"), mac.encode("ascii")):
             raise bad
         try:
             d = json.loads(_b64d(payload[len(TOKEN_PREFIX):]))
