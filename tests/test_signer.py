@@ -173,6 +173,10 @@ def test_rejects_host_mismatch_including_port(verifier):
     assert reason_of(verifier, h)[0] == "bad_signature"
 
 
+def test_rejects_malformed_target(verifier):
+    assert reason_of(verifier, _ws_headers(), target="//[x/v1")[0] == "malformed"
+
+
 def test_rejects_duplicated_host(verifier):
     # The SDK's Host quirk (§2.3): two Host headers are rejected.
     items = list(_ws_headers().items()) + [("Host", HOST)]

@@ -78,7 +78,7 @@ from .session import (
     Trigger,
 )
 from .signer import SignatureVerifier, Signer
-from .token import TokenClaims, TokenIssuer, TokenRequest, TokenService, IssuedToken
+from .token import IssuedToken, TokenClaims, TokenIssuer, TokenRequest, TokenService
 
 __all__ = [
     # config / properties

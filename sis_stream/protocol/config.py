@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Final, Mapping
+from typing import Any, Final
 
 from ..errors import RequestRejected
 from .errors import reject

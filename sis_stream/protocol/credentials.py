@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 __all__ = ["AkSk", "Token", "AccessKeyRecord", "UserRecord", "CredentialStore", "mask"]
 

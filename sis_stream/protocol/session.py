@@ -64,13 +64,14 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Final, Iterator, Union
+from typing import Final, Union
 
 from ..errors import BufferFullError, LocalProtocolError, RemoteProtocolError, RequestRejected
 from .config import Mode, StartConfig, shard_limits
-from .errors import error_message, reject
+from .errors import error_message
 from .events import (
     AudioFrame,
     AudioLimitReached,

@@ -8,9 +8,10 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Final, Iterable, Mapping, Sequence, Union
+from typing import Final, Union
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import AuthRejected
@@ -463,7 +464,12 @@ class SignatureVerifier:
                 if abs(now - ts) > self.max_skew_s:
                     problem = ("expired", "calc ak sk signature fail:signature expired")
         if problem is None:
-            parts = urlsplit(target)
+            try:
+                parts = urlsplit(target)
+            except ValueError:  # e.g. "//[" (an unclosed IPv6 literal)
+                parts = None
+                problem = ("malformed", _FAIL + ": malformed request target")
+        if problem is None and parts is not None:
             canon_headers = {name: by_name[name][0] for name in signed}
             sha = by_name.get("x-sdk-content-sha256")
             body_hash = sha[0].strip() if sha else hashlib.sha256(_body_bytes(body)).hexdigest()

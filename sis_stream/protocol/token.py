@@ -8,9 +8,10 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Final
+from typing import Any, Final
 
 from ..errors import AuthRejected
 from .credentials import CredentialStore, UserRecord
