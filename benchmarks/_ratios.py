@@ -64,23 +64,52 @@ class Ratios:
             if ours is None or anchor is None:
                 continue
             by_min, by_median = anchor[0] / ours[0], anchor[1] / ours[1]
-            out.append({
-                "group": c.group, "ours": c.ours, "anchor": c.anchor,
-                "ours_median_us": ours[1] * 1e6, "anchor_median_us": anchor[1] * 1e6,
-                "speedup_min": by_min, "speedup_median": by_median, "target": c.target,
-                "met": None if c.target is None else by_median >= c.target,
-            })
+            out.append(
+                {
+                    "group": c.group,
+                    "ours": c.ours,
+                    "anchor": c.anchor,
+                    "ours_median_us": ours[1] * 1e6,
+                    "anchor_median_us": anchor[1] * 1e6,
+                    "speedup_min": by_min,
+                    "speedup_median": by_median,
+                    "target": c.target,
+                    "met": None if c.target is None else by_median >= c.target,
+                }
+            )
         return out
 
     def render(self) -> str:
         """The table as aligned text."""
-        header = ("group", "ours", "anchor", "ours med", "anchor med", "x (min)", "x (median)", "target")
+        header = (
+            "group",
+            "ours",
+            "anchor",
+            "ours med",
+            "anchor med",
+            "x (min)",
+            "x (median)",
+            "target",
+        )
         lines = [header]
         for r in self.rows():
-            target = "-" if r["target"] is None else f">= {r['target']:g}x {'ok' if r['met'] else 'MISSED'}"
-            lines.append((r["group"], r["ours"], r["anchor"], _us(r["ours_median_us"]),
-                          _us(r["anchor_median_us"]), f"{r['speedup_min']:.2f}",
-                          f"{r['speedup_median']:.2f}", target))
+            target = (
+                "-"
+                if r["target"] is None
+                else f">= {r['target']:g}x {'ok' if r['met'] else 'MISSED'}"
+            )
+            lines.append(
+                (
+                    r["group"],
+                    r["ours"],
+                    r["anchor"],
+                    _us(r["ours_median_us"]),
+                    _us(r["anchor_median_us"]),
+                    f"{r['speedup_min']:.2f}",
+                    f"{r['speedup_median']:.2f}",
+                    target,
+                )
+            )
         widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
         text = [f"{self.title}: speed-up = anchor time / ours time (> 1: ours faster)"]
         text += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]

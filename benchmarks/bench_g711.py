@@ -16,10 +16,10 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from _ratios import Comparison, ratio_fixture  # noqa: E402
+from _ratios import Comparison, ratio_fixture
 
-from sis_stream import codec  # noqa: E402
-from sis_stream._reference import g711 as _ref  # noqa: E402
+from sis_stream import codec
+from sis_stream._reference import g711 as _ref
 
 audioop = pytest.importorskip("audioop")
 
@@ -45,14 +45,23 @@ def _speechlike(n: int, seed: int = 711) -> np.ndarray:
 
 PCM = {size: _speechlike(n) for size, n in SIZES.items()}
 PCM_BYTES = {size: x.astype("<i2").tobytes() for size, x in PCM.items()}
-CODES = {(law, size): np.take(getattr(_ref, f"_{law.upper()}_ENC"), x.view(np.uint16))
-         for law in LAWS for size, x in PCM.items()}
+CODES = {
+    (law, size): np.take(getattr(_ref, f"_{law.upper()}_ENC"), x.view(np.uint16))
+    for law in LAWS
+    for size, x in PCM.items()
+}
 CODE_BYTES = {k: v.tobytes() for k, v in CODES.items()}
 # The numpy anchors' tables, built here from audioop itself (independent of sis_stream).
-ENC_LUT = {law: np.frombuffer(getattr(audioop, f"lin2{law}")(
-    np.arange(65536, dtype=np.uint16).tobytes(), 2), np.uint8).copy() for law in LAWS}
-DEC_LUT = {law: np.frombuffer(getattr(audioop, f"{law}2lin")(bytes(range(256)), 2), np.int16).copy()
-           for law in LAWS}
+ENC_LUT = {
+    law: np.frombuffer(
+        getattr(audioop, f"lin2{law}")(np.arange(65536, dtype=np.uint16).tobytes(), 2), np.uint8
+    ).copy()
+    for law in LAWS
+}
+DEC_LUT = {
+    law: np.frombuffer(getattr(audioop, f"{law}2lin")(bytes(range(256)), 2), np.int16).copy()
+    for law in LAWS
+}
 
 _TARGETS = {  # (op, size, kind) -> (anchor, minimum speed-up) from issue 3
     ("encode", "60s", "bytes"): ("audioop", 15.0),

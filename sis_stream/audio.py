@@ -13,14 +13,14 @@ from typing import BinaryIO, Final, Literal
 from .errors import AudioFormatError
 
 __all__ = [
-    "AudioFormat",
-    "Encoding",
     "SIS_FORMATS",
     "SIS_RATES_HZ",
+    "AudioFormat",
+    "Encoding",
     "WavAudio",
     "read_wav",
-    "write_wav",
     "wav_bytes",
+    "write_wav",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,11 @@ _TAG_PCM: Final = 0x0001
 _TAG_ALAW: Final = 0x0006
 _TAG_ULAW: Final = 0x0007
 _TAG_EXTENSIBLE: Final = 0xFFFE
-_TAG_TO_ENCODING: Final[dict[int, Encoding]] = {_TAG_PCM: "pcm", _TAG_ALAW: "alaw", _TAG_ULAW: "ulaw"}
+_TAG_TO_ENCODING: Final[dict[int, Encoding]] = {
+    _TAG_PCM: "pcm",
+    _TAG_ALAW: "alaw",
+    _TAG_ULAW: "ulaw",
+}
 _ENCODING_TO_TAG: Final = {v: k for k, v in _TAG_TO_ENCODING.items()}
 _GUID_TAIL: Final = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 #: Data-chunk sizes that streaming writers put in the header when the length is not known.
@@ -131,7 +135,9 @@ class AudioFormat:
             raise AudioFormatError(
                 f"unknown SIS audio_format {name!r}; expected one of {', '.join(SIS_FORMATS)}"
             )
-        encoding: Encoding = name[:4] if name[:4] in ("ulaw", "alaw") else "pcm"  # type: ignore[assignment]
+        encoding: Encoding = (
+            "ulaw" if name.startswith("ulaw") else "alaw" if name.startswith("alaw") else "pcm"
+        )
         rate_hz = 16000 if "16k" in name else 8000
         return cls(rate_hz, encoding, _WIDTHS[encoding])
 
@@ -231,7 +237,7 @@ class AudioFormat:
 
     @property
     def shard_limits(self) -> tuple[int, int]:
-        """SIS per-frame size limits ``(min_bytes, max_bytes)``: 160-32768 at 8 kHz, 320-65536 at 16 kHz.
+        """SIS frame size limits ``(min_bytes, max_bytes)``: 160-32768 (8 kHz), 320-65536 (16 kHz).
 
         Raises
         ------
@@ -270,7 +276,9 @@ class WavAudio:
         return self.format.duration_ms(len(self.data))
 
 
-def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO) -> bytes:
+def _read_source(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO,
+) -> bytes:
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
             return f.read()
@@ -279,7 +287,9 @@ def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview
     if hasattr(source, "read"):
         data = source.read()
         if not isinstance(data, (bytes, bytearray)):
-            raise TypeError(f"read_wav: the file object must be binary, read() gave {type(data).__name__}")
+            raise TypeError(
+                f"read_wav: the file object must be binary, read() gave {type(data).__name__}"
+            )
         return bytes(data)
     raise TypeError(
         f"read_wav expects a path, bytes or a binary file object, got {type(source).__name__}"
@@ -288,7 +298,9 @@ def _read_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview
 
 def _parse_fmt(body: bytes, offset: int) -> AudioFormat:
     if len(body) < 16:
-        raise AudioFormatError(f"WAV fmt chunk at byte {offset} is {len(body)} bytes, expected >= 16")
+        raise AudioFormatError(
+            f"WAV fmt chunk at byte {offset} is {len(body)} bytes, expected >= 16"
+        )
     tag, channels, rate, byte_rate, block_align, bits = struct.unpack_from("<HHIIHH", body)
     where = f"(fmt chunk at byte {offset})"
     if tag == _TAG_EXTENSIBLE:
@@ -330,7 +342,9 @@ def _parse_fmt(body: bytes, offset: int) -> AudioFormat:
     return fmt
 
 
-def read_wav(source: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO) -> WavAudio:
+def read_wav(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO,
+) -> WavAudio:
     """Read a PCM 16-bit, u-law or A-law WAV file (any rate, any channel count).
 
     Accepts format tags 1 (PCM), 7 (u-law), 6 (A-law) and WAVE_FORMAT_EXTENSIBLE with one of
@@ -389,15 +403,18 @@ def read_wav(source: str | os.PathLike[str] | bytes | bytearray | memoryview | B
                         f"truncated WAV: data chunk at byte {pos} declares {size} bytes, only "
                         f"{remaining} follow"
                     )
-                log.debug("data chunk size %#x is a placeholder; using the %d bytes that follow",
-                          size, remaining)
+                log.debug(
+                    "data chunk size %#x is a placeholder; using the %d bytes that follow",
+                    size,
+                    remaining,
+                )
                 size = remaining - remaining % fmt.bytes_per_frame
             elif size % fmt.bytes_per_frame:
                 raise AudioFormatError(
                     f"data chunk at byte {pos} holds {size} bytes, not a whole number of "
                     f"{fmt.bytes_per_frame}-byte sample frames"
                 )
-            return WavAudio(fmt, raw[body_at:body_at + size])
+            return WavAudio(fmt, raw[body_at : body_at + size])
         if size > remaining:
             raise AudioFormatError(
                 f"truncated WAV: {chunk_id!r} chunk at byte {pos} declares {size} bytes, only "
@@ -406,7 +423,7 @@ def read_wav(source: str | os.PathLike[str] | bytes | bytearray | memoryview | B
         if chunk_id == b"fmt ":
             if fmt is not None:
                 raise AudioFormatError(f"second fmt chunk at byte {pos}")
-            fmt = _parse_fmt(raw[body_at:body_at + size], pos)
+            fmt = _parse_fmt(raw[body_at : body_at + size], pos)
         pos = body_at + size + (size & 1)  # chunks are padded to an even length
     if fmt is None:
         raise AudioFormatError("WAV file has no fmt chunk")
@@ -452,11 +469,16 @@ def wav_bytes(fmt: AudioFormat, data: bytes | bytearray | memoryview) -> bytes:
         )
     tag = _ENCODING_TO_TAG[fmt.encoding]
     bits = 8 * fmt.sample_width
-    common = struct.pack("<HIIHH", fmt.channels, fmt.rate_hz, fmt.bytes_per_second,
-                         fmt.bytes_per_frame, bits)
+    common = struct.pack(
+        "<HIIHH", fmt.channels, fmt.rate_hz, fmt.bytes_per_second, fmt.bytes_per_frame, bits
+    )
     if fmt.channels > 2:
-        fmt_body = struct.pack("<H", _TAG_EXTENSIBLE) + common + struct.pack(
-            "<HHIH", 22, bits, 0, tag) + _GUID_TAIL
+        fmt_body = (
+            struct.pack("<H", _TAG_EXTENSIBLE)
+            + common
+            + struct.pack("<HHIH", 22, bits, 0, tag)
+            + _GUID_TAIL
+        )
     elif tag == _TAG_PCM:
         fmt_body = struct.pack("<H", tag) + common
     else:
@@ -471,8 +493,9 @@ def wav_bytes(fmt: AudioFormat, data: bytes | bytearray | memoryview) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body) + 4) + b"WAVE" + body
 
 
-def write_wav(dest: str | os.PathLike[str] | BinaryIO, fmt: AudioFormat,
-              data: bytes | bytearray | memoryview) -> None:
+def write_wav(
+    dest: str | os.PathLike[str] | BinaryIO, fmt: AudioFormat, data: bytes | bytearray | memoryview
+) -> None:
     """Write `data` in format `fmt` as a WAV file (see :func:`wav_bytes` for the layout).
 
     Parameters
@@ -498,4 +521,6 @@ def write_wav(dest: str | os.PathLike[str] | BinaryIO, fmt: AudioFormat,
     elif hasattr(dest, "write") and not isinstance(dest, io.TextIOBase):
         dest.write(blob)
     else:
-        raise TypeError(f"write_wav expects a path or a binary file object, got {type(dest).__name__}")
+        raise TypeError(
+            f"write_wav expects a path or a binary file object, got {type(dest).__name__}"
+        )

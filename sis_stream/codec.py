@@ -11,14 +11,14 @@ from . import _backend
 from .errors import AudioFormatError
 
 __all__ = [
-    "ULAW_SILENCE",
     "ALAW_SILENCE",
-    "ulaw_encode",
-    "ulaw_decode",
-    "alaw_encode",
+    "ULAW_SILENCE",
     "alaw_decode",
-    "encode",
+    "alaw_encode",
     "decode",
+    "encode",
+    "ulaw_decode",
+    "ulaw_encode",
 ]
 
 #: u-law code of a zero sample (positive zero; G.191 and audioop agree).
@@ -57,7 +57,9 @@ def _check_out(out: Any, n_items: int, dtype: np.dtype, func: str) -> np.ndarray
         if not out.flags.writeable:
             raise TypeError(f"{func}: out must be writable, got a read-only array")
         if out.size != n_items:
-            raise AudioFormatError(f"{func}: out must hold {_need(n_items, dtype)}, got {out.size} items")
+            raise AudioFormatError(
+                f"{func}: out must hold {_need(n_items, dtype)}, got {out.size} items"
+            )
         return out if out.ndim == 1 else out.reshape(-1)
     if isinstance(out, memoryview):
         if out.readonly:
@@ -71,7 +73,9 @@ def _check_out(out: Any, n_items: int, dtype: np.dtype, func: str) -> np.ndarray
         )
     n_bytes = memoryview(out).nbytes
     if n_bytes != n_items * dtype.itemsize:
-        raise AudioFormatError(f"{func}: out must hold {_need(n_items, dtype)}, got {n_bytes} bytes")
+        raise AudioFormatError(
+            f"{func}: out must hold {_need(n_items, dtype)}, got {n_bytes} bytes"
+        )
     return np.frombuffer(out, dtype=dtype)
 
 
@@ -354,12 +358,14 @@ def encode(pcm: _BytesOrArray, encoding: Literal["pcm", "ulaw", "alaw"]) -> _Byt
     try:
         encoder = _ENCODERS[encoding]
     except (KeyError, TypeError):
-        raise AudioFormatError(f"encoding must be 'pcm', 'ulaw' or 'alaw', got {encoding!r}") from None
+        raise AudioFormatError(
+            f"encoding must be 'pcm', 'ulaw' or 'alaw', got {encoding!r}"
+        ) from None
     return encoder(pcm)
 
 
 def decode(data: _BytesOrArray, encoding: Literal["pcm", "ulaw", "alaw"]) -> _BytesOrArray:
-    """Decode audio in an ``AudioFormat.encoding`` to 16-bit PCM; ``"pcm"`` returns `data` unchanged.
+    """Decode audio in an ``AudioFormat.encoding`` to 16-bit PCM; ``"pcm"`` returns `data` as is.
 
     Parameters
     ----------
@@ -383,5 +389,7 @@ def decode(data: _BytesOrArray, encoding: Literal["pcm", "ulaw", "alaw"]) -> _By
     try:
         decoder = _DECODERS[encoding]
     except (KeyError, TypeError):
-        raise AudioFormatError(f"encoding must be 'pcm', 'ulaw' or 'alaw', got {encoding!r}") from None
+        raise AudioFormatError(
+            f"encoding must be 'pcm', 'ulaw' or 'alaw', got {encoding!r}"
+        ) from None
     return decoder(data)

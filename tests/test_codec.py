@@ -120,7 +120,9 @@ def test_encode_decode_dispatch_by_encoding(backend):
     pcm = _pcm(10).tobytes()
     assert codec.encode(pcm, "pcm") is pcm and codec.decode(pcm, "pcm") is pcm
     assert codec.encode(pcm, "ulaw") == codec.ulaw_encode(pcm)
-    assert codec.decode(codec.encode(pcm, "alaw"), "alaw") == codec.alaw_decode(codec.alaw_encode(pcm))
+    assert codec.decode(codec.encode(pcm, "alaw"), "alaw") == codec.alaw_decode(
+        codec.alaw_encode(pcm)
+    )
     with pytest.raises(AudioFormatError, match="'pcm', 'ulaw' or 'alaw', got 'mp3'"):
         codec.encode(pcm, "mp3")
     with pytest.raises(AudioFormatError, match="'pcm', 'ulaw' or 'alaw', got 'g722'"):
@@ -133,7 +135,9 @@ def test_encode_decode_dispatch_by_encoding(backend):
 @pytest.mark.parametrize("law", LAWS)
 @pytest.mark.parametrize("bad", [[1, 2], "ab", 3, None])
 def test_rejects_unsupported_input_types(backend, law, bad):
-    with pytest.raises(TypeError, match=f"{law}_encode expects PCM as bytes, bytearray, memoryview"):
+    with pytest.raises(
+        TypeError, match=f"{law}_encode expects PCM as bytes, bytearray, memoryview"
+    ):
         _enc(law)(bad)
     with pytest.raises(TypeError, match=f"{law}_decode expects codes as bytes, bytearray"):
         _dec(law)(bad)
@@ -142,14 +146,16 @@ def test_rejects_unsupported_input_types(backend, law, bad):
 @pytest.mark.parametrize("law", LAWS)
 @pytest.mark.parametrize("data", [b"abc", bytearray(b"a"), memoryview(b"abcde")])
 def test_rejects_odd_length_pcm_bytes(backend, law, data):
-    with pytest.raises(AudioFormatError, match=r"whole 2-byte samples, got \d bytes \(odd length\)"):
+    with pytest.raises(
+        AudioFormatError, match=r"whole 2-byte samples, got \d bytes \(odd length\)"
+    ):
         _enc(law)(data)
 
 
 @pytest.mark.parametrize("law", LAWS)
 @pytest.mark.parametrize("dtype", [np.float32, np.int32, np.uint16, ">i2"])
 def test_encode_rejects_wrong_dtype(backend, law, dtype):
-    with pytest.raises(TypeError, match=rf"expects PCM samples as int16 .*got an array of dtype"):
+    with pytest.raises(TypeError, match=r"expects PCM samples as int16 .*got an array of dtype"):
         _enc(law)(np.zeros(4, dtype=dtype))
 
 
@@ -189,18 +195,26 @@ def test_rejects_bad_out(backend, law):
     ro.flags.writeable = False
     with pytest.raises(TypeError, match="out must be writable, got a read-only array"):
         enc(pcm, out=ro)
-    with pytest.raises(AudioFormatError, match=r"out must hold 4 items of uint8 \(4 bytes\), got 5 items"):
+    with pytest.raises(
+        AudioFormatError, match=r"out must hold 4 items of uint8 \(4 bytes\), got 5 items"
+    ):
         enc(pcm, out=np.empty(5, np.uint8))
     with pytest.raises(TypeError, match="out must be a writable numpy array .* got bytes"):
         enc(pcm, out=bytes(4))
     with pytest.raises(TypeError, match="out must be writable, got a read-only memoryview"):
         enc(pcm, out=memoryview(bytes(4)))
-    with pytest.raises(TypeError, match="out must be C-contiguous, got a non-contiguous memoryview"):
+    with pytest.raises(
+        TypeError, match="out must be C-contiguous, got a non-contiguous memoryview"
+    ):
         enc(pcm, out=memoryview(bytearray(8))[::2])
-    with pytest.raises(AudioFormatError, match=r"out must hold 4 items of uint8 \(4 bytes\), got 3 bytes"):
+    with pytest.raises(
+        AudioFormatError, match=r"out must hold 4 items of uint8 \(4 bytes\), got 3 bytes"
+    ):
         enc(pcm.tobytes(), out=bytearray(3))
     dec = _dec(law)
-    with pytest.raises(AudioFormatError, match=r"out must hold 4 items of int16 \(8 bytes\), got 4 bytes"):
+    with pytest.raises(
+        AudioFormatError, match=r"out must hold 4 items of int16 \(8 bytes\), got 4 bytes"
+    ):
         dec(bytes(4), out=bytearray(4))
     with pytest.raises(TypeError, match="out must have dtype int16, got dtype uint8"):
         dec(np.zeros(4, np.uint8), out=np.empty(4, np.uint8))

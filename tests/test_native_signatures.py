@@ -45,7 +45,9 @@ def _stub_shape(fn: ast.FunctionDef) -> list[tuple[str, str, object]]:
     if a.vararg:
         out.append((a.vararg.arg, "VAR_POSITIONAL", inspect.Parameter.empty))
     for arg, d in zip(a.kwonlyargs, a.kw_defaults):
-        out.append((arg.arg, "KEYWORD_ONLY", inspect.Parameter.empty if d is None else ast.literal_eval(d)))
+        out.append(
+            (arg.arg, "KEYWORD_ONLY", inspect.Parameter.empty if d is None else ast.literal_eval(d))
+        )
     if a.kwarg:
         out.append((a.kwarg.arg, "VAR_KEYWORD", inspect.Parameter.empty))
     return out
@@ -57,7 +59,11 @@ def test_stub_matches_reference(kernel):
     stub = STUB_DIR / f"{kernel}.pyi"
     assert stub.exists(), f"missing hand-written stub {stub}"
     tree = ast.parse(stub.read_text())
-    stub_funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+    stub_funcs = {
+        n.name: n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")
+    }
     reference = _public(importlib.import_module(f"sis_stream._reference.{kernel}"))
     ref_funcs = {n: f for n, f in reference.items() if inspect.isfunction(f)}
     assert sorted(stub_funcs) == sorted(ref_funcs)
@@ -65,7 +71,10 @@ def test_stub_matches_reference(kernel):
         assert _stub_shape(stub_funcs[name]) == _shape(inspect.signature(fn)), f"{kernel}.{name}"
 
 
-@pytest.mark.skipif(_backend.NO_EXTENSIONS, reason="SIS_STREAM_NO_EXTENSIONS=1: native kernels deliberately not used")
+@pytest.mark.skipif(
+    _backend.NO_EXTENSIONS,
+    reason="SIS_STREAM_NO_EXTENSIONS=1: native kernels deliberately not used",
+)
 @pytest.mark.parametrize("kernel", _backend.KERNELS)
 def test_native_matches_reference(kernel):
     # Same public names, and the same parameter names/kinds/defaults for every function.
@@ -75,6 +84,6 @@ def test_native_matches_reference(kernel):
     for name in reference:
         if inspect.isclass(reference[name]):
             continue  # classes: the name check above (their methods are covered by behaviour tests)
-        assert _shape(inspect.signature(native[name])) == _shape(inspect.signature(reference[name])), (
-            f"{kernel}.{name}"
-        )
+        assert _shape(inspect.signature(native[name])) == _shape(
+            inspect.signature(reference[name])
+        ), f"{kernel}.{name}"

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "ulaw_encode",
-    "ulaw_decode",
-    "alaw_encode",
     "alaw_decode",
-    "ulaw_encode_bytes",
-    "ulaw_decode_bytes",
-    "alaw_encode_bytes",
     "alaw_decode_bytes",
+    "alaw_encode",
+    "alaw_encode_bytes",
+    "ulaw_decode",
+    "ulaw_decode_bytes",
+    "ulaw_encode",
+    "ulaw_encode_bytes",
 ]
 
 
@@ -83,11 +83,17 @@ for _t in (_ULAW_ENC, _ALAW_ENC, _ULAW_DEC, _ALAW_DEC):
 def _view(buf: Any, dtype: type, what: str, writable: bool = False) -> np.ndarray:
     # Mirrors what a Cython ``const T[::1]`` / ``T[::1]`` argument accepts: a C-contiguous
     # one-dimensional buffer of exactly that item type (and writable for an output).
-    arr = np.asarray(buf) if not isinstance(buf, (bytes, bytearray)) else np.frombuffer(buf, np.uint8)
+    arr = (
+        np.asarray(buf) if not isinstance(buf, (bytes, bytearray)) else np.frombuffer(buf, np.uint8)
+    )
     if arr.dtype != np.dtype(dtype):
-        raise ValueError(f"Buffer dtype mismatch for {what}: expected {np.dtype(dtype)}, got {arr.dtype}")
+        raise ValueError(
+            f"Buffer dtype mismatch for {what}: expected {np.dtype(dtype)}, got {arr.dtype}"
+        )
     if arr.ndim != 1:
-        raise ValueError(f"Buffer has wrong number of dimensions for {what} (expected 1, got {arr.ndim})")
+        raise ValueError(
+            f"Buffer has wrong number of dimensions for {what} (expected 1, got {arr.ndim})"
+        )
     if not arr.flags.c_contiguous:
         raise ValueError(f"ndarray is not C-contiguous ({what})")
     if writable and not arr.flags.writeable:
@@ -95,8 +101,9 @@ def _view(buf: Any, dtype: type, what: str, writable: bool = False) -> np.ndarra
     return arr
 
 
-def _lut(table: np.ndarray, src: Any, src_dtype: type, out: Any, out_dtype: type,
-         index_dtype: type) -> int:
+def _lut(
+    table: np.ndarray, src: Any, src_dtype: type, out: Any, out_dtype: type, index_dtype: type
+) -> int:
     x = _view(src, src_dtype, "input")
     y = _view(out, out_dtype, "out", writable=True)
     n = x.shape[0]
