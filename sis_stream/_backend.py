@@ -62,6 +62,3 @@ BACKEND, _modules = _select()
 # test can swap one backend for the other with monkeypatch.
 globals().update(_modules)
 
-
-def __getattr__(name: str) -> ModuleType:  # pragma: no cover - only for a misspelt kernel name
-    raise AttributeError(f"no kernel {name!r}; the kernels are {', '.join(KERNELS) or 'none'}")
