@@ -43,7 +43,6 @@ cdef int _frame_features_impl(const int16_t[::1] x, Py_ssize_t frame_len, Py_ssi
     cdef int zc
     cdef const int16_t* xf
     cdef double inv_len = 1.0 / <double>frame_len
-    cdef double inv_pairs = 1.0 / <double>(frame_len - 1)
     cdef bint parallel = n_frames >= _PARALLEL_MIN_FRAMES
     if parallel:
         # Band energy of all frames at once; column 1 receives the mean squares.
@@ -76,7 +75,7 @@ cdef int _frame_features_impl(const int16_t[::1] x, Py_ssize_t frame_len, Py_ssi
                 acc_b += u * u
         out[f, 0] = _dbfs(acc_e * inv_len)
         out[f, 1] = _dbfs(acc_b * inv_len)
-        out[f, 2] = <double>zc * inv_pairs
+        out[f, 2] = <double>zc / <double>(frame_len - 1)  # same rounding as the twin
     return 0
 
 # The frame-parallel inner loop is plain C: Cython keeps Python loop variables alive after the

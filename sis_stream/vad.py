@@ -165,16 +165,18 @@ class VadTuning:
         -------
         VadTuning
         """
+        # Tuned on benchmarks/bench_vad.py (espeak-ng speech in white/pink/babble/hum noise):
+        # sensitivity 0.5 gives on 6 dB / off 3 dB / gate -65 dBFS / 150 ms hangover.
         s = float(sensitivity)
-        on = 9.0 - 6.0 * s
+        on = 8.0 - 4.0 * s
         return cls(
             on_db=on,
-            off_db=on - 2.0,
+            off_db=on - 3.0,
             min_dbfs=-60.0 - 10.0 * s,
             fall=0.3,
             rise=0.02,
             rise_max_db_per_s=1.0,
-            hangover_ms=80,
+            hangover_ms=150,
             onset_ms=0,
         )
 
