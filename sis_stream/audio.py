@@ -14,6 +14,7 @@ from .errors import AudioFormatError
 
 __all__ = [
     "SIS_FORMATS",
+    "shard_limits",
     "SIS_RATES_HZ",
     "AudioFormat",
     "Encoding",
@@ -57,6 +58,22 @@ _ENCODING_TO_TAG: Final = {v: k for k, v in _TAG_TO_ENCODING.items()}
 _GUID_TAIL: Final = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 #: Data-chunk sizes that streaming writers put in the header when the length is not known.
 _UNKNOWN_SIZES: Final = (0, 0xFFFFFFFF)
+
+
+def shard_limits(rate_hz: int) -> tuple[int, int]:
+    """SIS binary-frame size limits ``(min_bytes, max_bytes)`` at `rate_hz` (§5 of the protocol notes).
+
+    Raises
+    ------
+    AudioFormatError
+        The rate is neither 8000 nor 16000 Hz.
+    """
+    try:
+        return _SHARD_LIMITS[rate_hz]
+    except (KeyError, TypeError):
+        raise AudioFormatError(
+            f"SIS shard limits exist for 8000 and 16000 Hz only, got {rate_hz!r} Hz"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -244,12 +261,7 @@ class AudioFormat:
         AudioFormatError
             The rate is neither 8000 nor 16000 Hz.
         """
-        try:
-            return _SHARD_LIMITS[self.rate_hz]
-        except KeyError:
-            raise AudioFormatError(
-                f"SIS shard limits exist for 8000 and 16000 Hz only, got {self.rate_hz} Hz"
-            ) from None
+        return shard_limits(self.rate_hz)
 
 
 @dataclass(frozen=True, repr=False)

@@ -10,7 +10,6 @@ from .auth import Authenticator, Principal
 from .config import (
     AUDIO_FORMATS,
     CONFIG_FIELDS,
-    AudioFormatInfo,
     Mode,
     StartConfig,
     mode_from_path,
@@ -82,7 +81,7 @@ from .token import IssuedToken, TokenClaims, TokenIssuer, TokenRequest, TokenSer
 
 __all__ = [
     # config / properties
-    "Mode", "StartConfig", "validate_config", "mode_from_path", "AUDIO_FORMATS", "AudioFormatInfo",
+    "Mode", "StartConfig", "validate_config", "mode_from_path", "AUDIO_FORMATS",
     "CONFIG_FIELDS", "shard_limits", "Interface", "PropertyInfo", "PROPERTIES", "properties_for",
     "lookup_property",
     # errors

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
 
+from ..audio import SIS_FORMATS, AudioFormat, shard_limits
 from ..errors import RequestRejected
 from .errors import reject
 from .properties import Interface, PropertyInfo, lookup_property
 
 __all__ = [
     "Mode",
-    "AudioFormatInfo",
     "AUDIO_FORMATS",
     "shard_limits",
     "ConfigField",
@@ -93,51 +93,8 @@ def mode_from_path(path: str) -> tuple[str, Mode] | None:
     return project_id, mode
 
 
-@dataclass(frozen=True)
-class AudioFormatInfo:
-    """A raw websocket ``audio_format`` (§4.2): rate, encoding and bytes per sample."""
-
-    name: str
-    rate_hz: int
-    encoding: str  #: ``"pcm"`` (16-bit little-endian), ``"ulaw"`` or ``"alaw"``
-    bytes_per_sample: int
-
-    @property
-    def bytes_per_second(self) -> int:
-        """Audio bytes per second of this format (mono)."""
-        return self.rate_hz * self.bytes_per_sample
-
-    def duration_ms(self, n_bytes: int) -> float:
-        """Duration of ``n_bytes`` of audio in milliseconds."""
-        return n_bytes * 1000.0 / self.bytes_per_second
-
-
-#: The six raw formats RASR and the short-audio websocket accept (mono, headerless).
-AUDIO_FORMATS: Final[dict[str, AudioFormatInfo]] = {f.name: f for f in (
-    AudioFormatInfo("pcm16k16bit", 16000, "pcm", 2),
-    AudioFormatInfo("pcm8k16bit", 8000, "pcm", 2),
-    AudioFormatInfo("ulaw16k8bit", 16000, "ulaw", 1),
-    AudioFormatInfo("ulaw8k8bit", 8000, "ulaw", 1),
-    AudioFormatInfo("alaw16k8bit", 16000, "alaw", 1),
-    AudioFormatInfo("alaw8k8bit", 8000, "alaw", 1),
-)}
-
-# Bytes per binary frame (§5, DOCS-WEB sis_03_0031): 8 kHz 160-32768, 16 kHz 320-65536.
-_SHARD_LIMITS: Final = {8000: (160, 32768), 16000: (320, 65536)}
-
-
-def shard_limits(rate_hz: int) -> tuple[int, int]:
-    """``(min_bytes, max_bytes)`` of one audio frame at ``rate_hz`` (8000 or 16000).
-
-    Raises
-    ------
-    ValueError
-        Any other rate.
-    """
-    try:
-        return _SHARD_LIMITS[rate_hz]
-    except KeyError:
-        raise ValueError(f"shard limits exist for 8000 and 16000 Hz; got {rate_hz!r}") from None
+#: The six raw formats RASR and the short-audio websocket accept (mono, headerless), keyed by name.
+AUDIO_FORMATS: Final[dict[str, AudioFormat]] = {name: AudioFormat.from_sis(name) for name in SIS_FORMATS}
 
 
 @dataclass(frozen=True)
@@ -267,8 +224,8 @@ class StartConfig:
         return d
 
     @property
-    def format_info(self) -> AudioFormatInfo:
-        """The :class:`AudioFormatInfo` of ``audio_format``."""
+    def format_info(self) -> AudioFormat:
+        """The :class:`~sis_stream.audio.AudioFormat` of ``audio_format``."""
         return AUDIO_FORMATS[self.audio_format]
 
     @property

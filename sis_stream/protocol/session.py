@@ -474,7 +474,8 @@ class ServerSession:
         """Audio accepted in the current session, in ms (the session audio clock)."""
         if self._config is None:
             return 0.0
-        return self._config.format_info.duration_ms(self._audio_bytes)
+        # Not AudioFormat.duration_ms: a client may send an odd byte count of 16-bit PCM.
+        return self._audio_bytes * 1000 / self._config.format_info.bytes_per_second
 
     def events(self) -> Iterator[object]:
         """Yield and remove the pending events, oldest first."""
