@@ -31,11 +31,11 @@ import pytest
 pytest.importorskip("pytest_benchmark")
 pytest.importorskip("scipy")
 
-from _ratios import Comparison, ratio_fixture  # noqa: E402
+from _ratios import Comparison, ratio_fixture
 
-from sis_stream import espeak  # noqa: E402
-from sis_stream.engines.base import SAMPLE_RATE_HZ  # noqa: E402
-from sis_stream.wer import word_errors  # noqa: E402
+from sis_stream import espeak
+from sis_stream.engines.base import SAMPLE_RATE_HZ
+from sis_stream.wer import word_errors
 
 pytestmark = pytest.mark.engine
 

@@ -28,14 +28,14 @@ from typing import Final, Literal
 import numpy as np
 
 __all__ = [
+    "MAX_ALIGNMENT_CELLS",
     "ErrorCounts",
+    "cer",
+    "char_errors",
     "normalize_text",
     "number_to_words",
-    "word_errors",
-    "char_errors",
     "wer",
-    "cer",
-    "MAX_ALIGNMENT_CELLS",
+    "word_errors",
 ]
 
 NumberPolicy = Literal["words", "keep"]
@@ -43,9 +43,8 @@ NumberPolicy = Literal["words", "keep"]
 #: inputs raise ValueError ("error" policy): score them in pieces (per utterance).
 MAX_ALIGNMENT_CELLS: Final = 20_000_000
 
-_ONES: Final = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-                "fourteen fifteen sixteen seventeen eighteen nineteen").split()
-_TENS: Final = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES: Final = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS: Final = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _SCALES: Final = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
 _ORDINAL_WORDS: Final = {
     "one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",

@@ -358,7 +358,7 @@ def test_mandarin_needs_a_multilingual_whisper(tmp_path):
     assert rows["chinese_16k_general"]["status"] == "experimental"
     assert rows["chinese_16k_general"]["language"] == "zh"
     assert rows["chinese_8k_general"]["sample_rate_hz"] == 8000
-    eng, route = reg.engine_for("chinese_16k_general")
+    _eng, route = reg.engine_for("chinese_16k_general")
     assert route.language == "zh" and route.experimental
     json.dumps(reg.describe())  # the root JSON can embed it as is
 
@@ -531,7 +531,7 @@ def test_sphinx_second_segment_times_follow_the_stream_clock(sphinx):
         stream.accept(x)
         second = stream.finalize()
     half_ms = (len(x) // 2) // 16
-    assert (second.start_ms, second.end_ms) == (half_ms, half_ms + duration_ms(x))
+    assert (second.start_ms, second.end_ms) == (half_ms, (len(x) // 2 + len(x)) // 16)
     assert second.words and second.words[0].start_ms >= half_ms
     check_words(second)
 

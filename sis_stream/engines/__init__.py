@@ -17,18 +17,18 @@ from .registry import (
 )
 
 __all__ = [
+    "DEFAULT_PROPERTY_ENGINES",
+    "ENGINE_NAMES",
     "SAMPLE_RATE_HZ",
     "Engine",
-    "EngineStream",
-    "Hypothesis",
-    "Word",
-    "HotWordStatus",
     "EngineExecutor",
-    "ExecutorStats",
-    "Lane",
     "EngineRegistry",
+    "EngineStream",
+    "ExecutorStats",
+    "HotWordStatus",
+    "Hypothesis",
+    "Lane",
     "Route",
-    "ENGINE_NAMES",
-    "DEFAULT_PROPERTY_ENGINES",
+    "Word",
     "parse_engine_overrides",
 ]

@@ -41,16 +41,16 @@ import numpy as np
 from ..errors import AudioFormatError, BufferFullError, EngineConfigError, StreamClosedError
 
 __all__ = [
-    "SAMPLE_RATE_HZ",
-    "SAMPLES_PER_MS",
     "DEFAULT_MAX_SEGMENT_S",
-    "Word",
-    "Hypothesis",
-    "HotWordStatus",
+    "SAMPLES_PER_MS",
+    "SAMPLE_RATE_HZ",
     "Engine",
     "EngineStream",
-    "normalize_hot_words",
+    "HotWordStatus",
+    "Hypothesis",
+    "Word",
     "available_cores",
+    "normalize_hot_words",
 ]
 
 logger = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ class Engine(abc.ABC):
             For badly typed arguments or bad hot-word entries.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release the model (optional; the default does nothing)."""
 
 
@@ -446,7 +446,7 @@ class EngineStream(abc.ABC):
                 self._closed = True
                 self._close()
 
-    def __enter__(self) -> EngineStream:
+    def __enter__(self) -> EngineStream:  # noqa: PYI034 - py3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -473,10 +473,10 @@ class EngineStream(abc.ABC):
     def _finalize(self) -> Hypothesis:
         """Final hypothesis of a non-empty open segment; leave the decoder ready for the next."""
 
-    def _reset(self) -> None:  # noqa: B027 - optional hook
+    def _reset(self) -> None:
         """Drop decoder state of the open segment."""
 
-    def _close(self) -> None:  # noqa: B027 - optional hook
+    def _close(self) -> None:
         """Release resources."""
 
 

@@ -6,7 +6,15 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .base import DEFAULT_MAX_SEGMENT_S, Engine, EngineStream, HotWordStatus, Hypothesis, hot_word_text, normalize_hot_words
+from .base import (
+    DEFAULT_MAX_SEGMENT_S,
+    Engine,
+    EngineStream,
+    HotWordStatus,
+    Hypothesis,
+    hot_word_text,
+    normalize_hot_words,
+)
 
 __all__ = ["NullEngine", "NullStream"]
 

@@ -37,7 +37,7 @@ from typing import Any, Final, Literal, TypeVar
 from ..errors import EngineOverloadedError, StreamClosedError
 from .base import available_cores
 
-__all__ = ["EngineExecutor", "Lane", "ExecutorStats", "OVERFLOW_POLICIES"]
+__all__ = ["OVERFLOW_POLICIES", "EngineExecutor", "ExecutorStats", "Lane"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class ExecutorStats:
 
 
 class _Task:
-    __slots__ = ("future", "fn", "args", "kwargs")
+    __slots__ = ("args", "fn", "future", "kwargs")
 
     def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         self.future: Future = Future()
@@ -182,7 +182,7 @@ class EngineExecutor:
             if task.future.set_running_or_notify_cancel():
                 try:
                     task.future.set_result(task.fn(*task.args, **task.kwargs))
-                except BaseException as exc:  # delivered to the caller through the future
+                except BaseException as exc:  # noqa: BLE001 - delivered to the caller via the future
                     task.future.set_exception(exc)
         finally:
             with self._cond:
@@ -269,7 +269,7 @@ class EngineExecutor:
             task.future.cancel()  # a cancelled task is skipped if its worker step still runs
         self._pool.shutdown(wait=wait, cancel_futures=cancel_pending)
 
-    def __enter__(self) -> EngineExecutor:
+    def __enter__(self) -> EngineExecutor:  # noqa: PYI034 - py3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,10 +23,10 @@ from ..errors import EngineConfigError, PropertyNotSupportedError
 from .base import Engine
 
 __all__ = [
-    "ENGINE_NAMES",
     "DEFAULT_PROPERTY_ENGINES",
-    "Route",
+    "ENGINE_NAMES",
     "EngineRegistry",
+    "Route",
     "parse_engine_overrides",
     "property_language",
     "property_rate_hz",

@@ -24,7 +24,7 @@ from .base import (
     normalize_hot_words,
 )
 
-__all__ = ["SphinxEngine", "SphinxStream", "DEFAULT_MAX_DECODERS"]
+__all__ = ["DEFAULT_MAX_DECODERS", "SphinxEngine", "SphinxStream"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _WORD_RE: Final = re.compile(r"^[a-z][a-z'.\-]*$")
 
 
 def _is_filler(token: str) -> bool:
-    return token in _NON_WORDS or token.startswith("[") or token.startswith("+")
+    return token in _NON_WORDS or token.startswith(("[", "+"))
 
 
 def _clean(token: str) -> str:
@@ -51,7 +51,7 @@ def _clean(token: str) -> str:
 class _Pooled:
     """One pocketsphinx Decoder plus how many of the engine's added words it has applied."""
 
-    __slots__ = ("decoder", "applied")
+    __slots__ = ("applied", "decoder")
 
     def __init__(self, decoder: Any) -> None:
         self.decoder = decoder
