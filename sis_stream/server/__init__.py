@@ -1,0 +1,39 @@
+"""The SIS-compatible local server (aiohttp): RASR websockets, IAM tokens, metrics, REST routes.
+
+Start it with ``sis-stream serve`` (:mod:`sis_stream.cli`), :func:`serve.run`, or build the
+application with :func:`create_app` (see :mod:`.app` for the shared state route modules use).
+"""
+
+from __future__ import annotations
+
+from .app import (
+    AUTHENTICATOR,
+    CREDENTIALS,
+    ENGINES,
+    METRICS,
+    POOL,
+    SESSIONS,
+    SETTINGS,
+    TOKENS,
+    SessionLimiter,
+    create_app,
+)
+from .metrics import Metrics, Usage
+from .settings import ServerSettings, load_credentials
+
+__all__ = [
+    "create_app",
+    "ServerSettings",
+    "load_credentials",
+    "Metrics",
+    "Usage",
+    "SessionLimiter",
+    "SETTINGS",
+    "METRICS",
+    "ENGINES",
+    "POOL",
+    "CREDENTIALS",
+    "AUTHENTICATOR",
+    "TOKENS",
+    "SESSIONS",
+]

@@ -1,0 +1,38 @@
+"""IAM-compatible ``POST /v3/auth/tokens`` (password flow), so token-only clients work locally.
+
+The old official ``RasrClient`` always fetches a token first (sis-protocol.md §2.1, §14.4) and
+reads only the ``X-Subject-Token`` answer header; this route answers HTTP 201 with that header and
+an IAM-shaped body. Bad passwords: 401 ``APIG.0301``; malformed bodies: 400 ``SIS.0012``/``SIS.0032``
+(the protocol core's :class:`~sis_stream.protocol.TokenService` decides; this module is transport).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from aiohttp import web
+
+from .auth import route
+
+__all__ = ["setup_routes", "TOKENS_PATH"]
+
+logger = logging.getLogger(__name__)
+
+TOKENS_PATH: Final = "/v3/auth/tokens"
+
+
+@route(interface="iam.tokens", public=True)
+async def issue_token(request: web.Request) -> web.Response:
+    """Answer a password-flow token request (201 + ``X-Subject-Token``)."""
+    from .app import TOKENS  # noqa: PLC0415
+
+    body = await request.read()
+    issued = request.app[TOKENS].authenticate(body)  # RequestRejected / AuthRejected -> middleware
+    logger.info("token issued user=%s project_id=%s", issued.claims.user, issued.claims.project_id)
+    return web.json_response(issued.response_body(), status=201, headers=issued.response_headers())
+
+
+def setup_routes(app: web.Application) -> None:
+    """Install ``POST /v3/auth/tokens``."""
+    app.router.add_post(TOKENS_PATH, issue_token)
