@@ -1,0 +1,272 @@
+"""SSRF-safe download of audio for ``data_url`` (transcriber) and ``url`` (legacy short audio).
+
+The cloud service only reads same-region OBS objects (§11.2, §11.3); a local server reading any
+URL a client names would be a server-side request forgery hole. :class:`FetchPolicy` therefore:
+
+* accepts only ``http``, ``https`` and ``file`` URLs (anything else: ``SIS.0608``);
+* accepts http(s) hosts from an explicit allow-list only (``--fetch-allow HOST[,HOST...]``; an entry
+  may carry a port, ``HOST:PORT``). By default the list is the loopback names when the server
+  itself listens on loopback (``127.0.0.1``, ``localhost``, ``::1``), and **empty** otherwise;
+* refuses URLs with user information (``http://allowed@evil/``);
+* never follows a redirect to another scheme, host or port (each hop is checked; at most
+  ``max_redirects`` hops); HTTP errors and network failures are ``SIS.0609``;
+* caps the size (``Content-Length`` checked first, then the bytes actually read) at ``max_bytes``
+  (300 MB, the transcriber limit); the caller chooses the code (``SIS.0537`` / ``SIS.0604``);
+* has connect and total timeouts, and ignores proxy environment variables;
+* reads ``file://`` URLs only below the server's data directory (symlinks resolved first), regular
+  files only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from urllib.parse import unquote, urljoin, urlsplit
+
+from ..protocol.errors import reject
+
+__all__ = [
+    "FetchPolicy",
+    "LOOPBACK_HOSTS",
+    "MAX_FETCH_BYTES",
+    "default_allow_hosts",
+    "parse_fetch_allow",
+    "fetch_url",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Host names treated as loopback for the default allow-list.
+LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
+#: Largest file (transcriber limit, §11.3).
+MAX_FETCH_BYTES: Final = 300 * 1024 * 1024
+_CHUNK: Final = 64 * 1024
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def default_allow_hosts(listen_host: str) -> tuple[str, ...]:
+    """The default allow-list: the loopback names when `listen_host` is loopback, else none."""
+    return LOOPBACK_HOSTS if _is_loopback(listen_host) else ()
+
+
+def _norm_host(host: str) -> str:
+    return host.strip().strip("[]").lower().rstrip(".")
+
+
+def parse_fetch_allow(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Parse ``--fetch-allow`` (``"HOST,HOST:PORT,..."`` or a list of them).
+
+    Returns
+    -------
+    tuple of str
+        Lower-case entries, ``host`` or ``host:port`` (IPv6 as ``[::1]:8080`` or ``::1``).
+
+    Raises
+    ------
+    ValueError
+        An entry with a scheme, a path, user information, or a bad port.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            continue
+        if "/" in item or "@" in item:
+            raise ValueError(f"--fetch-allow takes HOST or HOST:PORT entries, got {item!r}")
+        host, port = _split_host_port(item)
+        out.append(f"{host}:{port}" if port is not None else host)
+    return tuple(out)
+
+
+def _split_host_port(item: str) -> tuple[str, int | None]:
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port_s = rest[1:] if rest.startswith(":") else ""
+    elif item.count(":") == 1:
+        host, port_s = item.split(":")
+    else:  # a bare host name, IPv4 or unbracketed IPv6
+        host, port_s = item, ""
+    port = None
+    if port_s:
+        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            raise ValueError(f"bad port in fetch allow-list entry {item!r}")
+        port = int(port_s)
+    return _norm_host(host), port
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """What :func:`fetch_url` may read.
+
+    Parameters
+    ----------
+    allow_hosts : tuple of str
+        http(s) hosts (``host`` or ``host:port``, see :func:`parse_fetch_allow`).
+    data_dir : Path, optional
+        ``file://`` URLs must point below it; None refuses every ``file://`` URL.
+    max_bytes : int
+        Size cap.
+    connect_timeout_s, total_timeout_s : float
+        Network timeouts.
+    max_redirects : int
+        Same-host redirects followed.
+    """
+
+    allow_hosts: tuple[str, ...] = ()
+    data_dir: Path | None = None
+    max_bytes: int = MAX_FETCH_BYTES
+    connect_timeout_s: float = 10.0
+    total_timeout_s: float = 600.0
+    max_redirects: int = 3
+    _parsed: tuple[tuple[str, int | None], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_hosts", parse_fetch_allow(self.allow_hosts))
+        object.__setattr__(self, "_parsed", tuple(_split_host_port(h) for h in self.allow_hosts))
+        if self.data_dir is not None and not isinstance(self.data_dir, Path):
+            object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, int) or self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be an int >= 1, got {self.max_bytes!r}")
+        if not self.connect_timeout_s > 0 or not self.total_timeout_s > 0:
+            raise ValueError("timeouts must be > 0")
+        if not isinstance(self.max_redirects, int) or self.max_redirects < 0:
+            raise ValueError(f"max_redirects must be an int >= 0, got {self.max_redirects!r}")
+
+    def host_allowed(self, host: str, port: int) -> bool:
+        """True if http(s) ``host:port`` is on the allow-list."""
+        h = _norm_host(host)
+        return any(h == ah and (ap is None or ap == port) for ah, ap in self._parsed)
+
+
+def _illegal(url: str, why: str) -> Exception:
+    return reject("SIS.0608", f"illegal URL {url[:200]!r}: {why}")
+
+
+def _check_http_url(url: str, policy: FetchPolicy) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise _illegal(url, f"scheme {scheme or '(none)'!r} is not allowed (http, https, file)")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise _illegal(url, "user information in URLs is not allowed")
+    host = parts.hostname
+    if not host:
+        raise _illegal(url, "no host")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise _illegal(url, "bad port") from None
+    if not policy.host_allowed(host, port):
+        allowed = ", ".join(policy.allow_hosts) or "none configured"
+        raise _illegal(url, f"host {host!r} is not on the fetch allow-list ({allowed}); "
+                            "start the server with --fetch-allow HOST to allow it")
+    return scheme, _norm_host(host), port
+
+
+def _too_large(url: str, size: int | None, limit: int, code: str) -> Exception:
+    got = f"{size} bytes" if size is not None else "more"
+    return reject(code, f"the audio at {url[:200]!r} is too large: {got}, at most {limit} bytes")
+
+
+def _read_file(url: str, policy: FetchPolicy, too_large_code: str) -> bytes:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise _illegal(url, "file URLs must name a local path (file:///path)")
+    if policy.data_dir is None:
+        raise _illegal(url, "file URLs need a server data directory")
+    root = Path(os.path.realpath(policy.data_dir))
+    path = Path(os.path.realpath(unquote(parts.path)))
+    if path != root and root not in path.parents:
+        raise _illegal(url, f"file URLs must point below the server data directory {str(root)!r}")
+    if not path.is_file():
+        raise reject("SIS.0609", f"downloading {url[:200]!r} failed: no such regular file")
+    size = path.stat().st_size
+    if size > policy.max_bytes:
+        raise _too_large(url, size, policy.max_bytes, too_large_code)
+    with open(path, "rb") as f:
+        data = f.read(policy.max_bytes + 1)
+    if len(data) > policy.max_bytes:
+        raise _too_large(url, None, policy.max_bytes, too_large_code)
+    return data
+
+
+async def fetch_url(url: object, policy: FetchPolicy, *, too_large_code: str = "SIS.0537") -> bytes:
+    """Download `url` under `policy`.
+
+    Parameters
+    ----------
+    url : object
+        The request's URL (validated here: a non-empty string).
+    policy : FetchPolicy
+    too_large_code : str
+        Error code for a file over ``policy.max_bytes`` (``SIS.0537`` transcriber, ``SIS.0604``
+        short audio).
+
+    Returns
+    -------
+    bytes
+        The body.
+
+    Raises
+    ------
+    RequestRejected
+        ``SIS.0608`` (scheme, host not allowed, user info, file outside the data directory, a
+        redirect elsewhere), ``SIS.0609`` (network error, timeout, HTTP status >= 400, too many
+        redirects, missing file), `too_large_code`.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise reject("SIS.0032", "data url is empty")
+    url = url.strip()
+    if urlsplit(url).scheme.lower() == "file":
+        return await asyncio.to_thread(_read_file, url, policy, too_large_code)
+    import aiohttp
+
+    scheme, host, port = _check_http_url(url, policy)
+    timeout = aiohttp.ClientTimeout(total=policy.total_timeout_s, connect=policy.connect_timeout_s,
+                                    sock_read=policy.connect_timeout_s * 3)
+    current = url
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+            for _hop in range(policy.max_redirects + 1):
+                async with session.get(current, allow_redirects=False,
+                                       headers={"Accept-Encoding": "identity"}) as resp:
+                    if resp.status in (301, 302, 303, 307, 308):
+                        loc = resp.headers.get("Location")
+                        if not loc:
+                            raise reject("SIS.0609", f"downloading {url[:200]!r} failed: redirect without Location")
+                        nxt = urljoin(current, loc)
+                        n_scheme, n_host, n_port = _check_http_url(nxt, policy)
+                        if (n_scheme, n_host, n_port) != (scheme, host, port):
+                            raise _illegal(url, f"redirect to another scheme/host/port ({nxt[:200]!r}) "
+                                                "is not followed")
+                        current = nxt
+                        continue
+                    if resp.status >= 400 or resp.status < 200:
+                        raise reject("SIS.0609", f"downloading {url[:200]!r} failed: HTTP {resp.status}")
+                    if resp.content_length is not None and resp.content_length > policy.max_bytes:
+                        raise _too_large(url, resp.content_length, policy.max_bytes, too_large_code)
+                    buf = bytearray()
+                    async for chunk in resp.content.iter_chunked(_CHUNK):
+                        buf += chunk
+                        if len(buf) > policy.max_bytes:
+                            raise _too_large(url, None, policy.max_bytes, too_large_code)
+                    return bytes(buf)
+            raise reject("SIS.0609", f"downloading {url[:200]!r} failed: more than "
+                                     f"{policy.max_redirects} redirects")
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise reject("SIS.0609", f"downloading {url[:200]!r} failed: {type(exc).__name__}: {exc}") from None
