@@ -89,7 +89,10 @@ def parse_fetch_allow(value: str | Iterable[str]) -> tuple[str, ...]:
         if "/" in item or "@" in item:
             raise ValueError(f"--fetch-allow takes HOST or HOST:PORT entries, got {item!r}")
         host, port = _split_host_port(item)
-        out.append(f"{host}:{port}" if port is not None else host)
+        if port is None:
+            out.append(host)
+        else:
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return tuple(out)
 
 
