@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
+from ..engines.base import available_cores
 from ..engines.pool import EngineExecutor
 from ..engines.registry import EngineRegistry
 from ..protocol import (
@@ -55,7 +56,7 @@ from ..protocol import (
     TokenIssuer,
     TokenService,
 )
-from .auth import METRICS_DONE, route, sis_middleware
+from .auth import METRICS_DONE, _put, route, sis_middleware
 from .metrics import Metrics
 from .settings import ServerSettings
 
@@ -208,7 +209,7 @@ async def root(request: web.Request) -> web.Response:
 @route(interface="metrics", public=True)
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
-    request[METRICS_DONE] = True
+    _put(request, METRICS_DONE, True)
     text = request.app[METRICS].render()
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
@@ -217,7 +218,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
 @route(interface="healthz", public=True)
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: 200 unless draining (503)."""
-    request[METRICS_DONE] = True
+    _put(request, METRICS_DONE, True)
     lim = request.app[SESSIONS]
     status = 503 if lim.draining else 200
     return web.json_response({"status": "draining" if lim.draining else "ok",
@@ -264,7 +265,11 @@ def create_app(settings: ServerSettings | None = None) -> web.Application:
     else:
         verifier = SignatureVerifier(creds, max_skew_s=settings.max_skew_s)
         app[AUTHENTICATOR] = Authenticator(verifier, issuer)
-    app[POOL] = EngineExecutor(settings.engine_workers, max_queued=settings.engine_queue)
+    workers = settings.engine_workers or available_cores()
+    # Default bound: room for a few queued tasks per admitted session (each stream batches its
+    # audio into ~5 accept calls per second of audio), and never below the pool's own default.
+    queued = settings.engine_queue or max(64 * workers, 4 * settings.max_sessions)
+    app[POOL] = EngineExecutor(workers, max_queued=queued)
     app[SESSIONS] = SessionLimiter(settings.max_sessions)
 
     app.router.add_get("/", root)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
@@ -92,6 +93,14 @@ def route(*, interface: str | None = None, public: bool = False) -> Callable[[H]
         setattr(handler, PUBLIC_ATTR, bool(public))
         return handler
     return deco
+
+
+def _put(request: web.Request, key: str, value: Any) -> None:
+    # The documented string keys (request["principal"]); aiohttp nudges towards RequestKey once
+    # per key with a warning, which we silence here: other modules read these plain names.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        request[key] = value
 
 
 def _route_handler(request: web.Request) -> Any:
@@ -158,9 +167,9 @@ async def sis_middleware(request: web.Request, handler: Callable[[web.Request], 
     app = request.app
     t0 = time.perf_counter()
     rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-    request[REQUEST_ID] = rid
+    _put(request, REQUEST_ID, rid)
     iface = route_interface(request)
-    request[INTERFACE] = iface
+    _put(request, INTERFACE, iface)
     metrics = app[METRICS]
     public = bool(getattr(_route_handler(request), PUBLIC_ATTR, False))
     project_id = request.match_info.get("project_id")
@@ -168,7 +177,7 @@ async def sis_middleware(request: web.Request, handler: Callable[[web.Request], 
     try:
         if not public:
             principal = await authenticate_request(request, app[AUTHENTICATOR])
-            request[PRINCIPAL] = principal
+            _put(request, PRINCIPAL, principal)
             project_id = principal.project_id or project_id
         resp = await handler(request)
     except AuthRejected as exc:

@@ -1,0 +1,10 @@
+"""``python -m sis_stream``: the command-line interface (see :mod:`sis_stream.cli`)."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
