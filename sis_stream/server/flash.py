@@ -136,7 +136,8 @@ async def handle_flash(request: Any) -> Any:
     for ch in channels:
         pcm = await asyncio.to_thread(to_engine_pcm, audio, ch)
         hyps = await _on_pool(request.app, transcribe_pcm, engine, route.language, pcm, hot_words=words,
-                              word_info=flags["need_word_info"], add_punc=flags["add_punc"])
+                              word_info=flags["need_word_info"], add_punc=flags["add_punc"],
+                              digit_norm=flags["digit_norm"])
         sentences = []
         for h in hyps:
             result: dict[str, Any] = {"text": h.text, "score": h.score}

@@ -16,9 +16,11 @@ Every decoded signal is resampled by :mod:`sis_stream.resample` (our polyphase r
 engines' 16 kHz. Recognition runs on the shared engine executor (``app[POOL]``), never on the
 event loop.
 
-Text post-processing: ``add_punc=no`` strips punctuation from engines that punctuate (Whisper);
-``add_punc=yes`` cannot add punctuation an engine does not produce (pocketsphinx). ``digit_norm``
-is accepted and not applied: the engines' own number style is returned.
+Text post-processing is the RASR server's (``recognizer.postprocess_text``), so REST and websocket
+answers agree: ``add_punc=no`` strips the punctuation of engines that punctuate (Whisper);
+``add_punc=yes`` on an engine without punctuation capitalises and ends the sentence with a full
+stop; for English, ``digit_norm=yes`` writes spelled numbers as digits and ``no`` spells digits
+out (Mandarin text is left as the engine gives it).
 """
 
 from __future__ import annotations
@@ -315,12 +317,13 @@ def to_engine_pcm(audio: DecodedAudio, channel: int | None = None) -> np.ndarray
     return resample_pcm(np.ascontiguousarray(mono), audio.rate_hz, SAMPLE_RATE_HZ)
 
 
-def postprocess_text(text: str, *, punctuates: bool, add_punc: bool) -> str:
-    """Apply ``add_punc=no`` (strip punctuation of punctuating engines; keep apostrophes/hyphens)."""
-    if add_punc or not punctuates:
-        return text
-    out = "".join(" " if unicodedata.category(c).startswith("P") and c not in "'-" else c for c in text)
-    return " ".join(out.split())
+def postprocess_text(text: str, *, punctuates: bool, add_punc: bool, digit_norm: bool = True,
+                     language: str = "en") -> str:
+    """Apply ``add_punc`` / ``digit_norm`` exactly as the RASR websocket does."""
+    from .recognizer import postprocess_text as _rasr_postprocess
+
+    return _rasr_postprocess(text, add_punc=add_punc, digit_norm=digit_norm, punctuated=punctuates,
+                             language=language)
 
 
 def word_info_json(hyp: Hypothesis) -> list[dict[str, Any]]:
@@ -364,7 +367,7 @@ def _load_engine(app: Any, prop: str) -> tuple[Any, Any]:
 
 
 async def recognize_pcm(app: Any, pcm16k: np.ndarray, *, prop: str, hot_words: Sequence[str] = (),
-                        word_info: bool = False, add_punc: bool = False) -> Hypothesis:
+                        word_info: bool = False, add_punc: bool = False, digit_norm: bool = True) -> Hypothesis:
     """Recognise a whole utterance (int16 mono 16 kHz) as one segment.
 
     Raises
@@ -387,12 +390,14 @@ async def recognize_pcm(app: Any, pcm16k: np.ndarray, *, prop: str, hot_words: S
     except Exception as exc:  # noqa: BLE001 - engine failures become SIS.0306
         logger.exception("recognition failed")
         raise reject("SIS.0306", f"recognition error: {type(exc).__name__}") from exc
-    return Hypothesis(postprocess_text(hyp.text, punctuates=engine.punctuates, add_punc=add_punc),
+    text = postprocess_text(hyp.text, punctuates=engine.punctuates, add_punc=add_punc, digit_norm=digit_norm,
+                            language=route.language)
+    return Hypothesis(text,
                       hyp.score, hyp.words, hyp.start_ms, hyp.end_ms, True)
 
 
 def transcribe_pcm(engine: Any, language: str, pcm16k: np.ndarray, *, hot_words: Sequence[str] = (),
-                   word_info: bool = False, add_punc: bool = False, vad_tail_ms: int = 500,
+                   word_info: bool = False, add_punc: bool = False, digit_norm: bool = True, vad_tail_ms: int = 500,
                    max_seconds: int = 30, should_stop: Callable[[], bool] | None = None) -> list[Hypothesis]:
     """Cut long audio into sentences with the SIS Endpointer (continuous mode) and recognise each.
 
@@ -440,7 +445,8 @@ def transcribe_pcm(engine: Any, language: str, pcm16k: np.ndarray, *, hot_words:
                 hyp = stream.finalize()
                 offset_ms = first * 1000 // SAMPLE_RATE_HZ
                 words = tuple(w for w in hyp.shifted(offset_ms).words)
-                text = postprocess_text(hyp.text, punctuates=engine.punctuates, add_punc=add_punc).strip()
+                text = postprocess_text(hyp.text, punctuates=engine.punctuates, add_punc=add_punc,
+                                        digit_norm=digit_norm, language=language).strip()
                 if text:
                     out.append(Hypothesis(text, hyp.score, words, ev.start_ms, max(ev.start_ms, ev.end_ms), True))
 
@@ -470,6 +476,7 @@ class ShortAudioRequest:
     property: str
     rate_hz: int
     add_punc: bool
+    digit_norm: bool
     need_word_info: bool
     vocabulary_id: str | None
     user_words: tuple[str, ...]
@@ -508,7 +515,7 @@ def parse_short_audio(body: object) -> ShortAudioRequest:
     if audio_format in RAW_FORMATS and AudioFormat.from_sis(audio_format).rate_hz != info.rate_hz:
         raise reject("SIS.0301")
     add_punc = yes_no(config, "add_punc")
-    yes_no(config, "digit_norm", "yes")
+    digit_norm = yes_no(config, "digit_norm", "yes")
     yes_no(config, "auto_language_detect")
     need_word_info = yes_no(config, "need_word_info")
     vid = config.get("vocabulary_id")
@@ -518,7 +525,7 @@ def parse_short_audio(body: object) -> ShortAudioRequest:
     if not isinstance(user_words, list) or not all(isinstance(w, str) and w.strip() for w in user_words):
         raise reject("SIS.0032", "'user_words' is invalid: expected a list of words")
     audio = decode_base64(body.get("data"))
-    return ShortAudioRequest(audio, audio_format, info.name, info.rate_hz, add_punc, need_word_info,
+    return ShortAudioRequest(audio, audio_format, info.name, info.rate_hz, add_punc, digit_norm, need_word_info,
                              vid or None, tuple(w.strip() for w in user_words))
 
 
@@ -555,7 +562,7 @@ async def handle_short_audio(request: Any) -> Any:
     words = get_vocabulary_words(request.app, project_id, req.vocabulary_id) + list(req.user_words)
     pcm, duration_ms = await _short_audio_pcm(req.audio, req.audio_format, req.rate_hz)
     hyp = await recognize_pcm(request.app, pcm, prop=req.property, hot_words=words,
-                              word_info=req.need_word_info, add_punc=req.add_punc)
+                              word_info=req.need_word_info, add_punc=req.add_punc, digit_norm=req.digit_norm)
     request[AUDIO_MS] = float(duration_ms)
     result: dict[str, Any] = {"text": hyp.text, "score": hyp.score}
     if req.need_word_info:

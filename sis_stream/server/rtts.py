@@ -58,7 +58,8 @@ def _observe(request: web.Request, status: int, t0: float, audio_ms: float = 0.0
                                  request.match_info.get("project_id"), audio_ms)
 
 
-async def _synthesize(ws: web.WebSocketResponse, request: web.Request, msg: dict[str, Any], trace_id: str) -> None:
+async def _synthesize(ws: web.WebSocketResponse, request: web.Request, msg: dict[str, Any], trace_id: str) -> bool:
+    """Run one START; False if it was rejected before a task started."""
     from .tts import encode_audio, parse_tts_config, synthesize_pcm
 
     t0 = time.perf_counter()
@@ -68,7 +69,7 @@ async def _synthesize(ws: web.WebSocketResponse, request: web.Request, msg: dict
     except RequestRejected as exc:
         await _send(ws, _err("ERROR", trace_id, exc))
         _observe(request, exc.http_status, t0)
-        return
+        return False
     await _send(ws, {"resp_type": "START", "trace_id": trace_id})
     try:
         pcm = await asyncio.to_thread(synthesize_pcm, params)
@@ -76,12 +77,13 @@ async def _synthesize(ws: web.WebSocketResponse, request: web.Request, msg: dict
         await _send(ws, _err("ERROR", trace_id, exc))
         await _send(ws, {"resp_type": "END", "trace_id": trace_id, "reason": "ERROR"})
         _observe(request, exc.http_status, t0)
-        return
+        return True
     step = params.rate_hz * FRAME_MS // 1000
     for i in range(0, len(pcm), step):
         await ws.send_bytes(encode_audio(pcm[i:i + step], params.rate_hz, params.audio_format))
     await _send(ws, {"resp_type": "END", "trace_id": trace_id, "reason": "NORMAL"})
     _observe(request, 200, t0, len(pcm) * 1000.0 / params.rate_hz)
+    return True
 
 
 async def handle_rtts(request: web.Request) -> web.StreamResponse:
@@ -122,8 +124,7 @@ async def handle_rtts(request: web.Request) -> web.StreamResponse:
             if started:
                 await _send(ws, _err("ERROR", trace_id, reject("SIS.0418")))
                 continue
-            started = True
-            await _synthesize(ws, request, body, trace_id)
+            started = await _synthesize(ws, request, body, trace_id)
     finally:
         if conns is not None:
             conns.discard(ws)

@@ -132,7 +132,7 @@ def parse_transcriber_request(app: Any, project_id: str, body: object) -> dict[s
         "data_url": url.strip(), "audio_format": audio_format, "property": prop, "rate_hz": rate_hz,
         "add_punc": _yes_no(config, "add_punc", "no"), "need_word_info": _yes_no(config, "need_word_info", "no"),
     }
-    _yes_no(config, "digit_norm", "yes")
+    out["digit_norm"] = _yes_no(config, "digit_norm", "yes")
     vid = config.get("vocabulary_id")
     if vid not in (None, ""):
         get_vocabulary_words(app, project_id, vid)  # SIS.0201 now rather than an ERROR job later
@@ -239,7 +239,7 @@ async def process_job(app: Any, job: JobRecord, should_stop: Any) -> tuple[list[
         try:
             hyps = await _on_pool(app, transcribe_pcm, engine, route.language, pcm, hot_words=words,
                                   word_info=req["need_word_info"], add_punc=req["add_punc"],
-                                  should_stop=should_stop)
+                                  digit_norm=req.get("digit_norm", True), should_stop=should_stop)
         except RequestRejected:
             raise
         except RuntimeError as exc:
