@@ -1,0 +1,367 @@
+# cython: language_level=3
+"""Polyphase FIR resampling kernel (rational up/down) with explicit state (history + phase)."""
+
+from libc.stdint cimport int16_t
+from cpython.buffer cimport (
+    PyBUF_C_CONTIGUOUS,
+    PyBUF_FORMAT,
+    PyBUF_WRITABLE,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
+from libc.string cimport memcpy
+
+# Notation (shared with sis_stream/_reference/resample.py and sis_stream/_filters.py):
+#   L = up, M = down, K = taps per phase, taps[p, i] = h[p + (K - 1 - i) * L] (flipped phase p).
+#   buf = history (K - 1 samples) followed by the new chunk, nb = K - 1 + n_in samples.
+#   Output m of the call sits at up-sampled position u = phase + m * M (relative to the chunk's
+#   first sample times L): its window is buf[s : s + K] with s = u // L, its phase p = u % L,
+#   and y[m] = sum_i taps[p, i] * buf[s + i].
+# Every output is one sequential float32 sum over i = 0..K-1 starting from 0.0f, whichever loop
+# computes it (vector block or scalar tail), so the result does not depend on how the stream was
+# chunked: stream == one-shot holds bit for bit.
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    typedef float sis_rs_v8 __attribute__((vector_size(32)));   /* 8 lanes (2 SSE / 1 AVX) */
+    typedef float sis_rs_v16 __attribute__((vector_size(64)));  /* 16 lanes (1 AVX-512) */
+
+    /* NV*W outputs j0 .. j0+NV*W-1 of one class (outputs m = c + j*L, same phase, windows M
+       apart). Tap i of output j reads stream[(s0+i) % M][(s0+i) / M + j], where stream r holds
+       buf[r], buf[r+M], ...; with M == 1 the single stream is buf itself (S == 0). One vector
+       lane per output: lanes never mix, so each output is the same sequential sum as the scalar
+       tail computes. NV <= 8 independent accumulators hide the multiply-add latency. */
+    #define SIS_RS_DEFINE_BLOCK(NAME, VT, W)                                                  \
+    static inline __attribute__((always_inline)) void NAME(                                  \
+            int NV, const float *tp, Py_ssize_t K, const float *streams, Py_ssize_t S,        \
+            Py_ssize_t M, Py_ssize_t r0, Py_ssize_t q0, Py_ssize_t j0, float *y,              \
+            Py_ssize_t c, Py_ssize_t L) {                                                     \
+        VT acc[8];                                                                            \
+        const VT zero = {0};                                                                  \
+        for (int v = 0; v < NV; v++) acc[v] = zero;                                           \
+        Py_ssize_t r = r0, q = q0;                                                            \
+        for (Py_ssize_t i = 0; i < K; i++) {                                                  \
+            const float *src = streams + r * S + q + j0;                                      \
+            const float tv = tp[i];                                                           \
+            for (int v = 0; v < NV; v++) {                                                    \
+                VT xv;                                                                        \
+                memcpy(&xv, src + W * v, sizeof xv);  /* unaligned load */                    \
+                acc[v] += tv * xv;                                                            \
+            }                                                                                 \
+            if (++r == M) { r = 0; q++; }                                                     \
+        }                                                                                     \
+        for (int v = 0; v < NV; v++)                                                          \
+            for (int k = 0; k < W; k++) y[c + (j0 + W * v + k) * L] = acc[v][k];             \
+    }
+    SIS_RS_DEFINE_BLOCK(sis_rs_block8, sis_rs_v8, 8)
+    SIS_RS_DEFINE_BLOCK(sis_rs_block16, sis_rs_v16, 16)
+
+    /* a + t * w rounded once (FMA) or twice; use_fma is a compile-time constant per variant. */
+    #define SIS_RS_MADD(use_fma, t, w, a) ((use_fma) ? __builtin_fmaf((t), (w), (a)) : ((a) + (t) * (w)))
+
+    /* All n_out outputs of one call into y[0..n_out-1] (float32, natural order). */
+    static inline __attribute__((always_inline)) void sis_rs_run_body(int use_fma, int wide,
+            const float *taps, Py_ssize_t K, const float *buf, Py_ssize_t nb, float *streams,
+            Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M, float *y, Py_ssize_t n_out) {
+        /* Vector blocks pay off once a class has at least 8 outputs. */
+        const int vec = n_out >= 8 * L;
+        Py_ssize_t S = 0;
+        const float *base = buf;
+        if (vec && M > 1) {
+            /* De-interleave buf into M contiguous streams of S samples each. */
+            S = (nb + M - 1) / M;
+            for (Py_ssize_t r = 0; r < M; r++) {
+                float *dst = streams + r * S;
+                Py_ssize_t k = 0;
+                for (Py_ssize_t e = r; e < nb; e += M) dst[k++] = buf[e];
+            }
+            base = streams;
+        }
+        for (Py_ssize_t c = 0; c < L && c < n_out; c++) {
+            const Py_ssize_t u0 = phase + c * M;      /* class c: outputs m = c + j*L */
+            const Py_ssize_t s0 = u0 / L;
+            const float *tp = taps + (u0 % L) * K;
+            const Py_ssize_t nj = (n_out - c + L - 1) / L;
+            /* stream / offset of tap 0 (M == 1: one stream, offset s0) */
+            const Py_ssize_t r0 = (M > 1) ? s0 % M : 0, q0 = (M > 1) ? s0 / M : s0;
+            Py_ssize_t j = 0;
+            if (vec && wide) {
+                for (; j + 128 <= nj; j += 128) sis_rs_block16(8, tp, K, base, S, M, r0, q0, j, y, c, L);
+                for (; j + 64 <= nj; j += 64) sis_rs_block16(4, tp, K, base, S, M, r0, q0, j, y, c, L);
+                for (; j + 32 <= nj; j += 32) sis_rs_block16(2, tp, K, base, S, M, r0, q0, j, y, c, L);
+                for (; j + 16 <= nj; j += 16) sis_rs_block16(1, tp, K, base, S, M, r0, q0, j, y, c, L);
+            } else if (vec) {
+                for (; j + 64 <= nj; j += 64) sis_rs_block8(8, tp, K, base, S, M, r0, q0, j, y, c, L);
+                for (; j + 32 <= nj; j += 32) sis_rs_block8(4, tp, K, base, S, M, r0, q0, j, y, c, L);
+                for (; j + 16 <= nj; j += 16) sis_rs_block8(2, tp, K, base, S, M, r0, q0, j, y, c, L);
+            }
+            if (vec)
+                for (; j + 8 <= nj; j += 8) sis_rs_block8(1, tp, K, base, S, M, r0, q0, j, y, c, L);
+            /* Scalar tail, four outputs at a time for instruction-level parallelism. Each
+               multiply-add is written out so that it rounds like a vector lane does: fused
+               (one rounding) where the vector path is contracted to FMA, else two roundings.
+               (Left as `acc += t * w`, GCC vectorises it as an in-order reduction with separate
+               multiplies, which rounds differently from the FMA lanes.) */
+            for (; j + 4 <= nj; j += 4) {
+                const float *w0 = buf + s0 + j * M, *w1 = w0 + M, *w2 = w1 + M, *w3 = w2 + M;
+                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+                for (Py_ssize_t i = 0; i < K; i++) {
+                    const float t = tp[i];
+                    a0 = SIS_RS_MADD(use_fma, t, w0[i], a0);
+                    a1 = SIS_RS_MADD(use_fma, t, w1[i], a1);
+                    a2 = SIS_RS_MADD(use_fma, t, w2[i], a2);
+                    a3 = SIS_RS_MADD(use_fma, t, w3[i], a3);
+                }
+                y[c + j * L] = a0;
+                y[c + (j + 1) * L] = a1;
+                y[c + (j + 2) * L] = a2;
+                y[c + (j + 3) * L] = a3;
+            }
+            for (; j < nj; j++) {
+                const float *w = buf + s0 + j * M;
+                float acc = 0.0f;
+                for (Py_ssize_t i = 0; i < K; i++) acc = SIS_RS_MADD(use_fma, tp[i], w[i], acc);
+                y[c + j * L] = acc;
+            }
+        }
+    }
+
+    static void sis_rs_run_generic(const float *taps, Py_ssize_t K, const float *buf,
+            Py_ssize_t nb, float *streams, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
+            float *y, Py_ssize_t n_out) {
+        sis_rs_run_body(0, 0, taps, K, buf, nb, streams, phase, L, M, y, n_out);
+    }
+
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __attribute__((target("avx2,fma")))
+    static void sis_rs_run_avx2(const float *taps, Py_ssize_t K, const float *buf,
+            Py_ssize_t nb, float *streams, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
+            float *y, Py_ssize_t n_out) {
+        sis_rs_run_body(1, 0, taps, K, buf, nb, streams, phase, L, M, y, n_out);
+    }
+    /* Same arithmetic (every multiply-add fused) with 16-lane vectors. */
+    __attribute__((target("avx512f,avx2,fma")))
+    static void sis_rs_run_avx512(const float *taps, Py_ssize_t K, const float *buf,
+            Py_ssize_t nb, float *streams, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
+            float *y, Py_ssize_t n_out) {
+        sis_rs_run_body(1, 1, taps, K, buf, nb, streams, phase, L, M, y, n_out);
+    }
+    /* 2: AVX-512F, 1: AVX2 + FMA, 0: baseline. */
+    static int sis_rs_isa_level(void) {
+        __builtin_cpu_init();
+        if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
+        return __builtin_cpu_supports("avx512f") ? 2 : 1;
+    }
+    #else
+    #define sis_rs_run_avx2 sis_rs_run_generic
+    #define sis_rs_run_avx512 sis_rs_run_generic
+    static int sis_rs_isa_level(void) { return 0; }
+    #endif
+
+    /* float32 -> int16: round half to even, saturate, count saturated samples. The magic
+       constant 1.5 * 2^23 rounds any |v| < 2^22 to an integer in float32 arithmetic under the
+       default rounding mode; the clamp to +-40000 keeps v in that range (a clamped value still
+       saturates, so the count is unchanged). */
+    static Py_ssize_t sis_rs_store_i16(const float *y, int16_t *out, Py_ssize_t n) {
+        Py_ssize_t clips = 0;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            float v = y[k];
+            v = v > 40000.0f ? 40000.0f : (v < -40000.0f ? -40000.0f : v);
+            float r = (v + 12582912.0f) - 12582912.0f;
+            if (r > 32767.0f) { r = 32767.0f; clips++; }
+            else if (r < -32768.0f) { r = -32768.0f; clips++; }
+            out[k] = (int16_t)r;
+        }
+        return clips;
+    }
+    """
+    void sis_rs_run_generic(const float* taps, Py_ssize_t K, const float* buf, Py_ssize_t nb,
+                            float* streams, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
+                            float* y, Py_ssize_t n_out) noexcept nogil
+    void sis_rs_run_avx2(const float* taps, Py_ssize_t K, const float* buf, Py_ssize_t nb,
+                         float* streams, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
+                         float* y, Py_ssize_t n_out) noexcept nogil
+    void sis_rs_run_avx512(const float* taps, Py_ssize_t K, const float* buf, Py_ssize_t nb,
+                           float* streams, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
+                           float* y, Py_ssize_t n_out) noexcept nogil
+    int sis_rs_isa_level() noexcept nogil
+    Py_ssize_t sis_rs_store_i16(const float* y, int16_t* out, Py_ssize_t n) noexcept nogil
+
+# Chosen once at import: every call in a process uses the same code, so results are reproducible
+# within the process. AVX2+FMA and AVX-512 give identical results (every multiply-add rounded
+# once); the baseline ISA rounds product and sum separately (within the stated tolerance).
+cdef int _ISA_LEVEL = sis_rs_isa_level()
+
+#: Instruction set of the inner loop in this process ("avx512", "avx2+fma" or "baseline").
+ISA = ("baseline", "avx2+fma", "avx512")[_ISA_LEVEL]
+
+cdef Py_ssize_t _SSIZE_MAX = <Py_ssize_t>(<size_t>-1 >> 1)
+cdef int _ONE = 1
+cdef bint _LITTLE = (<const char*>&_ONE)[0] == 1
+
+# The arrays come in through the raw buffer protocol rather than typed memoryviews: five typed
+# memoryviews (plus fused-type dispatch) cost ~2.7 us per call here against ~0.8 us for five
+# Py_buffer views, and a 20 ms chunk at 8 kHz is 160 samples. Every size, format and
+# writability check a memoryview would make is made explicitly in _check below, before the
+# nogil section; the C loops then stay inside the checked extents (comments at each formula).
+cdef int _RO = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
+cdef int _RW = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE
+
+
+cdef char _kind(const Py_buffer* b) noexcept:
+    # 'h' (int16) or 'f' (float32) for a native-endian buffer of that type, else 0.
+    cdef const char* f = b.format
+    if f == NULL:
+        return b'B'  # PEP 3118: NULL means unsigned bytes
+    if f[0] == b'@' or f[0] == b'=' or (f[0] == b'<' and _LITTLE):
+        f += 1
+    if f[0] == b'h' and f[1] == 0 and b.itemsize == 2:
+        return b'h'
+    if f[0] == b'f' and f[1] == 0 and b.itemsize == 4:
+        return b'f'
+    return 0
+
+
+cdef int _acquire(object obj, Py_buffer* view, int flags, str name) except -1:
+    try:
+        PyObject_GetBuffer(obj, view, flags)
+    except TypeError:
+        raise TypeError(f"{name} must be a numpy array (buffer), got {type(obj).__name__}") from None
+    except (BufferError, ValueError) as exc:
+        need = "C-contiguous writable" if flags & PyBUF_WRITABLE else "C-contiguous"
+        raise ValueError(f"{name} must be a {need} array: {exc}") from None
+    return 0
+
+
+def scratch_length(Py_ssize_t n_in, Py_ssize_t taps_per_phase, Py_ssize_t down, Py_ssize_t n_out):
+    """Minimum length of the float32 ``scratch`` buffer polyphase_process needs for one call."""
+    if n_in < 0 or taps_per_phase < 1 or down < 1 or n_out < 0:
+        raise ValueError(
+            "scratch_length expects n_in >= 0, taps_per_phase >= 1, down >= 1, n_out >= 0, got "
+            f"{n_in}, {taps_per_phase}, {down}, {n_out}"
+        )
+    return _scratch_len(n_in, taps_per_phase, down, n_out)
+
+
+cdef inline Py_ssize_t _scratch_len(Py_ssize_t n_in, Py_ssize_t K, Py_ssize_t down,
+                                    Py_ssize_t n_out) noexcept:
+    # buf (nb) + y (n_out) + M de-interleaved streams of ceil(nb / M) samples when M > 1
+    cdef Py_ssize_t nb = K - 1 + n_in
+    return nb + n_out + (down * ((nb + down - 1) // down) if down > 1 else 0)
+
+
+cdef object _process(Py_buffer* bx, Py_buffer* bt, Py_buffer* bh, Py_buffer* bs, Py_buffer* bo,
+                     Py_ssize_t phase, Py_ssize_t up, Py_ssize_t down):
+    cdef char kx = _kind(bx), ko = _kind(bo)
+    cdef Py_ssize_t n_in, K, H, n_out, nb, last, k, clips = 0, new_phase
+    cdef float* buf
+    cdef float* y
+    cdef const float* taps
+    cdef const int16_t* xi
+    cdef const float* xf
+    # -- types and shapes (what a typed memoryview would check) --
+    if bx.ndim != 1 or bo.ndim != 1 or bh.ndim != 1 or bs.ndim != 1 or bt.ndim != 2:
+        raise ValueError(
+            "x, history, scratch and out must be 1-D and taps 2-D, got ndim "
+            f"{bx.ndim}, {bh.ndim}, {bs.ndim}, {bo.ndim} and {bt.ndim}"
+        )
+    if kx == 0 or kx != ko:
+        raise TypeError(
+            "x and out must both be int16 or both float32, got formats "
+            f"{(bx.format or b'B').decode()!r} and {(bo.format or b'B').decode()!r}"
+        )
+    if _kind(bt) != b'f' or _kind(bh) != b'f' or _kind(bs) != b'f':
+        raise TypeError("taps, history and scratch must be float32")
+    n_in, n_out, H = bx.shape[0], bo.shape[0], bh.shape[0]
+    K = bt.shape[1]
+    # -- values --
+    if up < 1 or down < 1:
+        raise ValueError(f"up and down must be >= 1, got up={up}, down={down}")
+    if bt.shape[0] != up or K < 1:
+        raise ValueError(
+            f"taps must have shape (up, taps_per_phase) = ({up}, >= 1), "
+            f"got ({bt.shape[0]}, {K})"
+        )
+    if H != K - 1:
+        raise ValueError(f"history must hold taps_per_phase - 1 = {K - 1} samples, got {H}")
+    if phase < 0:
+        raise ValueError(f"phase must be >= 0, got {phase}")
+    if n_in > (_SSIZE_MAX - phase) // up or n_out > (_SSIZE_MAX - phase) // down:
+        raise OverflowError(f"chunk of {n_in} samples / {n_out} outputs is too long")
+    if n_out > 0:
+        last = (phase + (n_out - 1) * down) // up  # window start of the last output
+        if last > n_in - 1:  # its window buf[last : last + K] must end inside buf (< K-1+n_in)
+            raise ValueError(
+                f"out asks for {n_out} outputs but the chunk of {n_in} samples at phase {phase} "
+                f"holds fewer (up={up}, down={down})"
+            )
+    if bs.shape[0] < _scratch_len(n_in, K, down, n_out):
+        raise ValueError(
+            f"scratch must hold at least {_scratch_len(n_in, K, down, n_out)} samples, "
+            f"got {bs.shape[0]}"
+        )
+    new_phase = phase + n_out * down - n_in * up
+    nb = K - 1 + n_in
+    if nb == 0:
+        return n_out, new_phase, 0
+    # scratch = buf[nb] | y[n_out] | streams (M > 1), all inside scratch_length (checked above)
+    buf = <float*>bs.buf
+    y = buf + nb
+    taps = <const float*>bt.buf
+    xi = <const int16_t*>bx.buf
+    xf = <const float*>bx.buf
+    with nogil:
+        if H > 0:
+            memcpy(buf, bh.buf, H * sizeof(float))
+        if kx == b'h':
+            for k in range(n_in):
+                buf[H + k] = <float>xi[k]  # k < n_in, H + k < nb
+        elif n_in > 0:
+            memcpy(buf + H, xf, n_in * sizeof(float))
+        if n_out > 0:
+            if _ISA_LEVEL == 2:
+                sis_rs_run_avx512(taps, K, buf, nb, y + n_out, phase, up, down, y, n_out)
+            elif _ISA_LEVEL == 1:
+                sis_rs_run_avx2(taps, K, buf, nb, y + n_out, phase, up, down, y, n_out)
+            else:
+                sis_rs_run_generic(taps, K, buf, nb, y + n_out, phase, up, down, y, n_out)
+            if kx == b'h':
+                clips = sis_rs_store_i16(y, <int16_t*>bo.buf, n_out)
+            else:
+                memcpy(bo.buf, y, n_out * sizeof(float))
+        if H > 0:
+            memcpy(bh.buf, buf + n_in, H * sizeof(float))  # the last K - 1 samples of buf
+    return n_out, new_phase, clips
+
+
+def polyphase_process(x, taps, history, scratch, Py_ssize_t phase, Py_ssize_t up,
+                      Py_ssize_t down, out):
+    """Resample chunk ``x`` into all of ``out``; update ``history``; return (n_out, phase, clips)."""
+    cdef Py_buffer bx, bt, bh, bs, bo
+    cdef int got = 0
+    try:
+        _acquire(x, &bx, _RO, "x")  # read-only input is fine (np.frombuffer)
+        got = 1
+        _acquire(taps, &bt, _RO, "taps")
+        got = 2
+        _acquire(history, &bh, _RW, "history")
+        got = 3
+        _acquire(scratch, &bs, _RW, "scratch")
+        got = 4
+        _acquire(out, &bo, _RW, "out")
+        got = 5
+        return _process(&bx, &bt, &bh, &bs, &bo, phase, up, down)
+    finally:
+        if got >= 5:
+            PyBuffer_Release(&bo)
+        if got >= 4:
+            PyBuffer_Release(&bs)
+        if got >= 3:
+            PyBuffer_Release(&bh)
+        if got >= 2:
+            PyBuffer_Release(&bt)
+        if got >= 1:
+            PyBuffer_Release(&bx)
