@@ -183,9 +183,8 @@ async def _read_until_end(ws: Any, client: ClientSession | None, out: WsResult, 
                     out.events.extend(client.events())
                 if out.frames[-1].get("resp_type") in ("END", "FATAL_ERROR"):
                     return
-                if (out.frames[-1].get("resp_type") == "ERROR" and client is not None
-                        and any(isinstance(e, Ended) for e in out.events)):
-                    return
+                if client is not None and client.state in (ClientState.SERVER_ENDED, ClientState.CLOSED):
+                    return  # ERROR (+END(ERROR)) or a server-side END: nothing more comes
             else:
                 out.close_code = ws.close_code
                 if client is not None:

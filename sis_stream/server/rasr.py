@@ -107,6 +107,7 @@ class RasrConnection:
         self._session_start_t = 0.0
         self._tasks: list[asyncio.Task] = []
         self._closing = False
+        self._close_code = 1000  # 1001 when the server shuts down, 1008 when the client is stuck
         self._setup_task: asyncio.Task | None = None
 
     # -- output ---------------------------------------------------------------------------------
@@ -116,6 +117,7 @@ class RasrConnection:
                 logger.warning("client not reading: %d frames queued, closing trace_id=%s",
                                MAX_OUTBOUND_FRAMES, self.session.trace_id)
                 self._closing = True
+                self._close_code = 1008
                 self._out.put_nowait(None)
                 return
             self._out.put_nowait(f)
@@ -136,7 +138,7 @@ class RasrConnection:
         finally:
             if self._closing and not self.ws.closed:
                 with contextlib.suppress(Exception):
-                    await self.ws.close(code=1008 if self._out.qsize() >= MAX_OUTBOUND_FRAMES else 1000)
+                    await self.ws.close(code=self._close_code)
 
     async def _idle(self) -> None:
         try:
@@ -263,7 +265,11 @@ class RasrConnection:
         for ev in self.session.events():
             if isinstance(ev, AudioReceived):
                 if self._rec is not None:
-                    self._rec.feed(ev.data)
+                    try:
+                        self._rec.feed(ev.data)
+                    except Exception as exc:  # noqa: BLE001 - decoder/endpointer bug: this session only
+                        logger.exception("audio processing failed trace_id=%s", self._rec.trace_id)
+                        self._on_recognizer_failure(RecognitionFailed("SIS.0306", f"recognition error: {exc}"))
             elif isinstance(ev, StartRequested):
                 self._on_start(ev)
             elif isinstance(ev, EndRequested):
@@ -358,6 +364,7 @@ class RasrConnection:
                     break
                 await asyncio.sleep(0.05)
         self._closing = True
+        self._close_code = 1001
         with contextlib.suppress(asyncio.QueueFull):
             self._out.put_nowait(None)
         writer = self._tasks[0] if self._tasks else None
