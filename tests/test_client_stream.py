@@ -1,0 +1,544 @@
+"""RasrClient / RasrStream against the loopback fake SIS server (tests/client_fakes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from client_fakes import AK, DOMAIN, PASSWORD, PROJECT, REGION, SK, USER, FakeSisServer
+from sis_stream.client import RasrClient, VadGate
+from sis_stream.errors import BufferFullError, LocalProtocolError, SisAuthError, SisConnectionError
+from sis_stream.protocol import (
+    AkSk,
+    ConnectionClosed,
+    Ended,
+    EndReason,
+    ExceededAudio,
+    FinalResult,
+    PartialResult,
+    ServerError,
+    StartConfig,
+    Started,
+    Token,
+    VoiceEnd,
+    VoiceStart,
+)
+from sis_stream.rest_client import IamPassword
+from sis_stream.transport import ReconnectPolicy, Reconnected
+
+U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
+FRAME = 800  # 100 ms of ulaw8k8bit
+
+
+def frames(first: int, n: int) -> list[bytes]:
+    """100 ms frames; frame k is filled with byte k (the fake engine names results after it)."""
+    return [bytes([k % 256]) * FRAME for k in range(first, first + n)]
+
+
+async def no_sleep(_s: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def collect(stream) -> list[object]:
+    return [ev async for ev in stream]
+
+
+def finals(events: list[object]) -> list[tuple[int, int, str]]:
+    return [(e.segment.start_time, e.segment.end_time, e.text) for e in events if isinstance(e, FinalResult)]
+
+
+@pytest.fixture
+async def server():
+    async with FakeSisServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+async def client(server):
+    async with RasrClient(server.url, PROJECT, AkSk(AK, SK)) as c:
+        yield c
+
+
+# --- modes -------------------------------------------------------------------------------------
+
+
+async def test_continue_stream_results_and_end(server, client):
+    # Proves the whole path: AK/SK upgrade verified, START, framed audio, finals on the user clock.
+    async with client.stream("continue", {**U8, "interim_results": "yes"}, pacing=None) as s:
+        for f in frames(0, 25):
+            await s.send(f)
+        await s.end()
+        evs = await collect(s)
+    assert isinstance(evs[0], Started)
+    assert finals(evs) == [(0, 1000, "b0"), (1000, 2000, "b10"), (2000, 2500, "b20")]
+    assert any(isinstance(e, PartialResult) for e in evs)
+    assert isinstance(evs[-1], Ended) and evs[-1].reason is EndReason.NORMAL
+    rec = server.connections[0]
+    assert rec.principal == "aksk" and server.auth_failures == []
+    assert [len(f) for f in rec.frames] == [FRAME] * 25
+    assert json.loads(rec.texts_in[-1]) == {"command": "END", "cancel": "false"}
+
+
+async def test_sentence_stream_stops_after_voice_end(server, client):
+    # Sentence mode: VOICE_START, one final, VOICE_END; the client ends the session itself.
+    async with client.stream("sentence", dict(U8, mode=None) if False else U8, pacing=None) as s:
+        for f in frames(0, 12):
+            await s.send(f)
+        evs = await collect(s)
+        await s.send(frames(12, 1)[0])  # dropped: the server already finished
+    kinds = [type(e) for e in evs]
+    assert kinds[:2] == [Started, VoiceStart]
+    assert finals(evs) == [(0, 1000, "b0")]
+    assert VoiceEnd in kinds and kinds[-1] is Ended
+    assert s.stats.dropped_after_end >= 1
+
+
+@pytest.mark.parametrize("mode", ["short", "short-audio"])
+async def test_short_modes_one_final_after_end(server, client, mode):
+    async with client.stream(mode, U8, pacing=None) as s:
+        for f in frames(0, 7):
+            await s.send(f)
+        await s.end()
+        evs = await collect(s)
+    assert finals(evs) == [(0, 700, "b0")]
+    start = json.loads(server.connections[0].texts_in[0])
+    assert ("vad_head" in start["config"]) == (mode == "short")  # short-audio form drops VAD fields
+
+
+async def test_cancel_discards_and_ends_with_cancel(server, client):
+    async with client.stream("continue", U8, pacing=None) as s:
+        for f in frames(0, 5):
+            await s.send(f)
+        await s.end(cancel=True)
+        evs = await collect(s)
+    assert isinstance(evs[-1], Ended) and evs[-1].reason is EndReason.CANCEL
+    assert finals(evs) == []
+    assert json.loads(server.connections[0].texts_in[-1]) == {"command": "END", "cancel": "true"}
+
+
+async def test_exception_in_block_cancels_session(server, client):
+    with pytest.raises(RuntimeError, match="boom"):
+        async with client.stream("continue", U8, pacing=None) as s:
+            await s.send(frames(0, 1)[0])
+            raise RuntimeError("boom")
+    await asyncio.sleep(0.05)
+    assert json.loads(server.connections[0].texts_in[-1])["cancel"] == "true"
+
+
+# --- server errors -----------------------------------------------------------------------------
+
+
+async def test_start_rejected_is_an_event(server, client):
+    server.faults.reject_start[0] = "SIS.0032"
+    async with client.stream("continue", U8, pacing=None) as s:
+        evs = await collect(s)
+    assert [type(e) for e in evs] == [ServerError]
+    assert evs[0].error_code == "SIS.0032" and not evs[0].fatal
+    assert evs[0].to_exception().error_code == "SIS.0032"
+
+
+async def test_server_error_mid_session_then_end_error(server, client):
+    server.faults.error_after_bytes[0] = 3 * FRAME
+    async with client.stream("continue", U8, pacing=None) as s:
+        for f in frames(0, 5):
+            await s.send(f)
+        evs = await collect(s)
+    errs = [e for e in evs if isinstance(e, ServerError)]
+    assert errs and errs[0].error_code == "SIS.0306"
+    assert isinstance(evs[-1], Ended) and evs[-1].reason is EndReason.ERROR
+    assert s.stats.reconnects == 0
+
+
+async def test_fatal_error_closes_without_reconnect(server, client):
+    server.faults.fatal_after_bytes[0] = 3 * FRAME
+    async with client.stream("continue", U8, pacing=None) as s:
+        for f in frames(0, 4):
+            await s.send(f)
+        evs = await collect(s)
+    fatal = [e for e in evs if isinstance(e, ServerError) and e.fatal]
+    assert fatal and fatal[0].error_code == "SIS.0305"
+    closed = [e for e in evs if isinstance(e, ConnectionClosed)]
+    assert len(closed) == 1 and closed[0].error_code == "SIS.0305"
+    assert len(server.connections) == 1
+
+
+# --- keepalive ---------------------------------------------------------------------------------
+
+
+async def test_idle_keepalive_beats_server_idle_rule():
+    # The server's idle rule is shortened to 0.4 s; the client keeps it alive with 0.1 s keepalives.
+    async with FakeSisServer(idle_timeout_s=0.4) as srv:
+        async with RasrClient(srv.url, PROJECT, AkSk(AK, SK)) as c:
+            async with c.stream("continue", U8, pacing=None, keepalive_s=0.1) as s:
+                await s.send(frames(0, 1)[0])
+                await asyncio.sleep(1.0)
+                await s.end()
+                evs = await collect(s)
+    assert isinstance(evs[-1], Ended) and evs[-1].reason is EndReason.NORMAL
+    assert srv.connections[0].closed_by_server is None
+    assert s.stats.keepalive_frames >= 3
+    # keepalive frames are the shard minimum of silence (ulaw 0xFF)
+    assert bytes([0xFF]) * 160 in srv.connections[0].frames
+
+
+async def test_without_keepalive_the_idle_rule_fires():
+    async with FakeSisServer(idle_timeout_s=0.3) as srv:
+        async with RasrClient(srv.url, PROJECT, AkSk(AK, SK)) as c:
+            async with c.stream("continue", U8, pacing=None, keepalive_s=None,
+                                reconnect=ReconnectPolicy(enabled=False)) as s:
+                await s.send(frames(0, 1)[0])
+                evs = await collect(s)
+    assert any(isinstance(e, ServerError) and e.fatal and e.error_code == "SIS.0304" for e in evs)
+    assert srv.connections[0].closed_by_server == "idle"
+
+
+# --- reconnect with replay ---------------------------------------------------------------------
+
+
+async def _drop_run(server, client, ring_ms):
+    server.faults.drop_after_bytes[0] = 15 * FRAME
+    pol = ReconnectPolicy(ring_ms=ring_ms, base_delay_s=0.0, max_delay_s=0.0)
+    async with client.stream("continue", U8, pacing=None, reconnect=pol, sleep=no_sleep) as s:
+        for f in frames(0, 15):
+            await s.send(f)
+        evs = []
+        async for ev in s:
+            evs.append(ev)
+            if isinstance(ev, Reconnected):
+                break
+        for f in frames(15, 10):
+            await s.send(f)
+        await s.end()
+        evs += await collect(s)
+    return s, evs
+
+
+async def test_drop_mid_utterance_replays_ring_exactly(server, client):
+    # The drop comes after 1.5 s; the final for 0-1 s was delivered, so the ring holds 1.0-1.5 s.
+    s, evs = await _drop_run(server, client, ring_ms=30_000)
+    rec = [e for e in evs if isinstance(e, Reconnected)][0]
+    assert rec.lost_ms == 0 and rec.replayed_ms == 500.0 and rec.attempt == 1
+    # Conn 2 got exactly the replay (frames 10-14) then the new audio (15-24).
+    assert server.connections[1].audio == b"".join(frames(10, 15))
+    # Timestamps shifted back onto the session clock, texts prove which audio they came from.
+    assert finals(evs) == [(0, 1000, "b0"), (1000, 2000, "b10"), (2000, 2500, "b20")]
+    assert s.stats.reconnects == 1 and s.stats.lost_ms == 0
+    assert isinstance(evs[-1], Ended)
+
+
+async def test_drop_with_small_ring_reports_lost_ms(server, client):
+    # Ring of 300 ms: frames 10 and 11 (200 ms after the last final) cannot be replayed.
+    s, evs = await _drop_run(server, client, ring_ms=300)
+    rec = [e for e in evs if isinstance(e, Reconnected)][0]
+    assert rec.lost_ms == 200.0 and rec.replayed_ms == 300.0
+    assert server.connections[1].audio == b"".join(frames(12, 13))
+    # Conn 2's first final covers frames 12-21 and is reported on the session clock: 1200-2200.
+    assert finals(evs) == [(0, 1000, "b0"), (1200, 2200, "b12"), (2200, 2500, "b22")]
+
+
+async def test_duplicate_finals_are_dropped(server, client):
+    # The server drops after 1.5 s but *before* it was told a final for 1.0-... : replay from 0.
+    server.segment_ms = 400
+    server.faults.drop_after_bytes[0] = 6 * FRAME
+    pol = ReconnectPolicy(base_delay_s=0.0, max_delay_s=0.0)
+    async with client.stream("continue", U8, pacing=None, reconnect=pol, sleep=no_sleep) as s:
+        for f in frames(0, 6):
+            await s.send(f)
+        await asyncio.sleep(0.2)
+        await s.end()
+        evs = await collect(s)
+    fs = finals(evs)
+    ends = [e for _, e, _ in fs]
+    assert ends == sorted(set(ends)), fs  # strictly increasing: no duplicate final reached the user
+    assert fs[0] == (0, 400, "b0")
+
+
+async def test_reconnect_gives_up_after_attempt_limit(server, client):
+    server.faults.drop_after_bytes[0] = 3 * FRAME
+    server.faults.refuse_connect.update({1, 2, 3})
+    slept = []
+
+    async def fake_sleep(s):
+        slept.append(s)
+
+    pol = ReconnectPolicy(max_attempts=3, base_delay_s=0.5, max_delay_s=8.0, jitter=0.5)
+    async with client.stream("continue", U8, pacing=None, reconnect=pol, sleep=fake_sleep,
+                             rng=lambda: 1.0) as s:
+        for f in frames(0, 3):
+            await s.send(f)
+        with pytest.raises(SisConnectionError, match="3 reconnect attempts failed"):
+            await collect(s)
+    assert slept == [0.25, 0.5, 1.0]  # 0.5*2**(k-1) * (1 - 0.5*1.0)
+
+
+async def test_no_reconnect_after_user_end(server, client):
+    server.faults.drop_after_bytes[0] = 3 * FRAME
+    async with client.stream("continue", U8, pacing=None, sleep=no_sleep) as s:
+        for f in frames(0, 3):
+            await s.send(f)
+        await s.end()
+        evs = await collect(s)
+    assert len(server.connections) == 1
+    assert isinstance(evs[-1], ConnectionClosed) and s.stats.reconnects == 0
+
+
+async def test_other_modes_never_reconnect(server, client):
+    server.faults.drop_after_bytes[0] = 3 * FRAME
+    async with client.stream("short", U8, pacing=None, sleep=no_sleep) as s:
+        for f in frames(0, 3):
+            await s.send(f)
+        evs = await collect(s)
+    assert isinstance(evs[-1], ConnectionClosed) and len(server.connections) == 1
+
+
+# --- planned rollover --------------------------------------------------------------------------
+
+
+async def test_planned_rollover_at_silence_boundary(server, client):
+    # rollover_after_s is tiny; the rollover waits for the final (a boundary), then continues.
+    from sis_stream.transport import RolledOver
+
+    t = [0.0]
+    async with client.stream("continue", U8, pacing=None, rollover_after_s=0.5, clock=lambda: t[0]) as s:
+        for f in frames(0, 10):
+            await s.send(f)
+        evs = []
+        t[0] = 1.0
+        async for ev in s:
+            evs.append(ev)
+            if isinstance(ev, FinalResult):
+                break
+        await s.send(frames(10, 1)[0])  # wakes the send loop: the rollover happens at the boundary
+        async for ev in s:
+            evs.append(ev)
+            if isinstance(ev, RolledOver):
+                break
+        t[0] = 1.1
+        for f in frames(11, 14):
+            await s.send(f)
+        await s.end()
+        evs += await collect(s)
+    assert len(server.connections) == 2 and s.stats.rollovers == 1
+    ro = [e for e in evs if isinstance(e, RolledOver)][0]
+    assert not ro.forced
+    fs = finals(evs)
+    assert fs[0] == (0, 1000, "b0") and fs[-1][1] == 2500
+    assert [e for e in evs if isinstance(e, Ended)][-1].reason is EndReason.NORMAL
+    assert b"".join(server.connections[0].frames) + b"".join(server.connections[1].frames) == b"".join(frames(0, 25))
+
+
+# --- shard limits, queues ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frame_ms", [10, 5000])
+async def test_frame_outside_shard_limits_rejected_before_connecting(server, client, frame_ms):
+    from sis_stream.errors import AudioFormatError
+
+    with pytest.raises(AudioFormatError, match="shard limits"):
+        client.stream("continue", U8, frame_ms=frame_ms)
+    assert server.connections == []
+
+
+async def test_frames_on_the_wire_respect_shard_limits(server, client):
+    async with client.stream("continue", U8, pacing=None, frame_ms=20) as s:
+        await s.send(bytes(1000))  # 125 ms: 6 frames of 160 + a 40-byte tail
+        await s.end()
+        await collect(s)
+    sizes = [len(f) for f in server.connections[0].frames]
+    assert sizes == [160] * 6 + [40]  # the tail below the minimum is sent as is (like the SDK)
+
+
+async def test_input_overflow_error_policy(server, client):
+    async with client.stream("continue", U8, pacing=None, overflow="error", max_buffer_ms=200) as s:
+        with pytest.raises(BufferFullError, match="offered"):
+            await s.send(bytes(8000))  # 1 s into a 200 ms buffer
+        await s.end(cancel=True)
+
+
+async def test_input_overflow_drop_oldest_counts(server, client):
+    async with client.stream("continue", U8, pacing=None, overflow="drop_oldest", max_buffer_ms=200) as s:
+        await s.send(bytes(8000))
+        assert s.framer.stats.bytes_dropped == 8000 - 1600
+        await s.end()
+        await collect(s)
+
+
+async def test_event_queue_error_policy_fails_stream(server, client):
+    server.segment_ms = 100
+    async with client.stream("continue", U8, pacing=None, events_max=2, events_overflow="error") as s:
+        for f in frames(0, 10):
+            await s.send(f)
+        await asyncio.sleep(0.2)
+        with pytest.raises(BufferFullError, match="event queue full"):
+            await collect(s)
+
+
+async def test_event_queue_drop_partial_keeps_finals(server, client):
+    server.segment_ms = 200
+    async with client.stream("continue", {**U8, "interim_results": "yes"}, pacing=None, events_max=3,
+                             events_overflow="drop_partial") as s:
+        for f in frames(0, 20):
+            await s.send(f)
+        await s.end()
+        await asyncio.sleep(0.2)
+        evs = await collect(s)
+    assert len(finals(evs)) == 10
+
+
+def test_event_queue_validation():
+    from sis_stream.transport import EventQueue
+
+    with pytest.raises(ValueError, match="overflow must be one of"):
+        EventQueue(4, "spill")
+    with pytest.raises(ValueError, match="maxsize"):
+        EventQueue(0)
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+
+async def test_token_flow(server):
+    issued = server.token_service.authenticate(json.dumps(
+        {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": USER, "password": PASSWORD, "domain": {"name": DOMAIN}}}},
+            "scope": {"project": {"name": REGION}}}}))
+    async with RasrClient(server.url, PROJECT, Token(issued.value)) as c:
+        async with c.stream("short", U8, pacing=None) as s:
+            await s.send(frames(0, 3)[0])
+            await s.end()
+            await collect(s)
+    assert server.connections[0].principal == "token"
+    assert any(k.lower() == "x-auth-token" for k, _ in server.connections[0].headers)
+
+
+async def test_iam_password_fetches_and_caches_token(server):
+    cred = IamPassword(USER, PASSWORD, DOMAIN, REGION, iam_endpoint=server.http_url)
+    async with RasrClient(server.url, PROJECT, cred) as c:
+        for _ in range(2):
+            async with c.stream("short", U8, pacing=None) as s:
+                await s.end()
+                await collect(s)
+    assert server.token_requests == 1
+    assert [r.principal for r in server.connections] == ["token", "token"]
+    assert "pa55word" not in repr(cred)
+
+
+async def test_bad_secret_key_raises_auth_error(server):
+    async with RasrClient(server.url, PROJECT, AkSk(AK, "wrong-secret")) as c:
+        with pytest.raises(SisAuthError, match="401"):
+            async with c.stream("continue", U8):
+                pass
+    assert server.auth_failures == ["bad_signature"]
+
+
+async def test_signed_host_equals_sent_host_byte_for_byte(server):
+    # The verifier checks the received Host against the signed one; record both on the wire.
+    async with RasrClient(server.url, PROJECT, AkSk(AK, SK)) as c:
+        async with c.stream("short", U8, pacing=None) as s:
+            await s.end()
+            await collect(s)
+    hdrs = server.connections[0].headers
+    hosts = [v for k, v in hdrs if k.lower() == "host"]
+    assert hosts == [f"127.0.0.1:{server.port}"]  # exactly one Host, with the non-default port
+    auth = [v for k, v in hdrs if k.lower() == "authorization"][0]
+    assert "SignedHeaders=host;x-sdk-date," in auth
+
+
+def test_host_header_drops_default_ports():
+    from sis_stream.transport import host_header
+
+    assert host_header("wss://sis-ext.cn-north-4.myhuaweicloud.com:443/v1/p/rasr/continue-stream") == \
+        "sis-ext.cn-north-4.myhuaweicloud.com"
+    assert host_header("ws://example.com:80/x") == "example.com"
+    assert host_header("wss://example.com:8443/x") == "example.com:8443"
+    assert host_header("ws://[::1]:9000/x") == "[::1]:9000"
+
+
+async def test_signed_default_port_url_verifies(monkeypatch):
+    # An endpoint written with :443 must be signed as the bare host aiohttp will send.
+    from sis_stream.protocol import AccessKeyRecord, CredentialStore, SignatureVerifier
+    from sis_stream.rest_client import AuthProvider
+
+    async with __import__("aiohttp").ClientSession() as http:
+        p = AuthProvider(AkSk(AK, SK), http)
+        url = f"wss://sis-ext.cn-north-4.myhuaweicloud.com:443/v1/{PROJECT}/rasr/continue-stream"
+        h = await p.headers("GET", url)
+    assert h["Host"] == "sis-ext.cn-north-4.myhuaweicloud.com"
+    v = SignatureVerifier(CredentialStore([AccessKeyRecord(AK, SK, PROJECT)]))
+    v.verify("GET", f"/v1/{PROJECT}/rasr/continue-stream", list(h.items()))
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+async def test_stream_argument_validation(client):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        client.stream("lecture", U8)
+    with pytest.raises(TypeError, match="config is required"):
+        client.stream("continue")
+    with pytest.raises(TypeError, match="config must be a StartConfig or a mapping"):
+        client.stream("continue", 42)
+    with pytest.raises(ValueError, match="built for"):
+        client.stream("short", StartConfig("ulaw8k8bit", "chinese_8k_common"))
+    with pytest.raises(TypeError, match="pacing must be"):
+        async with client.stream("continue", U8, pacing=3.5):
+            pass
+    with pytest.raises(ValueError, match="keepalive_s must lie"):
+        async with client.stream("continue", U8, keepalive_s=30):
+            pass
+
+
+async def test_send_validation_and_after_end(server, client):
+    async with client.stream("continue", U8, pacing=None) as s:
+        with pytest.raises(TypeError, match="bytes-like"):
+            await s.send("audio")
+        await s.end()
+        with pytest.raises(LocalProtocolError, match="after end"):
+            await s.send(bytes(160))
+        await collect(s)
+
+
+def test_client_constructor_validation():
+    with pytest.raises(ValueError, match="endpoint must be"):
+        RasrClient("ftp://x", PROJECT, AkSk(AK, SK))
+    with pytest.raises(ValueError, match="project_id"):
+        RasrClient("wss://x", "", AkSk(AK, SK))
+    with pytest.raises(TypeError, match="auth must be"):
+        RasrClient("wss://x", PROJECT, ("ak", "sk"))
+
+
+def test_tls_verification_on_by_default():
+    from sis_stream.transport import TransportOptions
+
+    assert TransportOptions().ssl is True
+    assert TransportOptions(verify_tls=False).ssl is False
+    with pytest.raises(TypeError, match="verify_tls"):
+        TransportOptions(verify_tls="no")
+
+
+# --- VAD gating -------------------------------------------------------------------------------
+
+
+async def test_vad_gating_keeps_user_clock_and_keepalive(server, client):
+    import numpy as np
+
+    from sis_stream import codec
+
+    # 1 s silence, 1 s tone, 1 s silence (ulaw 8 kHz); gating sends the tone (+ pre-roll/hangover).
+    t = np.arange(8000) / 8000
+    tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    pcm = np.concatenate([np.zeros(8000, np.int16), tone, np.zeros(8000, np.int16)])
+    audio = bytes(codec.ulaw_encode(pcm))
+    gate = VadGate("ulaw8k8bit", preroll_ms=200, hangover_ms=200)
+    async with client.stream("continue", U8, pacing=None, vad=gate) as s:
+        await s.send(audio)
+        await s.end()
+        evs = await collect(s)
+    sent = len(server.connections[0].audio)
+    assert sent < len(audio)  # silence was withheld
+    assert s.stats.gated_ms > 0
+    fs = finals(evs)
+    # the first final starts at the pre-roll before the tone, on the user's clock (not at 0)
+    assert fs and 700 <= fs[0][0] <= 1000, fs
