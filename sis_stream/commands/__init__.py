@@ -1,0 +1,63 @@
+"""The ``sis-stream`` subcommands of the main job: transcribe, demo, convert, vad, bench.
+
+Each module has ``NAME``, ``HELP``, ``build(parser)`` (adds its arguments), ``run(args) -> int``
+(never raises: errors become one line on stderr and an exit code, see :mod:`._common`) and
+``register(subparsers)``. :func:`add_subcommands` registers them all on an argparse subparsers
+object; :data:`COMMAND_SPECS` lists ``(name, help, build, run)`` for registries such as
+:data:`sis_stream.cli.COMMANDS`.
+
+Exit codes: 0 success, 2 usage error, 3 input error, 4 auth error, 5 server/protocol error,
+130 interrupted (Ctrl-C; the session was ended with END cancel and the transcript kept), 1 an
+unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from . import bench, convert, demo, transcribe, vad
+from ._common import (
+    EXIT_AUTH,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVER,
+    EXIT_USAGE,
+)
+
+__all__ = [
+    "add_subcommands",
+    "COMMAND_SPECS",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "EXIT_INPUT",
+    "EXIT_AUTH",
+    "EXIT_SERVER",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+]
+
+_MODULES = (transcribe, demo, convert, vad, bench)
+
+#: ``(name, help, build, run)`` of every subcommand, in help order.
+COMMAND_SPECS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None],
+                           Callable[[argparse.Namespace], int]], ...] = tuple(
+    (m.NAME, m.HELP, m.build, m.run) for m in _MODULES
+)
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Register ``transcribe``, ``demo``, ``convert``, ``vad`` and ``bench`` on `subparsers`.
+
+    Each parser gets ``func=<run>`` as a default: dispatch with ``args.func(args)``.
+
+    Parameters
+    ----------
+    subparsers
+        The object ``ArgumentParser.add_subparsers()`` returned.
+    """
+    for m in _MODULES:
+        m.register(subparsers)

@@ -1,0 +1,388 @@
+"""Shared CLI plumbing: exit codes, the one-line error policy, audio input (files, raw, stdin)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import os
+import struct
+import sys
+import threading
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Final
+
+from ..audio import SIS_FORMATS, AudioFormat, read_wav
+from ..espeak import EspeakUnavailableError
+from ..errors import (
+    AudioFormatError,
+    AuthError,
+    EngineError,
+    ProtocolError,
+    RequestRejected,
+    SisApiError,
+    SisConnectionError,
+    SisStreamError,
+)
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "EXIT_INPUT",
+    "EXIT_AUTH",
+    "EXIT_SERVER",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "CliError",
+    "InputError",
+    "exit_code_for",
+    "guarded",
+    "add_debug_flag",
+    "AudioSource",
+    "open_audio",
+    "sis_format_arg",
+    "scrub",
+    "register_secret",
+    "fmt_name",
+]
+
+EXIT_OK: Final = 0
+#: Bad command line (argparse uses 2 too).
+EXIT_USAGE: Final = 2
+#: The input audio cannot be read: missing, empty, truncated, wrong format tag, ...
+EXIT_INPUT: Final = 3
+#: Credentials missing for a remote endpoint, or rejected.
+EXIT_AUTH: Final = 4
+#: The server failed or broke the protocol (SIS error answers, connection failures, engines).
+EXIT_SERVER: Final = 5
+#: A bug: an exception nobody expected (rerun with --debug for the traceback).
+EXIT_INTERNAL: Final = 1
+#: Ctrl-C (128 + SIGINT), after the session was ended cleanly and the transcript written.
+EXIT_INTERRUPTED: Final = 130
+
+#: Largest non-data chunk read from a streamed WAV header (a bound: stdin may be anything).
+_MAX_HEADER_CHUNK: Final = 1 << 20
+#: Blocks (of about 100 ms) between the stdin reader thread and the event loop.
+_READ_QUEUE: Final = 32
+#: Secrets seen on this command line or in the environment; scrubbed from every error line.
+_SECRETS: set[str] = set()
+
+
+class CliError(SisStreamError):
+    """An error the CLI reports as one line with a chosen exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class InputError(CliError, ValueError):
+    """The input audio cannot be used (exit code 3)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_INPUT)
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a credential so :func:`scrub` removes it from any message printed."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def scrub(text: str) -> str:
+    """`text` on one line, with every registered secret replaced by ``***``."""
+    for s in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return " ".join(text.split())
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of an exception: 3 input, 4 auth, 5 server/protocol, 2 usage, 1 other."""
+    if isinstance(exc, CliError):
+        return exc.exit_code
+    if isinstance(exc, AuthError):  # SisAuthError too (before SisApiError)
+        return EXIT_AUTH
+    if isinstance(exc, (SisApiError, ProtocolError, SisConnectionError, EngineError,
+                        EspeakUnavailableError)):
+        return EXIT_SERVER
+    if isinstance(exc, RequestRejected):  # our own START config check: a bad option value
+        return EXIT_USAGE
+    if isinstance(exc, (AudioFormatError, FileNotFoundError, IsADirectoryError, PermissionError)):
+        return EXIT_INPUT
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        return EXIT_INTERRUPTED
+    return EXIT_INTERNAL
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)) and exc.filename:
+        return f"cannot read {exc.filename}: {exc.strerror}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc) or type(exc).__name__
+    if exit_code_for(exc) == EXIT_INTERNAL:
+        return f"internal error: {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+    return text
+
+
+def guarded(command: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Wrap a subcommand's body: exceptions become one clear line on stderr and an exit code.
+
+    With ``--debug`` the traceback is printed too.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's error boundary
+            code = exit_code_for(exc)
+            if getattr(args, "debug", False):
+                traceback.print_exc(file=sys.stderr)
+            print(f"sis-stream {command}: error: {scrub(_message(exc))}", file=sys.stderr, flush=True)
+            return code
+
+    run.__name__ = f"run_{command}"
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on a subcommand; SUPPRESS so it never overrides a global ``--debug``."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print tracebacks and debug logs")
+
+
+def sis_format_arg(value: str) -> AudioFormat:
+    """argparse type: a SIS ``audio_format`` name (``pcm16k16bit``, ``ulaw8k8bit``, ...)."""
+    try:
+        return AudioFormat.from_sis(value)
+    except AudioFormatError:
+        raise argparse.ArgumentTypeError(
+            f"unknown audio format {value!r}; expected one of {', '.join(SIS_FORMATS)}"
+        ) from None
+
+
+# --- audio input ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AudioSource:
+    """Audio to stream: its format, its length when known, and its bytes in chunks.
+
+    Attributes
+    ----------
+    name : str
+        The input as given (``-`` for stdin).
+    format : AudioFormat
+    total_bytes : int or None
+        Known length (files); None for a live stream.
+    data : bytes or None
+        The whole audio for files; None for stdin (read as it arrives).
+    """
+
+    name: str
+    format: AudioFormat
+    total_bytes: int | None
+    data: bytes | None = None
+    _reader: BinaryIO | None = None
+    _declared: int | None = None
+    received: int = 0
+    truncated: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_ms(self) -> float | None:
+        """Length in ms when known."""
+        return None if self.total_bytes is None else self.format.duration_ms(self.total_bytes)
+
+    def chunk_bytes(self, ms: int = 100) -> int:
+        """Bytes in `ms` ms of this format (whole sample frames)."""
+        return max(1, self.format.rate_hz * ms // 1000) * self.format.bytes_per_frame
+
+    def chunks(self, ms: int = 100) -> Iterator[bytes]:
+        """The whole audio of a file in `ms` chunks (files only)."""
+        if self.data is None:
+            raise TypeError("chunks() is for files; use achunks() for stdin")
+        n = self.chunk_bytes(ms)
+        for i in range(0, len(self.data), n):
+            yield self.data[i : i + n]
+
+    async def achunks(self, ms: int = 100) -> AsyncIterator[bytes]:
+        """The audio in chunks of about `ms` (stdin: as it arrives, read off the event loop)."""
+        if self.data is not None:
+            for c in self.chunks(ms):
+                self.received += len(c)
+                yield c
+            return
+        assert self._reader is not None
+        n = self.chunk_bytes(ms)
+        bpf = self.format.bytes_per_frame
+        carry = b""
+        async for block in _threaded_reads(self._reader, n, self._declared):
+            buf = carry + block
+            cut = len(buf) - len(buf) % bpf
+            carry = buf[cut:]
+            if cut:
+                self.received += cut
+                yield buf[:cut]
+        if self._declared is not None and self.received < self._declared:
+            self.truncated = (f"truncated WAV on {self.name}: the header declares {self._declared} "
+                              f"bytes of audio, the stream ended after {self.received}")
+        elif carry:
+            self.warnings.append(f"{self.name} ended inside a sample frame ({len(carry)} stray "
+                                 "byte(s) dropped)")
+        if self.received == 0 and self.truncated is None:
+            raise InputError(f"input {self.name} holds no audio (empty stream)")
+
+
+async def _threaded_reads(f: BinaryIO, n: int, limit: int | None) -> AsyncIterator[bytes]:
+    """Blocks of at most `n` bytes from a blocking binary stream, read by a daemon thread.
+
+    A daemon thread (not the loop's executor) so a read blocked on a silent pipe never keeps the
+    process alive after Ctrl-C. Between the thread and the loop: a bounded queue of
+    :data:`_READ_QUEUE` blocks with the ``block`` policy (back-pressure reaches the pipe).
+    `limit` stops reading after that many bytes (a WAV data chunk's declared size).
+    """
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(_READ_QUEUE)
+    stop = threading.Event()
+    read = getattr(f, "read1", f.read)
+
+    def put(item: bytes | BaseException | None) -> bool:
+        try:
+            asyncio.run_coroutine_threadsafe(q.put(item), loop).result()
+        except (RuntimeError, concurrent.futures.CancelledError):  # loop closed or cancelled
+            return False
+        return not stop.is_set()
+
+    def reader() -> None:
+        got = 0
+        try:
+            while not stop.is_set():
+                want = n if limit is None else min(n, limit - got)
+                if want <= 0:
+                    break
+                block = read(want)
+                if not block:
+                    break
+                got += len(block)
+                if not put(bytes(block)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, raised there
+            put(exc)
+            return
+        put(None)
+
+    threading.Thread(target=reader, name="sis-stream-stdin", daemon=True).start()
+    try:
+        while True:
+            item = await q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not q.empty():  # unblock a reader waiting on a full queue
+            q.get_nowait()
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        b = f.read(n - len(out))
+        if not b:
+            break
+        out += b
+    return out
+
+
+def _stream_wav_header(f: BinaryIO, name: str) -> tuple[AudioFormat, int | None, bytes]:
+    """Read a WAV header from a stream up to the data chunk; validate it with read_wav."""
+    head = _read_exact(f, 12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise InputError(f"{name}: not a RIFF/WAVE stream (for raw audio give --audio-format)")
+    header = bytearray(head)
+    while True:
+        ch = _read_exact(f, 8)
+        if len(ch) < 8:
+            raise InputError(f"truncated WAV on {name}: the stream ended before the data chunk")
+        cid, size = struct.unpack("<4sI", ch)
+        if cid == b"data":
+            # read_wav validates everything before 'data'; a placeholder size makes it accept the
+            # header alone (the audio follows on the stream).
+            fmt = read_wav(bytes(header) + b"data" + struct.pack("<I", 0xFFFFFFFF)).format
+            declared = None if size in (0, 0xFFFFFFFF) else size
+            return fmt, declared, b""
+        if size > _MAX_HEADER_CHUNK:
+            raise InputError(f"{name}: WAV chunk {cid!r} of {size} bytes before the data chunk "
+                             f"(more than {_MAX_HEADER_CHUNK} is not accepted on a stream)")
+        body = _read_exact(f, size + (size & 1))
+        if len(body) < size:
+            raise InputError(f"truncated WAV on {name}: chunk {cid!r} declares {size} bytes, "
+                             f"{len(body)} came")
+        header += ch + body
+
+
+def open_audio(name: str, audio_format: AudioFormat | None = None, *,
+               stdin: BinaryIO | None = None) -> AudioSource:
+    """Open INPUT: a WAV file (PCM, u-law, A-law), raw audio with `audio_format`, or ``-`` (stdin).
+
+    Parameters
+    ----------
+    name : str
+        A path, or ``-`` for standard input (WAV or, with `audio_format`, raw).
+    audio_format : AudioFormat, optional
+        The raw audio's format (``--audio-format``); WAV headers are not looked for then.
+    stdin : binary stream, optional
+        Standard input to use (default ``sys.stdin.buffer``).
+
+    Raises
+    ------
+    InputError
+        Empty input, not a WAV without `audio_format`, a truncated WAV header, no audio.
+    AudioFormatError
+        A malformed or unsupported WAV (wrong format tag, sample width, ...).
+    OSError
+        The file cannot be read.
+    """
+    if name == "-":
+        f = stdin if stdin is not None else sys.stdin.buffer
+        if audio_format is not None:
+            return AudioSource("stdin", audio_format, None, None, f)
+        fmt, declared, _ = _stream_wav_header(f, "stdin")
+        return AudioSource("stdin", fmt, declared, None, f, declared)
+    if os.path.isdir(name):
+        raise InputError(f"input {name} is a directory, expected an audio file")
+    with open(name, "rb") as fh:
+        raw = fh.read()
+    if not raw:
+        raise InputError(f"input {name} is empty (0 bytes)")
+    if audio_format is not None:
+        usable = len(raw) - len(raw) % audio_format.bytes_per_frame
+        if usable == 0:
+            raise InputError(f"input {name} holds less than one {audio_format.sis_name} sample")
+        return AudioSource(name, audio_format, usable, raw[:usable])
+    if raw[:4] != b"RIFF":
+        raise InputError(f"{name} is not a WAV file (no RIFF header); for raw audio give "
+                         f"--audio-format ({', '.join(SIS_FORMATS)})")
+    try:
+        wav = read_wav(raw)
+    except AudioFormatError as exc:
+        raise AudioFormatError(f"{name}: {exc}") from exc
+    if not wav.data:
+        raise InputError(f"{name} holds no audio (empty data chunk)")
+    return AudioSource(name, wav.format, len(wav.data), wav.data)
+
+
+def fmt_name(fmt: AudioFormat) -> str:
+    """A short description: the SIS name when there is one, else e.g. ``pcm 44100 Hz x2``."""
+    try:
+        return fmt.sis_name
+    except AudioFormatError:
+        ch = f" x{fmt.channels}" if fmt.channels != 1 else ""
+        return f"{fmt.encoding} {fmt.rate_hz} Hz {8 * fmt.sample_width}-bit{ch}"
+

@@ -1,0 +1,169 @@
+"""``sis-stream convert``: transcode and resample an audio file to a SIS audio format."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, BinaryIO, Final
+
+import numpy as np
+
+from ..audio import AudioFormat, wav_bytes
+from ..codec import decode
+from ..console import LiveDisplay
+from ._common import (
+    EXIT_INPUT,
+    EXIT_OK,
+    AudioSource,
+    CliError,
+    add_debug_flag,
+    fmt_name,
+    guarded,
+    open_audio,
+    sis_format_arg,
+)
+
+__all__ = ["NAME", "HELP", "build", "register", "run", "convert_bytes", "to_mono"]
+
+NAME: Final = "convert"
+HELP: Final = "transcode and resample audio to a SIS format (e.g. --to ulaw8k8bit); WAV or raw out"
+#: Audio converted per step (one progress update each).
+_STEP_MS: Final = 1000
+
+
+def build(p: argparse.ArgumentParser) -> None:
+    """Add the ``convert`` arguments to `p`."""
+    p.add_argument("input", metavar="IN", help="WAV file (PCM, u-law, A-law; any rate, mono or "
+                   "stereo), raw audio with --audio-format, or - for stdin")
+    p.add_argument("output", metavar="OUT",
+                   help="output file: a WAV when it ends in .wav, else raw samples; - for raw on stdout")
+    p.add_argument("--to", type=sis_format_arg, required=True, metavar="FMT",
+                   help="target SIS format: pcm16k16bit, pcm8k16bit, ulaw8k8bit, ulaw16k8bit, "
+                        "alaw8k8bit, alaw16k8bit")
+    p.add_argument("--audio-format", type=sis_format_arg, metavar="FMT", help="IN is raw audio in this format")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    add_debug_flag(p)
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``convert`` to an argparse subparsers object (sets ``func``)."""
+    p = subparsers.add_parser(NAME, help=HELP, description=HELP)
+    build(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def to_mono(data: bytes, fmt: AudioFormat) -> tuple[bytes, AudioFormat]:
+    """Mix interleaved multi-channel audio down to mono 16-bit PCM (mean of the channels).
+
+    Mono input is returned unchanged.
+    """
+    if fmt.channels == 1:
+        return data, fmt
+    if fmt.encoding == "pcm":
+        pcm = np.frombuffer(data, "<i2")
+    else:
+        pcm = np.frombuffer(decode(data, fmt.encoding), "<i2")
+    frames = pcm.reshape(-1, fmt.channels).astype(np.int32)
+    mixed = np.round(frames.mean(axis=1)).astype("<i2")
+    return mixed.tobytes(), AudioFormat(fmt.rate_hz, "pcm", 2, 1)
+
+
+def convert_bytes(data: bytes, src: AudioFormat, dst: AudioFormat,
+                  progress: Any = None) -> bytes:
+    """Convert all of `data` from `src` to `dst` with the streaming Transcoder, step by step.
+
+    Parameters
+    ----------
+    data : bytes
+        Whole sample frames of `src`.
+    src, dst : AudioFormat
+        `dst` is mono at 8 or 16 kHz (a SIS format); `src` may have several channels (mixed
+        down first).
+    progress : callable, optional
+        Called with the input milliseconds converted so far after every step.
+
+    Returns
+    -------
+    bytes
+        The converted audio.
+    """
+    data, src = to_mono(data, src)
+    if src == dst:
+        if progress is not None:
+            progress(src.duration_ms(len(data)))
+        return data
+    from ..transcode import Transcoder  # noqa: PLC0415 - the conversion chain
+
+    tc = Transcoder(src, dst)
+    step = max(1, src.rate_hz * _STEP_MS // 1000) * src.bytes_per_frame
+    parts: list[bytes] = []
+    for i in range(0, len(data), step):
+        parts.append(tc.process(data[i : i + step]))
+        if progress is not None:
+            progress(src.duration_ms(min(len(data), i + step)))
+    parts.append(tc.flush())
+    return b"".join(parts)
+
+
+def _read_all(source: AudioSource) -> bytes:
+    if source.data is not None:
+        return source.data
+    import asyncio  # noqa: PLC0415
+
+    async def collect() -> bytes:
+        return b"".join([c async for c in source.achunks(_STEP_MS)])
+
+    data = asyncio.run(collect())
+    if source.truncated is not None:
+        raise CliError(source.truncated, EXIT_INPUT)
+    return data
+
+
+def _write(path: str, dst: AudioFormat, out: bytes, stdout: BinaryIO | None) -> str:
+    if path == "-":
+        sink = stdout if stdout is not None else sys.stdout.buffer
+        sink.write(out)
+        sink.flush()
+        return "raw on stdout"
+    wav = path.lower().endswith(".wav")
+    blob = wav_bytes(dst, out) if wav else out
+    try:
+        with open(path, "wb") as f:
+            f.write(blob)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}", EXIT_INPUT) from exc
+    return "WAV" if wav else "raw"
+
+
+def convert_main(args: argparse.Namespace, *, stdin: BinaryIO | None = None,
+                 stdout: BinaryIO | None = None, stderr: Any = None) -> int:
+    """The body of ``sis-stream convert``."""
+    err = sys.stderr if stderr is None else stderr
+    source = open_audio(args.input, args.audio_format, stdin=stdin)
+    data = _read_all(source)
+    if not data:
+        raise CliError(f"input {source.name} holds no audio", EXIT_INPUT)
+    src = source.format
+    total_ms = src.duration_ms(len(data))
+    quiet = args.quiet
+    display = LiveDisplay(err, interim=False, finals=False, total_ms=total_ms)
+    t0 = time.perf_counter()
+    out = convert_bytes(data, src, args.to, None if args.quiet else display.progress)
+    container = _write(args.output, args.to, out, stdout)
+    display.close()
+    if not quiet:
+        dt = time.perf_counter() - t0
+        err.write(f"{source.name} ({fmt_name(src)}, {total_ms / 1000:.2f} s) -> {args.output} "
+                  f"({args.to.sis_name}, {container}, {len(out)} bytes) in {dt:.3f} s\n")
+        err.flush()
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    return convert_main(args)
+
+
+run = guarded(NAME, _run)
+run.__doc__ = """Run ``sis-stream convert``; returns the exit code."""

@@ -1,0 +1,596 @@
+"""``sis-stream transcribe``: stream audio to SIS (the embedded local server by default) and write
+the transcript."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TextIO
+
+from ..audio import AudioFormat
+from ..console import LiveDisplay, Summary
+from ..errors import AudioFormatError, RequestRejected, SisConnectionError
+from ..output import FORMATS, Transcript, TranscriptSegment, TranscriptWriter, Word
+from ..pacing import Pacer
+from ..protocol import (
+    AkSk,
+    ConnectionClosed,
+    Ended,
+    ExceededAudio,
+    ExceededSilence,
+    FinalResult,
+    PartialResult,
+    ServerError,
+    Started,
+    Token,
+    VoiceEnd,
+    VoiceStart,
+    validate_config,
+)
+from ._common import (
+    EXIT_AUTH,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AudioSource,
+    CliError,
+    add_debug_flag,
+    fmt_name,
+    guarded,
+    open_audio,
+    register_secret,
+    scrub,
+    sis_format_arg,
+)
+
+__all__ = [
+    "NAME",
+    "HELP",
+    "build",
+    "register",
+    "run",
+    "Target",
+    "resolve_target",
+    "SessionResult",
+    "stream_audio",
+    "session_format_for",
+    "speed_arg",
+    "ENV_VARS",
+]
+
+NAME: Final = "transcribe"
+HELP: Final = "transcribe audio (WAV, raw, or stdin) on the embedded local server or Huawei Cloud SIS"
+
+#: Environment variables read for a remote endpoint (never printed).
+ENV_VARS: Final = ("SIS_ENDPOINT", "SIS_REGION", "SIS_PROJECT_ID", "SIS_AK", "SIS_SK", "SIS_TOKEN")
+#: The Huawei Cloud SIS websocket endpoint of a region.
+CLOUD_ENDPOINT: Final = "wss://sis-ext.{region}.myhuaweicloud.com"
+DEFAULT_PROPERTY: Final = "english_16k_common"
+_MODES: Final = ("continue", "sentence", "short")
+_REGION_RE: Final = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
+_RATE_RE: Final = re.compile(r"_(8|16)k_")
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def speed_arg(value: str) -> str | None:
+    """argparse type for ``--speed``: ``realtime``, ``xN`` (N in [1, 1000]) or ``max`` (None)."""
+    v = value.strip().lower()
+    if v == "max":
+        return None
+    try:
+        Pacer(0.1, policy=v)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(
+            f"speed must be 'realtime', 'xN' (e.g. x4) or 'max', got {value!r}"
+        ) from None
+    return v
+
+
+def _engine_item(value: str) -> str:
+    prop, eq, engine = value.partition("=")
+    if not eq or not prop.strip() or not engine.strip():
+        raise argparse.ArgumentTypeError(f"expected PROPERTY=ENGINE, got {value!r}")
+    return f"{prop.strip()}={engine.strip()}"
+
+
+def add_session_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``transcribe`` and ``demo``: recognition config and the local server."""
+    g = p.add_argument_group("recognition")
+    g.add_argument("--mode", choices=_MODES, default="continue",
+                   help="RASR mode: continue-stream (default), sentence-stream, short-stream")
+    g.add_argument("--property", default=DEFAULT_PROPERTY,
+                   help=f"SIS property (model), default {DEFAULT_PROPERTY}")
+    g.add_argument("--interim", action="store_true", help="ask for and show interim results")
+    g.add_argument("--punctuation", action="store_true", help="add_punc=yes")
+    g.add_argument("--word-info", action="store_true", help="need_word_info=yes (word timings)")
+    g.add_argument("--no-digit-norm", action="store_true", help="digit_norm=no")
+    g.add_argument("--vad-head", type=int, metavar="MS", help="leading silence limit, ms (SIS default 10000)")
+    g.add_argument("--vad-tail", type=int, metavar="MS", help="trailing silence ending a sentence, ms (500)")
+    g.add_argument("--max-seconds", type=int, metavar="S", help="longest sentence, s (30)")
+    g.add_argument("--speed", type=speed_arg, default=None, metavar="realtime|xN|max",
+                   help="sending pace: realtime (like a call), xN (N times faster), max (default)")
+    g.add_argument("--frame-ms", type=int, default=100, metavar="MS", help="audio frame length (100)")
+    g.add_argument("--session-format", type=sis_format_arg, metavar="FMT",
+                   help="audio_format on the wire (default: the input's if the property's rate "
+                        "matches, else PCM at the property's rate)")
+    s = p.add_argument_group("local server (used when no endpoint is given)")
+    s.add_argument("--engine", action="append", type=_engine_item, metavar="PROPERTY=ENGINE",
+                   help="route a property to an engine (whisper, pocketsphinx, none); repeatable")
+
+
+def build(p: argparse.ArgumentParser) -> None:
+    """Add the ``transcribe`` arguments to `p`."""
+    p.add_argument("input", metavar="INPUT",
+                   help="WAV file (PCM, u-law, A-law), raw audio with --audio-format, or - for stdin")
+    p.add_argument("--audio-format", type=sis_format_arg, metavar="FMT",
+                   help="INPUT is raw audio in this format (pcm16k16bit, pcm8k16bit, ulaw8k8bit, "
+                        "ulaw16k8bit, alaw8k8bit, alaw16k8bit)")
+    p.add_argument("--format", choices=FORMATS, default="txt", help="transcript format (txt)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the transcript here (default stdout)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live display (errors only)")
+    add_session_arguments(p)
+    r = p.add_argument_group(
+        "Huawei Cloud SIS (credentials also from SIS_ENDPOINT, SIS_REGION, SIS_PROJECT_ID, SIS_AK, "
+        "SIS_SK, SIS_TOKEN; prefer the environment: the command line is visible to other users)")
+    r.add_argument("--endpoint", metavar="URL", help="wss://sis-ext.REGION.myhuaweicloud.com or any SIS server")
+    r.add_argument("--region", metavar="REGION", help="e.g. cn-north-4: the endpoint is " + CLOUD_ENDPOINT)
+    r.add_argument("--project-id", metavar="ID")
+    r.add_argument("--ak", metavar="AK", help="access key id (AK/SK signing)")
+    r.add_argument("--sk", metavar="SK", help="secret access key")
+    r.add_argument("--token", metavar="TOKEN", help="an IAM token instead of AK/SK")
+    r.add_argument("--local", action="store_true",
+                   help="use the embedded local server even if SIS_ENDPOINT/SIS_REGION are set")
+    r.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
+    add_debug_flag(p)
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``transcribe`` to an argparse subparsers object (sets ``func``)."""
+    p = subparsers.add_parser(NAME, help=HELP, description=HELP)
+    build(p)
+    p.set_defaults(func=run)
+    return p
+
+
+# --- where to send: embedded server or a remote SIS ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a transcription goes.
+
+    ``kind`` is ``"embedded"`` (start the local server in-process) or ``"remote"``; for remote,
+    ``endpoint``, ``project_id`` and ``auth`` are set. ``auth`` is never shown in a repr.
+    """
+
+    kind: str
+    endpoint: str | None = None
+    project_id: str | None = None
+    auth: AkSk | Token | None = field(default=None, repr=False)
+    insecure: bool = False
+
+    def describe(self) -> str:
+        """``embedded local server`` or the endpoint URL (no credentials)."""
+        return "embedded local server" if self.kind == "embedded" else str(self.endpoint)
+
+
+def resolve_target(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Target:
+    """Decide between the embedded server and a remote SIS, and find the credentials.
+
+    Remote when ``--endpoint`` or ``--region`` is given, or ``SIS_ENDPOINT`` / ``SIS_REGION`` is
+    set (and ``--local`` is not given). Command-line values win over the environment. A remote
+    endpoint needs a project id and AK/SK or a token.
+
+    Raises
+    ------
+    CliError
+        Exit 4 when credentials are missing or incomplete; exit 2 for a bad endpoint/region or
+        both AK/SK and a token on the command line.
+    """
+    env = os.environ if environ is None else environ
+    ep = getattr(args, "endpoint", None)
+    region = getattr(args, "region", None)
+    if getattr(args, "local", False):
+        if ep or region:
+            raise CliError("--local cannot be combined with --endpoint/--region", EXIT_USAGE)
+        return Target("embedded")
+    ep = ep or (None if region else env.get("SIS_ENDPOINT") or None)
+    region = region or env.get("SIS_REGION") or None
+    if not ep and not region:
+        return Target("embedded")
+    if not ep:
+        assert region is not None
+        if not _REGION_RE.match(region):
+            raise CliError(f"region must look like cn-north-4, got {region!r}", EXIT_USAGE)
+        ep = CLOUD_ENDPOINT.format(region=region)
+    if not re.match(r"^(wss?|https?)://[^/\s]+", ep):
+        raise CliError(f"endpoint must be a wss:// (or ws://, https://) URL, got {ep!r}", EXIT_USAGE)
+    project = getattr(args, "project_id", None) or env.get("SIS_PROJECT_ID") or None
+    cl_ak, cl_sk, cl_token = (getattr(args, k, None) for k in ("ak", "sk", "token"))
+    for v in (cl_ak, cl_sk, cl_token, env.get("SIS_AK"), env.get("SIS_SK"), env.get("SIS_TOKEN")):
+        register_secret(v)
+    if cl_token and (cl_ak or cl_sk):
+        raise CliError("give either --ak/--sk or --token, not both", EXIT_USAGE)
+    auth: AkSk | Token
+    if cl_ak or cl_sk:
+        if not (cl_ak and cl_sk):
+            missing = "--sk" if cl_ak else "--ak"
+            raise CliError(f"missing credentials for {ep}: {missing} is required with "
+                           f"{'--ak' if cl_ak else '--sk'}", EXIT_AUTH)
+        auth = AkSk(cl_ak, cl_sk)
+    elif cl_token:
+        auth = Token(cl_token)
+    elif env.get("SIS_AK") or env.get("SIS_SK"):
+        if not (env.get("SIS_AK") and env.get("SIS_SK")):
+            missing = "SIS_SK" if env.get("SIS_AK") else "SIS_AK"
+            raise CliError(f"missing credentials for {ep}: {missing} is not set "
+                           f"(SIS_AK and SIS_SK go together)", EXIT_AUTH)
+        auth = AkSk(env["SIS_AK"], env["SIS_SK"])
+    elif env.get("SIS_TOKEN"):
+        auth = Token(env["SIS_TOKEN"])
+    else:
+        raise CliError(f"missing credentials for {ep}: give --ak/--sk or --token, or set SIS_AK "
+                       "and SIS_SK (or SIS_TOKEN)", EXIT_AUTH)
+    if not project:
+        raise CliError(f"missing project id for {ep}: give --project-id or set SIS_PROJECT_ID",
+                       EXIT_AUTH)
+    return Target("remote", ep, project, auth, bool(getattr(args, "insecure", False)))
+
+
+# --- one recognition session ---------------------------------------------------------------------
+
+
+def property_rate_hz(prop: str) -> int:
+    """The sample rate a SIS property name carries (``english_16k_common`` -> 16000; else 16000)."""
+    m = _RATE_RE.search(prop)
+    return int(m.group(1)) * 1000 if m else 16000
+
+
+def session_format_for(input_format: AudioFormat, prop: str) -> AudioFormat:
+    """The wire ``audio_format``: the input's own when SIS accepts it at the property's rate,
+    else 16-bit PCM at that rate (the client transcodes and resamples on the way)."""
+    rate = property_rate_hz(prop)
+    if input_format.channels == 1 and input_format.rate_hz == rate:
+        try:
+            return AudioFormat.from_sis(input_format.sis_name)
+        except AudioFormatError:
+            pass
+    return AudioFormat.from_sis(f"pcm{rate // 1000}k16bit")
+
+
+def start_config(args: argparse.Namespace, session_format: AudioFormat) -> dict[str, Any]:
+    """The START config (wire names) from the command-line options."""
+    cfg: dict[str, Any] = {
+        "audio_format": session_format.sis_name,
+        "property": args.property,
+        "interim_results": "yes" if args.interim else "no",
+        "add_punc": "yes" if getattr(args, "punctuation", False) else "no",
+        "need_word_info": "yes" if getattr(args, "word_info", False) else "no",
+        "digit_norm": "no" if getattr(args, "no_digit_norm", False) else "yes",
+    }
+    for opt in ("vad_head", "vad_tail", "max_seconds"):
+        v = getattr(args, opt, None)
+        if v is not None:
+            cfg[opt] = v
+    return cfg
+
+
+def check_config(config: Mapping[str, Any], mode: str) -> None:
+    """Validate the START config as a server would, before anything starts.
+
+    Raises
+    ------
+    CliError
+        Exit 2, with the SIS message (e.g. ``SIS.0032: 'vad_tail' is invalid``).
+    """
+    from ..client import MODES  # noqa: PLC0415
+
+    try:
+        validate_config(dict(config), MODES[mode])
+    except RequestRejected as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+
+
+@dataclass
+class SessionResult:
+    """What one session produced: transcript, summary, and the error that ended it, if any."""
+
+    transcript: Transcript
+    summary: Summary
+    error: BaseException | None = None
+    interrupted: bool = False
+    trace_id: str | None = None
+    events: list[str] = field(default_factory=list)
+
+
+def _segment(index: int, ev: FinalResult) -> TranscriptSegment:
+    seg = ev.segment
+    res = seg.result
+    words: tuple[Word, ...] = ()
+    if res is not None and res.word_info:
+        words = tuple(Word(w.word or "", w.start_time, w.end_time) for w in res.word_info)
+    start = max(0, int(seg.start_time))
+    return TranscriptSegment(index, start, max(start, int(seg.end_time)), ev.text,
+                             res.score if res is not None else None, words)
+
+
+@contextlib.asynccontextmanager
+async def open_client(target: Target, engine_overrides: tuple[str, ...] = ()) -> AsyncIterator[Any]:
+    """A connected :class:`~sis_stream.client.RasrClient` for `target` (starting the embedded
+    server for ``"embedded"``)."""
+    from ..client import RasrClient  # noqa: PLC0415
+    from ..transport import TransportOptions  # noqa: PLC0415
+
+    if target.kind == "embedded":
+        async with embedded_server(engine_overrides=engine_overrides) as server, server.client() as client:
+            yield client
+        return
+    assert target.endpoint and target.project_id and target.auth is not None
+    options = TransportOptions(verify_tls=not target.insecure)
+    async with RasrClient(target.endpoint, target.project_id, target.auth, options=options) as client:
+        yield client
+
+
+def embedded_server(**kwargs: Any) -> Any:
+    """The embedded server factory (:func:`sis_stream.embedded.embedded_server`); tests replace
+    this module attribute to share one engine registry between runs."""
+    from ..embedded import embedded_server as factory  # noqa: PLC0415
+
+    return factory(**kwargs)
+
+
+async def stream_audio(
+    client: Any,
+    source: AudioSource,
+    *,
+    mode: str,
+    config: Mapping[str, Any],
+    session_format: AudioFormat,
+    pacing: str | None,
+    frame_ms: int,
+    display: LiveDisplay,
+    writer: TranscriptWriter | None,
+    interrupt: asyncio.Event,
+) -> SessionResult:
+    """Run one session: feed `source`, collect finals, drive the display.
+
+    Ctrl-C (`interrupt` set) stops feeding and sends END with cancel; the finals received so far
+    are kept. A server ERROR ends the session and is returned in :attr:`SessionResult.error`
+    (exceptions from connecting or from the transport propagate).
+    """
+    transcript = Transcript()
+    result = SessionResult(transcript, Summary(0, 0.0, 0.0))
+    input_format = None if source.format == session_format else source.format
+    ttfs: float | None = None
+    server_done = asyncio.Event()
+    async with client.stream(mode, config=dict(config), input_format=input_format,
+                             frame_ms=frame_ms, pacing=pacing) as stream:
+
+        feed_error: list[BaseException] = []
+
+        async def sender() -> None:
+            display.start()
+            try:
+                async for chunk in source.achunks(frame_ms):
+                    if interrupt.is_set() or server_done.is_set():
+                        break
+                    await stream.send(chunk)
+                if not interrupt.is_set():
+                    await stream.end()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-raised once the session is over
+                feed_error.append(exc)
+                with contextlib.suppress(Exception):
+                    await stream.end(cancel=True)
+
+        async def watcher() -> None:
+            await interrupt.wait()
+            result.interrupted = True
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+            await stream.end(cancel=True)
+
+        async def ticker() -> None:
+            while True:
+                display.progress(stream.stats.audio_ms_sent)
+                await asyncio.sleep(0.1)
+
+        feed = asyncio.create_task(sender(), name="sis-stream-cli-sender")
+        watch = asyncio.create_task(watcher(), name="sis-stream-cli-interrupt")
+        tick = asyncio.create_task(ticker(), name="sis-stream-cli-progress") if display.tty else None
+        try:
+            async for ev in stream:
+                if isinstance(ev, Started):
+                    result.trace_id = ev.trace_id
+                elif isinstance(ev, PartialResult):
+                    display.interim(ev.text, ev.segment.start_time)
+                elif isinstance(ev, FinalResult):
+                    if ttfs is None:
+                        ttfs = display.elapsed_s
+                    seg = _segment(len(transcript.segments), ev)
+                    transcript.segments.append(seg)
+                    if writer is not None:
+                        writer.write(seg)
+                    display.final(seg)
+                elif isinstance(ev, (VoiceStart, VoiceEnd, ExceededSilence, ExceededAudio)):
+                    name = {VoiceStart: "VOICE_START", VoiceEnd: "VOICE_END",
+                            ExceededSilence: "EXCEEDED_SILENCE", ExceededAudio: "EXCEEDED_AUDIO"}[type(ev)]
+                    at = f" at {ev.timestamp / 1000:.2f} s" if ev.timestamp is not None else ""
+                    result.events.append(name)
+                    display.note(f"event {name}{at}")
+                    if not isinstance(ev, VoiceStart):
+                        server_done.set()  # the server ignores later audio: stop and END
+                elif isinstance(ev, ServerError):
+                    result.error = ev.to_exception()
+                    server_done.set()
+                elif isinstance(ev, ConnectionClosed):
+                    if ev.during_session and result.error is None and not result.interrupted:
+                        result.error = SisConnectionError(
+                            "the connection was closed during the session"
+                            + (f" ({ev.error_code})" if ev.error_code else ""))
+                    server_done.set()
+                elif isinstance(ev, Ended):
+                    server_done.set()
+                else:  # Reconnected / RolledOver from the transport
+                    lost = getattr(ev, "lost_ms", None)
+                    if lost is not None:
+                        display.note(f"reconnected: {getattr(ev, 'replayed_ms', 0):.0f} ms replayed, "
+                                     f"{lost:.0f} ms lost")
+            if not feed.done() and server_done.is_set():
+                feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+            if feed_error:
+                raise feed_error[0]
+        finally:
+            for t in (watch, tick, feed):
+                if t is not None and not t.done():
+                    t.cancel()
+            await asyncio.gather(*(t for t in (watch, tick, feed) if t is not None),
+                                 return_exceptions=True)
+            stats = stream.stats
+            transcript.audio_ms = float(stats.audio_ms_sent)
+            display.progress(stats.audio_ms_sent)
+            result.summary = Summary(
+                segments=len(transcript.segments), audio_s=stats.audio_ms_sent / 1000.0,
+                wall_s=display.elapsed_s, ttfs_s=ttfs, lost_ms=float(stats.lost_ms),
+                reconnects=int(stats.reconnects), interrupted=result.interrupted)
+    return result
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def _open_output(path: str | None) -> tuple[TextIO, bool]:
+    if path is None or path == "-":
+        return sys.stdout, False
+    try:
+        return open(path, "w", encoding="utf-8", newline="\n"), True  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}", EXIT_INPUT) from exc
+
+
+def install_interrupt(interrupt: asyncio.Event, on_first: Callable[[], None]) -> Callable[[], None]:
+    """SIGINT: first press sets `interrupt` (clean END cancel), second cancels the main task.
+
+    Returns a function removing the handler. Outside the main thread nothing is installed.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    presses = 0
+
+    def handler() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            interrupt.set()
+            on_first()
+        elif task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGINT)
+
+
+async def transcribe_async(args: argparse.Namespace, *, interrupt: asyncio.Event | None = None,
+                           stdin: Any = None, stdout: TextIO | None = None,
+                           stderr: TextIO | None = None) -> int:
+    """The body of ``sis-stream transcribe`` (tests call it with their own streams and event)."""
+    err = sys.stderr if stderr is None else stderr
+    source = open_audio(args.input, args.audio_format, stdin=stdin)
+    target = resolve_target(args)
+    session_format = args.session_format or session_format_for(source.format, args.property)
+    config = start_config(args, session_format)
+    check_config(config, args.mode)
+    if stdout is not None and (args.output is None or args.output == "-"):
+        out, close_out = stdout, False
+    else:
+        out, close_out = _open_output(args.output)
+    to_terminal = out is sys.stdout and bool(getattr(sys.stdout, "isatty", lambda: False)())
+    display = LiveDisplay(
+        None if args.quiet else err, interim=args.interim, finals=not to_terminal,
+        total_ms=source.total_ms)
+    if args.quiet:
+        display = LiveDisplay(_Null(), tty=False, interim=False, finals=False)
+    interrupt = asyncio.Event() if interrupt is None else interrupt
+    remove = install_interrupt(
+        interrupt, lambda: display.note("interrupted: ending the session (Ctrl-C again to abort)"))
+    writer = TranscriptWriter(out, args.format)
+    result: SessionResult | None = None
+    try:
+        display.note(f"{source.name}: {fmt_name(source.format)}"
+                     + (f", {source.total_ms / 1000:.1f} s" if source.total_ms is not None else "")
+                     + f" -> {session_format.sis_name} ({args.mode}, {args.property}) on "
+                     + target.describe())
+        async with open_client(target, tuple(args.engine or ())) as client:
+            result = await stream_audio(
+                client, source, mode=args.mode, config=config, session_format=session_format,
+                pacing=args.speed, frame_ms=args.frame_ms, display=display, writer=writer,
+                interrupt=interrupt)
+    finally:
+        remove()
+        if result is not None:
+            result.transcript.meta.update({
+                "input": source.name, "input_format": fmt_name(source.format),
+                "session_format": session_format.sis_name, "mode": args.mode,
+                "property": args.property, "endpoint": target.describe(),
+                "trace_id": result.trace_id, "interrupted": result.interrupted,
+                "summary": {"segments": result.summary.segments,
+                            "audio_s": round(result.summary.audio_s, 3),
+                            "wall_s": round(result.summary.wall_s, 3),
+                            "ttfs_s": None if result.summary.ttfs_s is None else round(result.summary.ttfs_s, 3),
+                            "lost_ms": result.summary.lost_ms},
+            })
+            if result.error is not None:
+                result.transcript.meta["error"] = scrub(str(result.error))
+            writer.close(result.transcript)
+        else:
+            writer.close()
+        if close_out:
+            out.close()
+        display.close()
+    assert result is not None
+    display.summary(result.summary)
+    for w in source.warnings:
+        display.note(f"warning: {w}")
+    if result.error is not None:
+        raise result.error
+    if source.truncated is not None:
+        raise CliError(source.truncated + " (the transcript of what came was written)", EXIT_INPUT)
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+class _Null:
+    def write(self, _s: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.frame_ms <= 0:
+        raise CliError(f"--frame-ms must be > 0, got {args.frame_ms}", EXIT_USAGE)
+    return asyncio.run(transcribe_async(args))
+
+
+run = guarded(NAME, _run)
+run.__doc__ = """Run ``sis-stream transcribe``; returns the exit code (0, 2, 3, 4, 5 or 130)."""
