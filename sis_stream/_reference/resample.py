@@ -52,6 +52,21 @@ def polyphase_process(
     Accumulation is float64 (the native kernel uses float32); int16 output is rounded half to
     even and saturated, and ``clips`` counts the saturated samples.
     """
+    arrays = (x, taps, history, scratch, out)
+    if not all(isinstance(a, np.ndarray) for a in arrays):
+        bad = next(type(a).__name__ for a in arrays if not isinstance(a, np.ndarray))
+        raise TypeError(f"x, taps, history, scratch and out must be numpy arrays, got {bad}")
+    if x.ndim != 1 or out.ndim != 1 or history.ndim != 1 or scratch.ndim != 1 or taps.ndim != 2:
+        raise ValueError(
+            "x, history, scratch and out must be 1-D and taps 2-D, got ndim "
+            f"{x.ndim}, {history.ndim}, {scratch.ndim}, {out.ndim} and {taps.ndim}"
+        )
+    if x.dtype not in (np.int16, np.float32) or out.dtype != x.dtype:
+        raise TypeError(
+            f"x and out must both be int16 or both float32, got {x.dtype} and {out.dtype}"
+        )
+    if taps.dtype != np.float32 or history.dtype != np.float32 or scratch.dtype != np.float32:
+        raise TypeError("taps, history and scratch must be float32")
     n_in, (n_phases, k_taps), n_hist, n_out = len(x), taps.shape, len(history), len(out)
     if up < 1 or down < 1:
         raise ValueError(f"up and down must be >= 1, got up={up}, down={down}")

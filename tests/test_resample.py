@@ -1,0 +1,341 @@
+"""StreamResampler / resample / the polyphase kernel: accounting, twins, oracles, bad input."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from sis_stream import _backend
+from sis_stream._filters import SUPPORTED_PAIRS, design
+from sis_stream.errors import AudioFormatError, StreamClosedError
+from sis_stream.resample import StreamResampler, _outputs_available, output_length, resample
+
+# (in, out) pairs covering up-sampling (L=2, M=1), decimation (M=2, 3), and L, M > 1 (small
+# and very large L: 24000->16000 is 2/3, 44100->16000 is 160/441).
+PAIRS = [(8000, 16000), (16000, 8000), (48000, 16000), (24000, 16000), (44100, 16000)]
+CHUNKS = [1, 7, 159, 160, 161, 4096]
+# Float tolerance native vs reference (float32 accumulation vs float64), full scale 1.0:
+# 2e-6 (-114 dBFS). int16: at most 1 LSB, on at most 1 % of samples (rounding ties).
+F32_ATOL = 2e-6
+
+
+def _signal(n: int, rate: int, dtype, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / rate
+    x = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.1 * rng.standard_normal(n)
+    return (x * 32767).astype(np.int16) if dtype == np.int16 else x.astype(np.float32)
+
+
+def _lengths(pair: tuple[int, int]) -> list[int]:
+    k = design(*pair).taps_per_phase
+    return sorted({0, 1, 2, k - 1, k, k + 1, 2 * k + 1, 255, 256, 257, 4095, 4096, 4097})
+
+
+def _stream(rs: StreamResampler, x: np.ndarray, chunk: int) -> np.ndarray:
+    parts = [rs.process(x[i : i + chunk]) for i in range(0, len(x), chunk)]
+    return np.concatenate(parts + [rs.flush()])
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32], ids=["int16", "float32"])
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p[0]}-{p[1]}")
+def test_stream_equals_oneshot(backend, pair, dtype):
+    # Every chunking gives the one-shot samples, bit for bit, and output_length of them.
+    for n in _lengths(pair):
+        x = _signal(n, pair[0], dtype, seed=n)
+        ref = resample(x, *pair)
+        assert len(ref) == output_length(n, *pair)
+        for chunk in CHUNKS:
+            if backend.kind == "reference" and n // chunk > 300:
+                continue  # the numpy twin costs ~50 us per call; other chunkings cover it
+            y = _stream(StreamResampler(*pair, dtype=dtype), x, chunk)
+            assert y.dtype == dtype
+            np.testing.assert_array_equal(y, ref, err_msg=f"n={n} chunk={chunk}")
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32], ids=["int16", "float32"])
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p[0]}-{p[1]}")
+def test_native_matches_reference_after_every_chunk(pair, dtype):
+    # Same outputs (within tolerance), same phase, same history after each call.
+    if _backend.NO_EXTENSIONS:
+        pytest.skip("SIS_STREAM_NO_EXTENSIONS=1: native kernels deliberately not used")
+    nat, ref = _backend.load("native").resample, _backend.load("reference").resample
+    f = design(*pair)
+    x = _signal(3000, pair[0], dtype, seed=1)
+    states = {}
+    for mod in (nat, ref):
+        states[mod] = [np.zeros(f.taps_per_phase - 1, np.float32), f.centre]
+    rng = np.random.default_rng(2)
+    pos = 0
+    while pos < len(x):
+        chunk = x[pos : pos + int(rng.integers(0, 400))]
+        pos += len(chunk)
+        outs = []
+        for mod in (nat, ref):
+            hist, phase = states[mod]
+            n_out = _outputs_available(len(chunk), phase, f.up, f.down)
+            out = np.empty(n_out, dtype)
+            scratch = np.empty(mod.scratch_length(len(chunk), f.taps_per_phase, f.down, n_out),
+                               np.float32)
+            got, states[mod][1], clips = mod.polyphase_process(chunk, f.taps, hist, scratch,
+                                                               phase, f.up, f.down, out)
+            assert got == n_out and clips == 0
+            outs.append(out)
+        assert states[nat][1] == states[ref][1]
+        np.testing.assert_array_equal(states[nat][0], states[ref][0])
+        a, b = (o.astype(np.float64) for o in outs)
+        if dtype == np.int16:
+            assert np.max(np.abs(a - b), initial=0) <= 1
+            assert np.count_nonzero(a != b) <= max(1, len(a) // 100)
+        else:
+            np.testing.assert_allclose(a, b, rtol=0, atol=F32_ATOL)
+
+
+@pytest.mark.parametrize("pair", PAIRS + [(11025, 8000)], ids=lambda p: f"{p[0]}-{p[1]}")
+def test_matches_scipy_upfirdn_with_same_taps(pair):
+    # External oracle: the prototype through scipy's polyphase upfirdn, read at the aligned
+    # positions m * down + centre; float32 taps and accumulation against float64.
+    signal = pytest.importorskip("scipy.signal")
+    f = design(*pair)
+    x = _signal(2000, pair[0], np.float32, seed=3)
+    z = signal.upfirdn(f.prototype, x.astype(np.float64), up=f.up, down=1)
+    m = np.arange(output_length(len(x), *pair))
+    expected = z[m * f.down + f.centre]
+    np.testing.assert_allclose(resample(x, *pair), expected, rtol=0, atol=5e-6)
+
+
+def test_output_length_long_inputs():
+    # One formula, exact for any length (no float, no overflow): round half up like soxr.
+    for n in [0, 1, 2, 3, 10**9 + 7, 2**31 + 1, 2**40 + 3, 2**62 + 5, 10**30 + 1]:
+        for a, b in SUPPORTED_PAIRS:
+            q = Fraction(n * b, a)
+            assert output_length(n, a, b) == int(q + Fraction(1, 2)), (n, a, b)
+    # Half-way cases round up (soxr): 101 samples 16k -> 8k give 51.
+    assert output_length(101, 16000, 8000) == 51
+    with pytest.raises(ValueError, match="n_in >= 0"):
+        output_length(-1, 8000, 16000)
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p[0]}-{p[1]}")
+def test_stream_accounting_long_streams(pair):
+    # The phase arithmetic of process() + flush() over ~10^13 samples in uneven chunks: never
+    # more than output_length so far, and the flush remainder makes it exact.
+    f = design(*pair)
+    rng = np.random.default_rng(4)
+    phase, n_in, n_out = f.centre, 0, 0
+    for _ in range(2000):
+        n = int(rng.integers(0, 10**10))
+        got = _outputs_available(n, phase, f.up, f.down)
+        phase += got * f.down - n * f.up
+        n_in, n_out = n_in + n, n_out + got
+        assert 0 <= phase and n_out <= output_length(n_in, *pair)
+    remaining = output_length(n_in, *pair) - n_out
+    assert 0 <= remaining <= f.centre // f.down + 2
+
+
+def test_delay_and_alignment():
+    # An impulse at input sample i comes out at output sample i * out/in (delay-compensated);
+    # delay reports the group delay held back during streaming.
+    rs = StreamResampler(8000, 16000, dtype=np.float32)
+    assert rs.delay == design(8000, 16000).centre / 1
+    x = np.zeros(1000, np.float32)
+    x[300] = 1.0
+    y = resample(x, 8000, 16000)
+    assert int(np.argmax(y)) == 600
+    y = resample(np.repeat(np.float32(1), 3000), 48000, 16000)
+    assert int(np.argmax(np.abs(np.diff(resample(np.r_[np.zeros(1500), np.ones(1500)]
+                                                          .astype(np.float32), 48000, 16000)))))\
+        in (499, 500)
+    assert abs(float(y[500]) - 1.0) < 1e-4  # unit DC gain
+    assert StreamResampler(8000, 8000).delay == 0.0
+
+
+def test_first_chunk_holds_back_delay():
+    # The first 20 ms frame returns 20 ms minus the group delay; the rest comes with flush.
+    rs = StreamResampler(8000, 16000)
+    out = rs.process(np.zeros(160, np.int16))
+    assert len(out) == 320 - rs.delay
+    assert len(rs.flush()) == rs.delay
+
+
+def test_int16_rounding_saturation_and_clip_count(backend):
+    # int16 output is the float path rounded half-to-even and saturated; clips counts those.
+    x = np.tile(np.r_[np.full(3, 32767), np.full(3, -32768)], 200).astype(np.int16)
+    y16 = resample(x, 8000, 16000)
+    yf = resample(x.astype(np.float32), 8000, 16000).astype(np.float64)
+    expected = np.clip(np.rint(yf), -32768, 32767)
+    # float32 of the same input goes through the same float32 arithmetic: identical rounding
+    # (reference: float64 sums, ties may land either side).
+    diff = np.abs(y16 - expected)
+    assert diff.max() <= (0 if backend.kind == "native" else 1)
+    rs = StreamResampler(8000, 16000)
+    _stream(rs, x, 160)
+    n_sat = int(np.count_nonzero((np.rint(yf) > 32767) | (np.rint(yf) < -32768)))
+    assert n_sat > 0 and abs(rs.clips - n_sat) <= (0 if backend.kind == "native" else 2)
+    assert StreamResampler(8000, 16000, dtype=np.float32).clips == 0
+
+
+def test_read_only_and_non_contiguous_input_accepted(backend):
+    # np.frombuffer gives read-only arrays; a strided view is copied, not refused.
+    x = _signal(800, 8000, np.int16)
+    ro = np.frombuffer(x.tobytes(), dtype=np.int16)
+    assert not ro.flags.writeable
+    ref = resample(x, 8000, 16000)
+    np.testing.assert_array_equal(_stream(StreamResampler(8000, 16000), ro, 160), ref)
+    wide = np.zeros(1600, np.int16)
+    wide[::2] = x
+    np.testing.assert_array_equal(_stream(StreamResampler(8000, 16000), wide[::2], 160), ref)
+    np.testing.assert_array_equal(resample(wide[::2], 8000, 16000), ref)
+
+
+def test_passthrough_equal_rates():
+    # Equal rates: exact copy, no delay, same accounting.
+    x = _signal(999, 16000, np.int16)
+    rs = StreamResampler(16000, 16000)
+    y = _stream(rs, x, 160)
+    np.testing.assert_array_equal(y, x)
+    np.testing.assert_array_equal(resample(x, 16000, 16000), x)
+    assert rs.samples_out == rs.samples_in == 999
+
+
+def test_reset_starts_a_fresh_stream():
+    # After flush + reset the object behaves like a new one.
+    x = _signal(1000, 16000, np.float32)
+    rs = StreamResampler(16000, 8000, dtype=np.float32)
+    first = _stream(rs, x, 160)
+    assert rs.closed
+    rs.reset()
+    assert not rs.closed and rs.samples_in == 0
+    np.testing.assert_array_equal(_stream(rs, x, 161), first)
+
+
+def test_telephony_is_shorter():
+    # The telephony preset trades stopband for fewer taps and less delay.
+    hq = StreamResampler(8000, 16000, "hq")
+    tel = StreamResampler(8000, 16000, "telephony")
+    assert tel.taps_per_phase < 0.6 * hq.taps_per_phase and tel.delay < 0.6 * hq.delay
+    x = _signal(700, 8000, np.int16)
+    np.testing.assert_array_equal(_stream(tel, x, 7), resample(x, 8000, 16000, "telephony"))
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_process_after_flush_raises():
+    rs = StreamResampler(8000, 16000)
+    rs.flush()
+    with pytest.raises(StreamClosedError, match=r"process\(\) after flush\(\)"):
+        rs.process(np.zeros(160, np.int16))
+    with pytest.raises(StreamClosedError, match=r"flush\(\) after flush\(\)"):
+        rs.flush()
+
+
+def test_strict_dtype_on_the_stream():
+    rs = StreamResampler(8000, 16000, dtype=np.int16)
+    with pytest.raises(TypeError, match="dtype int16, got dtype float32"):
+        rs.process(np.zeros(160, np.float32))
+    with pytest.raises(TypeError, match="got dtype >i2"):
+        rs.process(np.zeros(160, ">i2"))
+    with pytest.raises(TypeError, match="got list"):
+        rs.process([0] * 160)
+    with pytest.raises(TypeError, match="got bytes"):
+        rs.process(b"\x00" * 320)
+    # a non-native-endian view that compares equal is still int16: accepted
+    rs.process(np.zeros(160, np.dtype("=i2")))
+
+
+def test_shape_errors():
+    rs = StreamResampler(8000, 16000)
+    with pytest.raises(AudioFormatError, match=r"mono 1-D chunk, got shape \(80, 2\)"):
+        rs.process(np.zeros((80, 2), np.int16))
+    with pytest.raises(AudioFormatError, match=r"mono 1-D chunk, got shape \(\)"):
+        rs.process(np.array(3, np.int16))
+    with pytest.raises(AudioFormatError, match=r"mono 1-D signal, got shape \(10, 2\)"):
+        resample(np.zeros((10, 2), np.int16), 8000, 16000)
+    # the failed calls changed nothing
+    assert rs.samples_in == 0
+
+
+def test_constructor_errors():
+    with pytest.raises(AudioFormatError, match=r"unsupported resampling 16000 Hz -> 44100 Hz; "
+                                               r"supported: any of 8000, 11025.* to 8000 or 16000"):
+        StreamResampler(16000, 44100)
+    with pytest.raises(AudioFormatError, match="unsupported resampling 12000 Hz"):
+        resample(np.zeros(10, np.int16), 12000, 8000)
+    with pytest.raises(TypeError, match="in_rate must be an int"):
+        StreamResampler(8000.0, 16000)
+    with pytest.raises(TypeError, match="out_rate must be an int"):
+        StreamResampler(8000, True)
+    with pytest.raises(ValueError, match="unknown quality 'vhq'; expected one of hq, telephony"):
+        StreamResampler(8000, 16000, "vhq")
+    with pytest.raises(TypeError, match="quality must be a str"):
+        StreamResampler(8000, 16000, 3)
+    with pytest.raises(TypeError, match="dtype must be numpy.int16 or numpy.float32, got float64"):
+        StreamResampler(8000, 16000, dtype=np.float64)
+    with pytest.raises(TypeError, match="dtype must be numpy.int16 or numpy.float32"):
+        StreamResampler(8000, 16000, dtype="nonsense")
+
+
+def test_oneshot_dtype_policy():
+    # int16 stays int16, floats become float32, other integers are refused.
+    assert resample(np.zeros(80, np.int16), 8000, 16000).dtype == np.int16
+    assert resample(np.zeros(80), 8000, 16000).dtype == np.float32
+    assert resample([0.0] * 80, 8000, 16000).dtype == np.float32
+    with pytest.raises(TypeError, match="int16 or floating-point samples, got dtype int32"):
+        resample(np.zeros(80, np.int32), 8000, 16000)
+
+
+def _kernel_args(dtype=np.float32, n=100):
+    f = design(8000, 16000)
+    k = f.taps_per_phase
+    n_out = _outputs_available(n, f.centre, f.up, f.down)
+    return dict(x=np.zeros(n, dtype), taps=f.taps, history=np.zeros(k - 1, np.float32),
+                scratch=np.zeros(10_000, np.float32), phase=f.centre, up=f.up, down=f.down,
+                out=np.zeros(n_out, dtype))
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(up=0), ValueError, "up and down must be >= 1"),
+        (dict(up=3), ValueError, r"taps must have shape \(up, taps_per_phase\) = \(3"),
+        (dict(history=np.zeros(5, np.float32)), ValueError, "history must hold 114 samples|"
+                                                           "taps_per_phase - 1 = 114"),
+        (dict(phase=-1), ValueError, "phase must be >= 0"),
+        (dict(out=np.zeros(500, np.float32)), ValueError, "out asks for 500 outputs"),
+        (dict(scratch=np.zeros(10, np.float32)), ValueError, "scratch must hold at least"),
+        (dict(out=np.zeros(10, np.int16)), TypeError, "must both be int16 or both float32"),
+        (dict(history=np.zeros(114)), TypeError, "must be float32"),
+    ],
+)
+def test_kernel_rejects_bad_arguments(backend, change, error, match):
+    args = _kernel_args()
+    args.update(change)
+    with pytest.raises(error, match=match):
+        backend.resample.polyphase_process(**args)
+
+
+def test_kernel_scratch_length_rejects_bad_arguments(backend):
+    with pytest.raises(ValueError, match="scratch_length expects n_in >= 0"):
+        backend.resample.scratch_length(-1, 10, 1, 0)
+    assert backend.resample.scratch_length(10, 5, 3, 4) == 14 + 4 + 15
+
+
+def test_native_kernel_buffer_errors():
+    # The native entry takes raw buffers: the same checks a typed memoryview would make.
+    if _backend.NO_EXTENSIONS:
+        pytest.skip("SIS_STREAM_NO_EXTENSIONS=1: native kernels deliberately not used")
+    k = _backend.load("native").resample
+    args = _kernel_args()
+    ro = np.zeros(114, np.float32)
+    ro.flags.writeable = False
+    for change, error, match in [
+        (dict(history=ro), ValueError, "history must be a C-contiguous writable array"),
+        (dict(x=np.zeros(200, np.float32)[::2]), ValueError, "x must be a C-contiguous array"),
+        (dict(x=[0.0] * 100), TypeError, "x must be a numpy array"),
+        (dict(x=np.zeros((10, 10), np.float32)), ValueError, "must be 1-D"),
+    ]:
+        bad = dict(args, **change)
+        with pytest.raises(error, match=match):
+            k.polyphase_process(**bad)
