@@ -52,7 +52,7 @@ async def origin():
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    state["port"] = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    state["port"] = site._server.sockets[0].getsockname()[1]
     yield state["port"]
     await runner.cleanup()
 

@@ -20,7 +20,6 @@ from test_server_rest_support import PROJECT, rest_server, v3_headers
 
 from sis_stream.audio import AudioFormat, wav_bytes
 from sis_stream.errors import RequestRejected
-from sis_stream.protocol.errors import reject
 from sis_stream.server.app import METRICS
 from sis_stream.server.jobs import JobManager, JobStore, rfc3339
 from sis_stream.server.rest import JOBS, RestSettings
@@ -179,7 +178,7 @@ async def receiver():
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    state["url"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/cb"  # noqa: SLF001
+    state["url"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/cb"
     yield state
     await runner.cleanup()
 
@@ -384,7 +383,7 @@ asyncio.run(main())
 
 
 async def _start_server(script: Path, data: Path, delay_s: float) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, str(script), str(data), str(delay_s)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(script), str(data), str(delay_s)], stdout=subprocess.PIPE,  # noqa: ASYNC220
                             cwd=str(REPO), env={**os.environ, "PYTHONUNBUFFERED": "1"})
     line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
     assert line.startswith(b"PORT "), line

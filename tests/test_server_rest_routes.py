@@ -6,7 +6,15 @@ import json
 
 import pytest
 from aiohttp import ClientSession
-from test_server_rest_support import DOMAIN, PASSWORD, PROJECT, USER, old_sdk_body, old_sdk_headers, rest_server
+from test_server_rest_support import (
+    DOMAIN,
+    PASSWORD,
+    PROJECT,
+    USER,
+    old_sdk_body,
+    old_sdk_headers,
+    rest_server,
+)
 
 from sis_stream.protocol import TokenRequest
 from sis_stream.server.app import METRICS

@@ -23,8 +23,21 @@ from sis_stream.server import ServerSettings, create_app
 from sis_stream.server.rest import REST_SETTINGS, RestSettings
 
 __all__ = [
-    "AK", "SK", "PROJECT", "OTHER_PROJECT", "USER", "PASSWORD", "DOMAIN", "CREDS", "NONE_OVERRIDES",
-    "RestServer", "rest_server", "old_sdk_headers", "v3_headers", "old_sdk_body", "V3_UA",
+    "AK",
+    "CREDS",
+    "DOMAIN",
+    "NONE_OVERRIDES",
+    "OTHER_PROJECT",
+    "PASSWORD",
+    "PROJECT",
+    "SK",
+    "USER",
+    "V3_UA",
+    "RestServer",
+    "old_sdk_body",
+    "old_sdk_headers",
+    "rest_server",
+    "v3_headers",
 ]
 
 AK = "AKTESTREST0000000000"
@@ -73,7 +86,7 @@ async def rest_server(tmp_path: Any, *, rest: RestSettings | None = None, regist
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    port = site._server.sockets[0].getsockname()[1]
     try:
         yield RestServer(app, port)
     finally:

@@ -18,7 +18,12 @@ from test_server_rest_support import (
 from sis_stream.errors import RequestRejected
 from sis_stream.server.app import METRICS
 from sis_stream.server.rest import VOCABULARIES
-from sis_stream.server.vocab import VocabularyStore, get_vocabulary_words, validate_vocabulary, validate_word
+from sis_stream.server.vocab import (
+    VocabularyStore,
+    get_vocabulary_words,
+    validate_vocabulary,
+    validate_word,
+)
 
 BASE = f"/v1/{PROJECT}/asr/vocabularies"
 

@@ -32,12 +32,12 @@ from urllib.parse import unquote, urljoin, urlsplit
 from ..protocol.errors import reject
 
 __all__ = [
-    "FetchPolicy",
     "LOOPBACK_HOSTS",
     "MAX_FETCH_BYTES",
+    "FetchPolicy",
     "default_allow_hosts",
-    "parse_fetch_allow",
     "fetch_url",
+    "parse_fetch_allow",
 ]
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from ..errors import RequestRejected
 from ..protocol.errors import reject
 from ..protocol.properties import Interface
 
-__all__ = ["resolve_object", "MAX_FLASH_BYTES", "MAX_FLASH_AUDIO_MS"]
+__all__ = ["MAX_FLASH_AUDIO_MS", "MAX_FLASH_BYTES", "resolve_object"]
 
 MAX_FLASH_BYTES: Final = 100 * 1024 * 1024
 MAX_FLASH_AUDIO_MS: Final = 30 * 60 * 1000
@@ -62,7 +62,7 @@ def resolve_object(store: Path, bucket: object, key: object) -> Path:
     for name, value in (("obs_bucket_name", bucket), ("obs_object_key", key)):
         if value is None or value == "":
             raise reject("SIS.0012", field=name)
-    assert isinstance(bucket, str) and isinstance(key, str)  # noqa: S101 - query values are str
+    assert isinstance(bucket, str) and isinstance(key, str)
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise reject("SIS.0032", f"'obs_bucket_name' is invalid: 3-63 lower-case letters, digits, '.' or '-', "
                                  f"got {bucket!r}")

@@ -54,7 +54,7 @@ from ..errors import RequestRejected
 from ..protocol.errors import reject
 from .store import Database
 
-__all__ = ["JobStore", "JobManager", "JobRecord", "rfc3339", "MAX_ATTEMPTS"]
+__all__ = ["MAX_ATTEMPTS", "JobManager", "JobRecord", "JobStore", "rfc3339"]
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ class JobManager:
         RequestRejected
             ``SIS.0536`` when ``max_waiting`` jobs are already waiting.
         """
-        assert self._queue is not None, "JobManager.start() was not awaited"  # noqa: S101 - programming error
+        assert self._queue is not None, "JobManager.start() was not awaited"
         if self.store.count_waiting() >= self.max_waiting or self._queue.full():
             raise reject("SIS.0536", f"the transcriber submission limit is reached: {self.max_waiting} jobs are "
                                      "waiting")
@@ -351,14 +351,14 @@ class JobManager:
 
     # -- workers --------------------------------------------------------------------------------
     async def _worker(self, index: int) -> None:
-        assert self._queue is not None  # noqa: S101
+        assert self._queue is not None
         while not self._stopping:
             job_id = await self._queue.get()
             try:
                 await self._run_job(job_id)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - one broken job must not kill the worker
+            except Exception:
                 logger.exception("transcriber worker %d: job %s failed unexpectedly", index, job_id)
 
     async def _run_job(self, job_id: str) -> None:
@@ -380,7 +380,7 @@ class JobManager:
             done = self.store.complete(job_id, attempts, error=exc)
         except asyncio.CancelledError:
             raise  # stopping: the job stays RUNNING and resumes at the next start
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if self._stopping:
                 return
             logger.exception("transcriber job %s failed", job_id)

@@ -42,16 +42,16 @@ from ..protocol.errors import reject
 from .fetch import FetchPolicy, default_allow_hosts, parse_fetch_allow
 
 __all__ = [
-    "RestSettings",
-    "rest_settings_from",
-    "setup_rest_routes",
-    "json_response",
-    "read_json",
-    "REST_SETTINGS",
-    "VOCABULARIES",
-    "JOBS",
     "FETCH_POLICY",
     "INTERFACES",
+    "JOBS",
+    "REST_SETTINGS",
+    "VOCABULARIES",
+    "RestSettings",
+    "json_response",
+    "read_json",
+    "rest_settings_from",
+    "setup_rest_routes",
 ]
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,6 @@ import binascii
 import io
 import logging
 import re
-import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,18 +51,18 @@ from ..protocol.errors import reject
 from ..protocol.properties import Interface, lookup_property
 
 __all__ = [
+    "COMPRESSED_FORMATS",
     "MAX_DATA_BASE64_BYTES",
     "MAX_SHORT_AUDIO_MS",
     "RAW_FORMATS",
-    "COMPRESSED_FORMATS",
     "DecodedAudio",
     "decode_audio",
     "decode_base64",
+    "postprocess_text",
+    "pyav_available",
+    "recognize_pcm",
     "resample_pcm",
     "to_engine_pcm",
-    "pyav_available",
-    "postprocess_text",
-    "recognize_pcm",
     "transcribe_pcm",
     "word_info_json",
     "yes_no",
@@ -387,7 +386,7 @@ async def recognize_pcm(app: Any, pcm16k: np.ndarray, *, prop: str, hot_words: S
         hyp = await _run(app, _decode_one, engine, route.language, pcm16k, hot_words, word_info)
     except RequestRejected:
         raise
-    except Exception as exc:  # noqa: BLE001 - engine failures become SIS.0306
+    except Exception as exc:
         logger.exception("recognition failed")
         raise reject("SIS.0306", f"recognition error: {type(exc).__name__}") from exc
     text = postprocess_text(hyp.text, punctuates=engine.punctuates, add_punc=add_punc, digit_norm=digit_norm,

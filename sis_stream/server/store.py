@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["Database", "SCHEMA_VERSION_TABLE"]
+__all__ = ["SCHEMA_VERSION_TABLE", "Database"]
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from ..protocol.errors import reject
 from ..protocol.properties import Interface, lookup_property
 from .jobs import JobManager, JobRecord, JobStore
 
-__all__ = ["parse_transcriber_request", "process_job", "make_job_manager", "MAX_TRANSCRIBER_AUDIO_MS"]
+__all__ = ["MAX_TRANSCRIBER_AUDIO_MS", "make_job_manager", "parse_transcriber_request", "process_job"]
 
 logger = logging.getLogger(__name__)
 

@@ -47,15 +47,15 @@ from ..protocol.errors import reject
 from ..protocol.properties import Interface, lookup_property
 
 __all__ = [
-    "MAX_TEXT_CHARS",
     "BASE_WPM",
-    "MALE_SPEAKERS",
     "CHILD_SPEAKERS",
+    "MALE_SPEAKERS",
+    "MAX_TEXT_CHARS",
     "TtsParams",
-    "parse_tts_config",
-    "espeak_voice",
-    "synthesize_pcm",
     "encode_audio",
+    "espeak_voice",
+    "parse_tts_config",
+    "synthesize_pcm",
 ]
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def espeak_voice(prop: str) -> tuple[str, int]:
 def espeak_parameters(p: TtsParams) -> dict[str, Any]:
     """The :func:`sis_stream.espeak.synthesize` arguments for `p` (see the module docstring)."""
     voice, pitch_offset = espeak_voice(p.property)
-    rate_wpm = int(round(BASE_WPM * 2.0 ** (p.speed / 500.0)))
+    rate_wpm = round(BASE_WPM * 2.0 ** (p.speed / 500.0))
     return {
         "voice": voice,
         "rate_wpm": min(450, max(80, rate_wpm)),
@@ -295,7 +295,7 @@ def parse_legacy_tts(body: object) -> TtsParams:
     volume = _int_field(body, "volume", 0, -20, 20)
     return TtsParams(text, _LEGACY_VOICES[voice], "wav", 8000 if rate == "8k" else 16000,
                      _int_field(body, "speech_speed", 0, -500, 500), _int_field(body, "pitch_rate", 0, -500, 500),
-                     int(round(50 + 2.5 * volume)))
+                     round(50 + 2.5 * volume))
 
 
 async def handle_legacy_tts(request: Any) -> Any:

@@ -40,16 +40,16 @@ from ..protocol.errors import reject
 from .store import Database
 
 __all__ = [
-    "VOCAB_LANGUAGES",
-    "MAX_NAME_CHARS",
-    "MAX_DESCRIPTION_CHARS",
-    "DEFAULT_MAX_WORDS",
     "DEFAULT_MAX_TABLES",
+    "DEFAULT_MAX_WORDS",
+    "MAX_DESCRIPTION_CHARS",
+    "MAX_NAME_CHARS",
+    "VOCAB_LANGUAGES",
     "VocabularySpec",
     "VocabularyStore",
+    "get_vocabulary_words",
     "validate_vocabulary",
     "validate_word",
-    "get_vocabulary_words",
 ]
 
 logger = logging.getLogger(__name__)
