@@ -17,7 +17,7 @@ from test_server_rest_support import (
 
 from sis_stream.errors import RequestRejected
 from sis_stream.server.app import METRICS
-from sis_stream.server.rest import VOCABULARIES
+from sis_stream.server.rest import JOBS, VOCABULARIES
 from sis_stream.server.vocab import (
     VocabularyStore,
     get_vocabulary_words,
@@ -194,3 +194,58 @@ async def test_unknown_vocabulary_id_is_sis_0201_for_recognition(tmp_path):
             get_vocabulary_words(srv.app, PROJECT, "NO-SUCH-ID")
         assert ei.value.error_code == "SIS.0201"
         assert get_vocabulary_words(srv.app, PROJECT, None) == []
+
+
+# -- vocabulary -> engine wiring ------------------------------------------------------------------
+
+async def test_vocabulary_words_reach_the_engine_on_every_recognition_route(tmp_path):
+    import base64
+
+    import numpy as np
+    from test_server_rest_support import NONE_OVERRIDES
+
+    from sis_stream.audio import AudioFormat, wav_bytes
+    from sis_stream.engines.null import NullEngine
+    from sis_stream.engines.registry import ENGINE_FACTORIES, EngineRegistry
+    from sis_stream.server.app import HOT_WORDS
+
+    seen: list[list[str]] = []
+
+    class RecordingEngine(NullEngine):  # the none engine, recording the hot words it is given
+        def new_stream(self, *, language, hot_words=(), word_info=False):
+            seen.append(list(hot_words))
+            return super().new_stream(language=language, hot_words=hot_words, word_info=word_info)
+
+    reg = EngineRegistry(NONE_OVERRIDES, factories={**ENGINE_FACTORIES, "none": lambda **o: RecordingEngine()})
+    tone = (np.sin(np.arange(8000) * 0.2) * 3000).astype(np.int16)
+    wav8 = wav_bytes(AudioFormat(8000, "pcm", 2), tone.tobytes())
+    (tmp_path / "data" / "obs" / "bkt").mkdir(parents=True)
+    (tmp_path / "data" / "obs" / "bkt" / "a.wav").write_bytes(wav8)
+    (tmp_path / "data" / "a.wav").write_bytes(wav8)
+    async with rest_server(tmp_path, registry=reg) as srv, ClientSession() as http:
+        async def call(method, path, obj):
+            url = srv.url(path)
+            body = json.dumps(obj).encode() if obj is not None else b""
+            async with http.request(method, url, data=body, headers=v3_headers(method, url, body)) as r:
+                return r.status, await r.json()
+
+        _st, body = await call("POST", BASE, {"name": "hw", "language": "english", "contents": ["HUAWEI", "CLOUD"]})
+        vid = body["vocabulary_id"]
+        st, body = await call("POST", f"/v1/{PROJECT}/asr/short-audio", {
+            "data": base64.b64encode(wav8).decode(),
+            "config": {"audio_format": "wav", "property": "chinese_8k_common", "vocabulary_id": vid,
+                       "user_words": ["EXTRA"]}})
+        assert st == 200 and seen[-1] == ["HUAWEI", "CLOUD", "EXTRA"]
+        st, body = await call("POST", f"/v1/{PROJECT}/asr/flash?property=chinese_8k_common&audio_format=wav"
+                                      f"&obs_bucket_name=bkt&obs_object_key=a.wav&vocabulary_id={vid}", None)
+        assert st == 200 and seen[-1] == ["HUAWEI", "CLOUD"]
+        n = len(seen)
+        st, body = await call("POST", f"/v1/{PROJECT}/asr/transcriber/jobs", {
+            "data_url": (tmp_path / "data" / "a.wav").as_uri(),
+            "config": {"property": "chinese_8k_common", "vocabulary_id": vid}})
+        assert st == 200
+        assert await srv.app[JOBS].wait_idle(20)
+        assert len(seen) > n and seen[-1] == ["HUAWEI", "CLOUD"]
+        lookup = srv.app[HOT_WORDS]  # the RASR websocket's hook
+        assert lookup(PROJECT, vid) == ["HUAWEI", "CLOUD"]
+        assert lookup(PROJECT, "NOPE") is None and lookup(OTHER_PROJECT, vid) is None

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from ..errors import RequestRejected
 from ..protocol.errors import reject
 from .fetch import FetchPolicy, default_allow_hosts, parse_fetch_allow
 
@@ -237,7 +238,8 @@ async def _on_cleanup(app: web.Application) -> None:
 
 
 def setup_rest_routes(app: web.Application) -> None:
-    """Register every REST route, the RTTS websocket and the REST state's startup/cleanup hooks.
+    """Register every REST route, the RTTS websocket and the REST state's startup/cleanup hooks,
+    and publish the vocabulary lookup for the RASR websocket as ``app[HOT_WORDS]``.
 
     Parameters
     ----------
@@ -258,5 +260,15 @@ def setup_rest_routes(app: web.Application) -> None:
     for method, path, handler, interface in table:
         app.router.add_route(method, path, route(interface=interface)(handler))
     rtts.setup(app)
+    from .app import HOT_WORDS
+
+    def hot_words(project_id: str, vocabulary_id: str) -> list[str] | None:
+        # For the RASR websocket (app[HOT_WORDS] contract): None = unknown id (it answers SIS.0201).
+        try:
+            return vocab.get_vocabulary_words(app, project_id, vocabulary_id)
+        except RequestRejected:
+            return None
+
+    app[HOT_WORDS] = hot_words
     app.on_startup.append(_on_startup)
     app.on_cleanup.append(_on_cleanup)
