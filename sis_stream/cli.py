@@ -26,10 +26,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from .errors import AudioFormatError, AuthError, EngineConfigError, ProtocolError, SisApiError, SisStreamError
+from .errors import (
+    AudioFormatError,
+    AuthError,
+    EngineConfigError,
+    ProtocolError,
+    SisApiError,
+    SisStreamError,
+)
 
-__all__ = ["main", "command", "COMMANDS", "EXIT_OK", "EXIT_USAGE", "EXIT_INPUT", "EXIT_AUTH", "EXIT_SERVER",
-           "build_parser"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_AUTH",
+    "EXIT_INPUT",
+    "EXIT_OK",
+    "EXIT_SERVER",
+    "EXIT_USAGE",
+    "build_parser",
+    "command",
+    "main",
+]
 
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
@@ -52,7 +68,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, *, help: str, run: Callable[[argparse.Namespace], int] | None = None  # noqa: A002
+def command(name: str, *, help: str, run: Callable[[argparse.Namespace], int] | None = None
             ) -> Callable[[Callable[[argparse.ArgumentParser], None]], Callable[[argparse.ArgumentParser], None]]:
     """Register a subcommand whose arguments the decorated function adds to its parser."""
     def deco(build: Callable[[argparse.ArgumentParser], None]) -> Callable[[argparse.ArgumentParser], None]:
@@ -75,8 +91,8 @@ class _Parser(argparse.ArgumentParser):
 # -- serve ----------------------------------------------------------------------------------------
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.serve import run  # noqa: PLC0415 - aiohttp only when serving
-    from .server.settings import ServerSettings, parse_engine_options  # noqa: PLC0415
+    from .server.serve import run
+    from .server.settings import ServerSettings, parse_engine_options
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise _UsageError("--tls-cert and --tls-key go together")

@@ -34,7 +34,6 @@ from sis_stream.protocol import (
     AudioFrame,
     ClientSession,
     ClientState,
-    Ended,
     EndOfStream,
     Mode,
     StartConfig,
@@ -43,16 +42,16 @@ from sis_stream.protocol import (
 from sis_stream.server import ServerSettings, create_app
 
 __all__ = [
-    "speech_pcm",
-    "encode",
-    "silence",
-    "RunningServer",
-    "running_server",
-    "whisper_registry",
-    "none_settings",
-    "WsResult",
-    "run_ws_session",
     "SENTENCES",
+    "RunningServer",
+    "WsResult",
+    "encode",
+    "none_settings",
+    "run_ws_session",
+    "running_server",
+    "silence",
+    "speech_pcm",
+    "whisper_registry",
 ]
 
 #: Short test sentences (espeak-ng at 150 wpm: about 1.5-2.5 s each).
@@ -127,7 +126,7 @@ async def running_server(settings: ServerSettings, ssl_context: Any = None) -> A
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    port = site._server.sockets[0].getsockname()[1]
     try:
         yield RunningServer(app, runner, port, "https" if ssl_context is not None else "http")
     finally:
@@ -145,8 +144,8 @@ def whisper_registry() -> EngineRegistry:
 def none_settings(**kw: Any) -> ServerSettings:
     """No-auth settings routing the English properties to the ``none`` engine, REST routes off."""
     overrides = ("english_16k_common=none", "english_8k_common=none", "chinese_8k_common=none")
-    base: dict[str, Any] = dict(no_auth=True, engine_overrides=overrides, rest_routes=False,
-                                interim_interval_s=0.05, idle_check_s=0.02)
+    base: dict[str, Any] = {"no_auth": True, "engine_overrides": overrides, "rest_routes": False,
+                            "interim_interval_s": 0.05, "idle_check_s": 0.02}
     base.update(kw)
     return ServerSettings(**base)
 

@@ -10,9 +10,25 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession as HttpClient
 from aiohttp import WSServerHandshakeError
-from server_helpers import SENTENCES, config_for, encode, run_ws_session, running_server, silence, speech_pcm
+from server_helpers import (
+    SENTENCES,
+    config_for,
+    encode,
+    run_ws_session,
+    running_server,
+    silence,
+    speech_pcm,
+)
 
-from sis_stream.protocol import AccessKeyRecord, AkSk, CredentialStore, Mode, Signer, TokenRequest, UserRecord
+from sis_stream.protocol import (
+    AccessKeyRecord,
+    AkSk,
+    CredentialStore,
+    Mode,
+    Signer,
+    TokenRequest,
+    UserRecord,
+)
 from sis_stream.server import ServerSettings
 from sis_stream.server.auth import PRINCIPAL, route
 from sis_stream.server.settings import load_credentials
@@ -27,7 +43,7 @@ CREDS = CredentialStore(
 
 
 def _settings(**kw) -> ServerSettings:
-    base = dict(credentials=CREDS, engine_overrides=("english_16k_common=none",), rest_routes=False)
+    base = {"credentials": CREDS, "engine_overrides": ("english_16k_common=none",), "rest_routes": False}
     base.update(kw)
     return ServerSettings(**base)
 
@@ -86,7 +102,7 @@ async def test_token_flow_like_the_old_sdk(caplog) -> None:
         url = srv.ws(Mode.SENTENCE_STREAM.path(PID))
         res = await run_ws_session(http, url, config_for(Mode.SENTENCE_STREAM), _audio(),
                                    headers={"X-Auth-Token": token})
-        assert [f["resp_type"] for f in res.frames][0] == "START" and res.frames[-1]["reason"] == "NORMAL"
+        assert res.frames[0]["resp_type"] == "START" and res.frames[-1]["reason"] == "NORMAL"
         # a token is scoped to its project
         with pytest.raises(WSServerHandshakeError) as ei:
             await http.ws_connect(srv.ws(Mode.SENTENCE_STREAM.path(OTHER)), headers={"X-Auth-Token": token})
@@ -128,7 +144,7 @@ async def test_route_decorator_principal_and_errors() -> None:
         return web.json_response({"kind": p.kind, "name": p.name, "project_id": p.project_id})
 
     async with running_server(_settings()) as srv, HttpClient() as http:
-        srv.app.router._frozen = False  # noqa: SLF001 - add a probe route to the running app
+        srv.app.router._frozen = False
         srv.app.router.add_post("/v1/{project_id}/echo", echo)
         url = srv.http(f"/v1/{PID}/echo")
         body = b'{"a": 1}'

@@ -7,7 +7,16 @@ import re
 import numpy as np
 import pytest
 from aiohttp import ClientSession as HttpClient
-from server_helpers import SENTENCES, config_for, encode, none_settings, run_ws_session, running_server, silence, speech_pcm
+from server_helpers import (
+    SENTENCES,
+    config_for,
+    encode,
+    none_settings,
+    run_ws_session,
+    running_server,
+    silence,
+    speech_pcm,
+)
 
 from sis_stream.protocol import Mode
 from sis_stream.server.metrics import CLOUD_EYE_METRICS, OTHER_LABEL, Metrics, render_labels
@@ -15,7 +24,7 @@ from sis_stream.server.metrics import CLOUD_EYE_METRICS, OTHER_LABEL, Metrics, r
 
 def _sample(text: str, name: str, **labels: str) -> float | None:
     pat = re.escape(name + render_labels(labels)) + r" (\S+)"
-    m = re.search("^" + pat + "$", text, re.M)
+    m = re.search("^" + pat + "$", text, re.MULTILINE)
     return float(m.group(1)) if m else None
 
 

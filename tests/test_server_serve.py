@@ -80,3 +80,38 @@ def test_cli_usage_and_input_errors(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"]])
 def test_cli_help_exits_zero(argv, capsys) -> None:
     assert main(argv) == 0
+
+
+async def test_tls_wss_like_the_sdk(tmp_path) -> None:
+    """--tls-cert/--tls-key: https/wss; the SDK connects with certificate checks off (§14.5)."""
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not available to make a test certificate")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    await asyncio.to_thread(
+        subprocess.run, ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True, timeout=60)
+    from server_helpers import config_for, run_ws_session, running_server
+
+    from sis_stream.protocol import Mode
+    from sis_stream.server import ServerSettings
+    from sis_stream.server.serve import ssl_context
+
+    settings = ServerSettings(no_auth=True, tls_cert=cert, tls_key=key, rest_routes=False,
+                              engine_overrides=("english_16k_common=none",))
+    audio = encode(np.concatenate([silence(200), speech_pcm(SENTENCES[1]), silence(700)]), "pcm16k16bit")
+    async with running_server(settings, ssl_context=ssl_context(settings)) as srv:
+        assert srv.ws("/x").startswith("wss://")
+        client_ctx = ssl.create_default_context()
+        client_ctx.check_hostname = False
+        client_ctx.verify_mode = ssl.CERT_NONE
+        async with HttpClient() as http:
+            ws = await http.ws_connect(srv.ws(Mode.CONTINUE_STREAM.path("p")), ssl=client_ctx)
+            res = await run_ws_session(http, "", config_for(Mode.CONTINUE_STREAM), audio, ws=ws)
+            await ws.close()
+            assert res.frames[-1]["reason"] == "NORMAL" and len(res.finals()) == 1
+            r = await http.get(srv.http("/healthz"), ssl=client_ctx)
+            assert r.status == 200

@@ -12,7 +12,6 @@ from aiohttp import WSMsgType
 from helpers import FakeClock
 from server_helpers import (
     SENTENCES,
-    as_bytes,
     config_for,
     encode,
     events_named,
@@ -24,9 +23,15 @@ from server_helpers import (
     whisper_registry,  # noqa: F401 - fixture
 )
 
-from sis_stream.protocol import Ended, EndReason, FinalResult, Mode, PartialResult
+from sis_stream.protocol import Ended, FinalResult, Mode, PartialResult
 from sis_stream.server import ServerSettings
-from sis_stream.server.recognizer import PcmDecoder, Upsampler2x, digits_to_words, postprocess_text, words_to_digits
+from sis_stream.server.recognizer import (
+    PcmDecoder,
+    Upsampler2x,
+    digits_to_words,
+    postprocess_text,
+    words_to_digits,
+)
 from sis_stream.wer import wer
 
 PID = "p0123"
@@ -51,7 +56,7 @@ async def test_continuous_segments_on_session_clock() -> None:
         res = await run_ws_session(http, srv.ws(_path(Mode.CONTINUE_STREAM)),
                                    config_for(Mode.CONTINUE_STREAM), encode(pcm, "pcm16k16bit"))
     finals = res.finals()
-    assert [f["resp_type"] for f in res.frames][0] == "START"
+    assert res.frames[0]["resp_type"] == "START"
     assert res.frames[-1] == {"resp_type": "END", "trace_id": res.frames[0]["trace_id"], "reason": "NORMAL"}
     assert len(finals) == 2
     # onsets/ends within 150 ms of where the speech really is (VAD frames, espeak's own silences)

@@ -64,18 +64,18 @@ if TYPE_CHECKING:
     from .rasr import RasrConnection
 
 __all__ = [
-    "create_app",
-    "SessionLimiter",
-    "SETTINGS",
-    "METRICS",
-    "ENGINES",
-    "POOL",
-    "CREDENTIALS",
     "AUTHENTICATOR",
-    "TOKENS",
-    "SESSIONS",
+    "CREDENTIALS",
+    "ENGINES",
     "HOT_WORDS",
+    "METRICS",
+    "POOL",
     "SERVER_NAME",
+    "SESSIONS",
+    "SETTINGS",
+    "TOKENS",
+    "SessionLimiter",
+    "create_app",
 ]
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class SessionLimiter:
         return len(left)
 
 
-def _engine_gauges(app: web.Application):  # noqa: ANN202 - generator of gauge samples
+def _engine_gauges(app: web.Application):
     def gauges():
         pool = app.get(POOL)
         if pool is not None:
@@ -184,7 +184,7 @@ def _engine_gauges(app: web.Application):  # noqa: ANN202 - generator of gauge s
 @route(interface="root", public=True)
 async def root(request: web.Request) -> web.Response:
     """Root JSON: server name, version, modes, and what each property maps to."""
-    from .. import __version__ as version  # noqa: PLC0415
+    from .. import __version__ as version
 
     app = request.app
     registry = app[ENGINES]
@@ -275,13 +275,13 @@ def create_app(settings: ServerSettings | None = None) -> web.Application:
     app.router.add_get("/", root)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
-    from . import iam, rasr  # noqa: PLC0415 - they import this module's keys
+    from . import iam, rasr
 
     iam.setup_routes(app)
     rasr.setup_routes(app)
     if settings.rest_routes:
         try:
-            from .rest import setup_rest_routes  # noqa: PLC0415 - optional, owned by the REST module
+            from .rest import setup_rest_routes
         except ImportError:
             logger.debug("sis_stream.server.rest not available: REST routes not installed")
         else:

@@ -43,19 +43,19 @@ from ..errors import AuthRejected, RequestRejected
 from ..protocol import Authenticator, Principal, error_body
 
 __all__ = [
+    "ANONYMOUS",
+    "AUDIO_MS",
+    "INTERFACE",
+    "INTERFACE_ATTR",
+    "METRICS_DONE",
+    "PRINCIPAL",
+    "PUBLIC_ATTR",
+    "REQUEST_ID",
+    "authenticate_request",
+    "json_error",
     "route",
     "route_interface",
     "sis_middleware",
-    "authenticate_request",
-    "json_error",
-    "ANONYMOUS",
-    "PRINCIPAL",
-    "INTERFACE",
-    "REQUEST_ID",
-    "AUDIO_MS",
-    "METRICS_DONE",
-    "INTERFACE_ATTR",
-    "PUBLIC_ATTR",
 ]
 
 logger = logging.getLogger(__name__)

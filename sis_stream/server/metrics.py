@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Metrics", "Usage", "CLOUD_EYE_METRICS", "OTHER_LABEL", "render_labels"]
+__all__ = ["CLOUD_EYE_METRICS", "OTHER_LABEL", "Metrics", "Usage", "render_labels"]
 
 #: The four Cloud Eye metric names (§12).
 CLOUD_EYE_METRICS: Final = (

@@ -53,7 +53,7 @@ from ..protocol import (
 from .auth import PRINCIPAL, REQUEST_ID, route
 from .recognizer import RecognitionFailed, SessionRecognizer
 
-__all__ = ["RasrConnection", "setup_routes", "INTERFACES", "MAX_WS_MESSAGE_BYTES", "MAX_OUTBOUND_FRAMES"]
+__all__ = ["INTERFACES", "MAX_OUTBOUND_FRAMES", "MAX_WS_MESSAGE_BYTES", "RasrConnection", "setup_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class RasrConnection:
     """One websocket connection (any number of START..END sessions, one at a time)."""
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, mode: Mode) -> None:
-        from .app import ENGINES, HOT_WORDS, METRICS, POOL, SESSIONS, SETTINGS  # noqa: PLC0415
+        from .app import ENGINES, HOT_WORDS, METRICS, POOL, SESSIONS, SETTINGS
 
         app = request.app
         self.settings = app[SETTINGS]
@@ -224,7 +224,7 @@ class RasrConnection:
             logger.error("engine unavailable for %s: %s", cfg.property, exc)
             self._reject(rec, ErrorResponse("SIS.0303", f"engine connection failed: {exc}", trace_id=ev.trace_id))
             return
-        except Exception as exc:  # noqa: BLE001 - any other engine failure
+        except Exception as exc:
             logger.exception("engine setup failed trace_id=%s", ev.trace_id)
             self._reject(rec, ErrorResponse("SIS.0303", f"engine connection failed: {exc}", trace_id=ev.trace_id))
             return
@@ -267,7 +267,7 @@ class RasrConnection:
                 if self._rec is not None:
                     try:
                         self._rec.feed(ev.data)
-                    except Exception as exc:  # noqa: BLE001 - decoder/endpointer bug: this session only
+                    except Exception as exc:
                         logger.exception("audio processing failed trace_id=%s", self._rec.trace_id)
                         self._on_recognizer_failure(RecognitionFailed("SIS.0306", f"recognition error: {exc}"))
             elif isinstance(ev, StartRequested):
@@ -294,10 +294,9 @@ class RasrConnection:
                     self._drop_recognizer("ERROR", _status(ev.error_code))
                 else:
                     self.metrics.observe(self.interface, _status(ev.error_code), 0.0, self.project_id)
-            elif isinstance(ev, ConnectionClosed):
-                if self._rec is not None:
-                    self._drop_recognizer("LOST" if ev.error_code is None else "FATAL",
-                                          499 if ev.error_code is None else 408)
+            elif isinstance(ev, ConnectionClosed) and self._rec is not None:
+                self._drop_recognizer("LOST" if ev.error_code is None else "FATAL",
+                                      499 if ev.error_code is None else 408)
 
     # -- main loop ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -385,7 +384,7 @@ class RasrConnection:
                 await asyncio.wait_for(self.ws.close(code=1001), 1.0)
 
 
-def _ws_handler(mode: Mode):  # noqa: ANN202 - returns a decorated handler
+def _ws_handler(mode: Mode):
     @route(interface=INTERFACES[mode])
     async def handler(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=MAX_WS_MESSAGE_BYTES, compress=False)

@@ -81,13 +81,13 @@ from ..protocol import (
 from ..wer import number_to_words
 
 __all__ = [
-    "SessionRecognizer",
     "PcmDecoder",
+    "RecognitionFailed",
+    "SessionRecognizer",
     "Upsampler2x",
+    "digits_to_words",
     "postprocess_text",
     "words_to_digits",
-    "digits_to_words",
-    "RecognitionFailed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -358,6 +358,10 @@ class SessionRecognizer:
         """The engine stream is ready: run the operations queued while it loaded."""
         self.engine = engine
         self.stream = stream
+        if engine.name == "none":
+            # The none engine only counts samples: one accept per segment (at its final or
+            # partial) is enough, and saves the pool hops.
+            self._batch_samples = 1 << 62
         ops, self._ops = self._ops, []
         for fn, fut in ops:
             self._submit(fn, fut)
@@ -536,45 +540,43 @@ class SessionRecognizer:
         return Segment(start, end, final, SegmentResult(text, score, words))
 
     async def _emit_loop(self) -> None:
-        try:
-            while True:
-                item = await self._items.get()
-                if self._closed:
-                    return
-                if item.kind == "end":
-                    if self._on_end is not None:
-                        self._on_end()
-                    return
-                if item.kind == "event":
-                    assert item.event is not None
-                    self._send(EventResponse(item.event, int(item.timestamp), trace_id=self.trace_id))
-                    continue
-                if item.kind == "sentence_end":
-                    is_none = self.engine is not None and self.engine.name == "none"
-                    ev = EventType.VOICE_END if (self._last_final_text or is_none) else EventType.EXCEEDED_SILENCE
-                    self._send(EventResponse(ev, int(item.timestamp), trace_id=self.trace_id))
-                    continue
-                assert item.future is not None
-                try:
-                    hyp = await item.future
-                except RecognitionFailed as exc:
-                    self._fail(exc) if self._on_failure else None
-                    return
-                except Exception as exc:  # noqa: BLE001 - engine failure -> ERROR SIS.0306
-                    logger.warning("engine failed trace_id=%s: %r", self.trace_id, exc)
-                    if self._on_failure is not None:
-                        self._on_failure(RecognitionFailed("SIS.0306", f"recognition error: {exc}"))
-                    return
-                finally:
-                    if item.kind == "partial":
-                        self._partial_pending = False
-                if self._closed or item.meta is None:
-                    continue
-                seg = self._segment(hyp, item.meta, item.end_ms, item.kind == "final")
-                if seg is not None:
-                    self._send(ResultResponse((seg,), trace_id=self.trace_id))
-        except asyncio.CancelledError:
-            raise
+        while True:
+            item = await self._items.get()
+            if self._closed:
+                return
+            if item.kind == "end":
+                if self._on_end is not None:
+                    self._on_end()
+                return
+            if item.kind == "event":
+                assert item.event is not None
+                self._send(EventResponse(item.event, int(item.timestamp), trace_id=self.trace_id))
+                continue
+            if item.kind == "sentence_end":
+                is_none = self.engine is not None and self.engine.name == "none"
+                ev = EventType.VOICE_END if (self._last_final_text or is_none) else EventType.EXCEEDED_SILENCE
+                self._send(EventResponse(ev, int(item.timestamp), trace_id=self.trace_id))
+                continue
+            assert item.future is not None
+            try:
+                hyp = await item.future
+            except RecognitionFailed as exc:
+                if self._on_failure is not None:
+                    self._on_failure(exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - engine failure -> ERROR SIS.0306
+                logger.warning("engine failed trace_id=%s: %r", self.trace_id, exc)
+                if self._on_failure is not None:
+                    self._on_failure(RecognitionFailed("SIS.0306", f"recognition error: {exc}"))
+                return
+            finally:
+                if item.kind == "partial":
+                    self._partial_pending = False
+            if self._closed or item.meta is None:
+                continue
+            seg = self._segment(hyp, item.meta, item.end_ms, item.kind == "final")
+            if seg is not None:
+                self._send(ResultResponse((seg,), trace_id=self.trace_id))
 
     # -- teardown -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -591,6 +593,6 @@ class SessionRecognizer:
             except Exception:  # noqa: BLE001 - pool full or shut down: close inline (cheap)
                 try:
                     stream.close()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     logger.debug("stream close failed trace_id=%s", self.trace_id, exc_info=True)
         self.lane.close()

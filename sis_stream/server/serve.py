@@ -62,7 +62,7 @@ async def serve(settings: ServerSettings, *, stop: asyncio.Event | None = None, 
     except OSError:
         await runner.cleanup()
         raise
-    server = site._server  # noqa: SLF001 - the only way to read the bound port of port 0
+    server = site._server
     sockets = getattr(server, "sockets", None) or []
     port = sockets[0].getsockname()[1] if sockets else settings.port
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"

@@ -20,15 +20,15 @@ from typing import Any, Final
 from ..protocol import IDLE_TIMEOUT_S, AccessKeyRecord, CredentialStore
 
 __all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_PORT",
+    "ENV_AK",
+    "ENV_CREDENTIALS_FILE",
+    "ENV_PROJECT_ID",
+    "ENV_SK",
     "ServerSettings",
     "load_credentials",
-    "DEFAULT_HOST",
-    "DEFAULT_PORT",
-    "DEFAULT_MAX_SESSIONS",
-    "ENV_CREDENTIALS_FILE",
-    "ENV_AK",
-    "ENV_SK",
-    "ENV_PROJECT_ID",
 ]
 
 DEFAULT_HOST: Final = "127.0.0.1"
