@@ -284,7 +284,7 @@ def resample_pcm(pcm: np.ndarray, src_hz: int, dst_hz: int) -> np.ndarray:
     if resample is not None:
         try:
             return np.asarray(resample(np.ascontiguousarray(pcm, dtype=np.int16), src_hz, dst_hz), dtype=np.int16)
-        except (ValueError, AudioFormatError) as exc:
+        except (ValueError, TypeError, AudioFormatError) as exc:  # a pair or dtype it does not handle
             reason = str(exc)
         else:  # pragma: no cover
             reason = ""

@@ -11,7 +11,8 @@ no task started, nothing else; a START while a task is running or after one fini
 SIS.0418`` (one synthesis task per connection); a synthesis failure after START (espeak-ng
 missing: ``SIS.0401``) is ``ERROR`` followed by ``END`` with reason ``ERROR``; no START within the
 server's idle timeout (20 s) is ``FATAL_ERROR SIS.0416`` ("waited too long for the text") and the
-server closes the connection. Every message carries ``trace_id``. ``subtitle`` is not supported
+server closes the connection; a connection left idle that long after its task ended is closed
+without a message. Every message carries ``trace_id``. ``subtitle`` is not supported
 (``SIS.0415``).
 
 Metrics: one call per synthesis task under ``real-time-text-to-speech`` (status 200, or the
@@ -101,11 +102,12 @@ async def handle_rtts(request: web.Request) -> web.StreamResponse:
     try:
         while not ws.closed:
             try:
-                msg = await asyncio.wait_for(ws.receive(), timeout=idle_s if not started else None)
+                msg = await asyncio.wait_for(ws.receive(), timeout=idle_s)
             except asyncio.TimeoutError:
-                await _send(ws, {"resp_type": "FATAL_ERROR", "trace_id": trace_id, "error_code": "SIS.0416",
-                                 "error_msg": CATALOGUE["SIS.0416"].message})
-                await ws.close()
+                if not started:  # no text came: FATAL_ERROR, then the server closes
+                    await _send(ws, {"resp_type": "FATAL_ERROR", "trace_id": trace_id, "error_code": "SIS.0416",
+                                     "error_msg": CATALOGUE["SIS.0416"].message})
+                await ws.close()  # after a finished task: an idle connection is simply closed
                 break
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
