@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
 import os
 import struct
 import sys
@@ -46,6 +48,8 @@ __all__ = [
     "scrub",
     "register_secret",
     "fmt_name",
+    "quiet_loggers",
+    "EMBEDDED_LOGGERS",
 ]
 
 EXIT_OK: Final = 0
@@ -64,6 +68,9 @@ EXIT_INTERRUPTED: Final = 130
 
 #: Largest non-data chunk read from a streamed WAV header (a bound: stdin may be anything).
 _MAX_HEADER_CHUNK: Final = 1 << 20
+#: Loggers of the in-process server, quiet in the CLI unless --debug.
+EMBEDDED_LOGGERS: Final = ("sis_stream.server", "sis_stream.engines", "aiohttp.server", "aiohttp.web",
+                           "aiohttp.access")
 #: Blocks (of about 100 ms) between the stdin reader thread and the event loop.
 _READ_QUEUE: Final = 32
 #: Secrets seen on this command line or in the environment; scrubbed from every error line.
@@ -134,6 +141,11 @@ def guarded(command: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[
     """
 
     def run(args: argparse.Namespace) -> int:
+        if getattr(args, "debug", False):
+            logging.getLogger().setLevel(logging.DEBUG)
+            if not logging.getLogger().handlers:
+                logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
             return fn(args)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's error boundary
@@ -146,6 +158,26 @@ def guarded(command: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[
     run.__name__ = f"run_{command}"
     run.__doc__ = fn.__doc__
     return run
+
+
+@contextlib.contextmanager
+def quiet_loggers(names: tuple[str, ...] = EMBEDDED_LOGGERS, enabled: bool = True) -> Iterator[None]:
+    """Silence these loggers for the duration (restored after).
+
+    The embedded server reports every failure to the client as a SIS error, which the CLI
+    prints as its one error line; its own log lines would only repeat it. ``--debug`` keeps them.
+    """
+    if not enabled:
+        yield
+        return
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
+    for lg, _ in saved:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in saved:
+            lg.setLevel(level)
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:

@@ -108,7 +108,8 @@ async def demo_async(args: argparse.Namespace, *, stdout: TextIO | None = None) 
                  f"({len(codes)} bytes, as a phone line carries it)")
     display.note(f"streaming it to the embedded local server as {session_format.sis_name} "
                  f"({args.mode}, {args.property})...")
-    async with open_client(Target("embedded"), tuple(args.engine or ())) as client:
+    async with open_client(Target("embedded"), tuple(args.engine or ()),
+                           debug=getattr(args, "debug", False)) as client:
         result = await stream_audio(
             client, source, mode=args.mode, config=start_config(args, session_format),
             session_format=session_format, pacing=args.speed, frame_ms=args.frame_ms,

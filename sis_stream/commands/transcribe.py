@@ -46,6 +46,7 @@ from ._common import (
     fmt_name,
     guarded,
     open_audio,
+    quiet_loggers,
     register_secret,
     scrub,
     sis_format_arg,
@@ -325,15 +326,18 @@ def _segment(index: int, ev: FinalResult) -> TranscriptSegment:
 
 
 @contextlib.asynccontextmanager
-async def open_client(target: Target, engine_overrides: tuple[str, ...] = ()) -> AsyncIterator[Any]:
+async def open_client(target: Target, engine_overrides: tuple[str, ...] = (), *,
+                      debug: bool = False) -> AsyncIterator[Any]:
     """A connected :class:`~sis_stream.client.RasrClient` for `target` (starting the embedded
-    server for ``"embedded"``)."""
+    server for ``"embedded"``, its log lines silenced unless `debug`)."""
     from ..client import RasrClient  # noqa: PLC0415
     from ..transport import TransportOptions  # noqa: PLC0415
 
     if target.kind == "embedded":
-        async with embedded_server(engine_overrides=engine_overrides) as server, server.client() as client:
-            yield client
+        with quiet_loggers(enabled=not debug):
+            async with embedded_server(engine_overrides=engine_overrides) as server, \
+                    server.client() as client:
+                yield client
         return
     assert target.endpoint and target.project_id and target.auth is not None
     options = TransportOptions(verify_tls=not target.insecure)
@@ -537,7 +541,8 @@ async def transcribe_async(args: argparse.Namespace, *, interrupt: asyncio.Event
                      + (f", {source.total_ms / 1000:.1f} s" if source.total_ms is not None else "")
                      + f" -> {session_format.sis_name} ({args.mode}, {args.property}) on "
                      + target.describe())
-        async with open_client(target, tuple(args.engine or ())) as client:
+        async with open_client(target, tuple(args.engine or ()),
+                               debug=getattr(args, "debug", False)) as client:
             result = await stream_audio(
                 client, source, mode=args.mode, config=config, session_format=session_format,
                 pacing=args.speed, frame_ms=args.frame_ms, display=display, writer=writer,
