@@ -394,3 +394,45 @@ def test_text_postprocessing() -> None:
     assert postprocess_text("it costs 3.5", add_punc=False, digit_norm=True, punctuated=True, language="en") == "it costs 3.5"
     assert postprocess_text("hello world", add_punc=True, digit_norm=True, punctuated=False, language="en") == "Hello world."
     assert postprocess_text("", add_punc=True, digit_norm=True, punctuated=False, language="en") == ""
+
+
+async def test_one_slow_stream_does_not_stall_others() -> None:
+    """A stream whose engine blocks in finalize() must not delay another session (pool + lanes)."""
+    import threading
+
+    from sis_stream.engines.base import Hypothesis
+    from sis_stream.engines.null import NullEngine, NullStream
+    from sis_stream.engines.registry import EngineRegistry
+
+    release = threading.Event()
+
+    class _BlockingStream(NullStream):
+        def _finalize(self):  # noqa: ANN202
+            assert release.wait(30), "never released"
+            start, end = self._span()
+            return Hypothesis("released", 0.5, (), start, end, True)
+
+    class _BlockingEngine(NullEngine):
+        name = "whisper"
+        languages = ("en",)
+
+        def new_stream(self, *, language, hot_words=(), word_info=False):  # noqa: ANN001, ANN202
+            return _BlockingStream(self, language=language, word_info=word_info)
+
+    reg = EngineRegistry(["chinese_8k_common=none"], factories={
+        "whisper": lambda **kw: _BlockingEngine(), "none": lambda **kw: NullEngine(), "pocketsphinx": NullEngine})
+    pcm16 = np.concatenate([silence(200), speech_pcm(SENTENCES[1]), silence(700)])
+    pcm8 = np.concatenate([silence(200, 8000), speech_pcm(SENTENCES[1], 8000), silence(700, 8000)])
+    settings = ServerSettings(no_auth=True, registry=reg, rest_routes=False, engine_workers=2)
+    async with running_server(settings) as srv, HttpClient() as http:
+        slow = asyncio.create_task(run_ws_session(http, srv.ws(_path(Mode.CONTINUE_STREAM)),
+                                                  config_for(Mode.CONTINUE_STREAM), encode(pcm16, "pcm16k16bit")))
+        await asyncio.sleep(0.3)
+        assert not slow.done()
+        fast = await run_ws_session(http, srv.ws(_path(Mode.CONTINUE_STREAM)),
+                                    config_for(Mode.CONTINUE_STREAM, "pcm8k16bit"), encode(pcm8, "pcm8k16bit"))
+        assert fast.frames[-1]["reason"] == "NORMAL" and len(fast.finals()) == 1
+        assert not slow.done()  # still blocked in its engine, yet the other session finished
+        release.set()
+        res = await asyncio.wait_for(slow, 30)
+        assert res.frames[-1]["reason"] == "NORMAL" and res.text() == "released"
