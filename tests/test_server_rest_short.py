@@ -207,3 +207,14 @@ async def test_whisper_recognises_wav_mp3_and_legacy(tmp_path, whisper_registry)
         assert st == 200 and wer(text, body["result"]["text"]) <= 0.4
         st, body = await _post(srv, http, LEGACY, {"data": _b64(_wav(pcm, 16000)), "sample_rate": "16k"}, style="old")
         assert st == 200 and wer(text, body["result"]["words"]) <= 0.4
+
+
+def test_resampling_uses_our_resampler_and_falls_back_for_other_rates():
+    from sis_stream.resample import resample
+    from sis_stream.server.rest_short import resample_pcm
+
+    x = speech_pcm(SENTENCES[1], 16000)
+    assert np.array_equal(resample_pcm(x, 16000, 8000), resample(x, 16000, 8000))  # ours, bit for bit
+    pytest.importorskip("av")
+    y = resample_pcm(x[:12000], 12000, 16000)  # a pair ours does not support: libswresample
+    assert y.dtype == np.int16 and abs(len(y) - 16000) < 64
