@@ -203,3 +203,56 @@ def test_settings_validation() -> None:
         ServerSettings(clock=3)
     s = ServerSettings(tls_cert="c.pem", tls_key="k.pem")
     assert s.scheme == "https" and "sk" not in json.dumps(s.public_dict()).lower().replace("skew", "")
+
+
+def _sdk_old_flow(http_base: str, ws_url: str, audio: bytes) -> list[dict]:
+    """The old official RasrClient's flow, with the same libraries it uses (stdlib HTTP for the
+    token, websocket-client for the socket): token first, X-Auth-Token on the upgrade, START then
+    audio at once, 4000-byte frames every 40 ms, END with cancel as a string, pings every 5 s."""
+    import threading
+    import time
+    import urllib.request
+
+    websocket = pytest.importorskip("websocket")
+    body = {"auth": {"identity": {"password": {"user": {"name": "alice", "password": "s3cret-pass",
+                                                        "domain": {"name": "acme"}}},
+                                  "methods": ["password"]},
+                     "scope": {"project": {"name": "cn-north-4"}}}}
+    req = urllib.request.Request(http_base + "/v3/auth/tokens", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        token = resp.headers["X-Subject-Token"]
+    got: list[dict] = []
+
+    def on_open(ws) -> None:  # noqa: ANN001
+        def send() -> None:
+            ws.send(json.dumps({"command": "START", "config": {
+                "audio_format": "pcm16k16bit", "property": "english_16k_common", "add_punc": "no",
+                "vad_head": 10000, "vad_tail": 500, "max_seconds": 30, "interim_results": "no"}}))
+            for i in range(0, len(audio), 4000):
+                ws.send(audio[i:i + 4000], opcode=websocket.ABNF.OPCODE_BINARY)
+                time.sleep(0.04)
+            ws.send(json.dumps({"command": "END", "cancel": "false"}))
+        threading.Thread(target=send, daemon=True).start()
+
+    def on_message(ws, message) -> None:  # noqa: ANN001
+        m = json.loads(message)
+        got.append(m)
+        _ = m["resp_type"], m["trace_id"]  # the SDK reads both unconditionally
+        if m["resp_type"] == "END":
+            ws.close()
+
+    app = websocket.WebSocketApp(ws_url, header=[f"X-Auth-Token: {token}"], on_open=on_open, on_message=on_message)
+    app.run_forever(ping_interval=5, ping_timeout=4)
+    return got
+
+
+async def test_sdk_style_websocket_client_token_flow() -> None:
+    import asyncio
+
+    audio = encode(np.concatenate([silence(200), speech_pcm(SENTENCES[1]), silence(700)]), "pcm16k16bit")
+    async with running_server(_settings()) as srv:
+        got = await asyncio.wait_for(asyncio.to_thread(
+            _sdk_old_flow, srv.http(""), srv.ws(Mode.CONTINUE_STREAM.path(PID)), audio), 60)
+    assert [m["resp_type"] for m in got] == ["START", "RESULT", "END"]
+    assert got[-1]["reason"] == "NORMAL"
