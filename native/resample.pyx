@@ -59,8 +59,16 @@ cdef extern from *:
     SIS_RS_DEFINE_BLOCK(sis_rs_block8, sis_rs_v8, 8)
     SIS_RS_DEFINE_BLOCK(sis_rs_block16, sis_rs_v16, 16)
 
-    /* a + t * w rounded once (FMA) or twice; use_fma is a compile-time constant per variant. */
-    #define SIS_RS_MADD(use_fma, t, w, a) ((use_fma) ? __builtin_fmaf((t), (w), (a)) : ((a) + (t) * (w)))
+    /* a + t * w rounded once (FMA) or twice; use_fma is a compile-time constant per variant.
+       Fused only when the compiler also contracts the vector lanes' `acc += t * x`: GCC does
+       from -O1 up (-ffp-contract=fast), not at -O0 (the debug build); clang always does. */
+    #if defined(__clang__) || defined(__OPTIMIZE__)
+    #define SIS_RS_CONTRACTS 1
+    #else
+    #define SIS_RS_CONTRACTS 0
+    #endif
+    #define SIS_RS_MADD(use_fma, t, w, a) \
+        ((use_fma) && SIS_RS_CONTRACTS ? __builtin_fmaf((t), (w), (a)) : ((a) + (t) * (w)))
 
     /* All n_out outputs of one call into y[0..n_out-1] (float32, natural order). */
     static inline __attribute__((always_inline)) void sis_rs_run_body(int use_fma, int wide,
