@@ -247,6 +247,7 @@ async def test_submission_validation_and_job_errors(tmp_path):
             ({"data_url": url, "config": {**ok_cfg, "need_analysis_info": {"channel": "BOTH"}}}, "SIS.0533"),
             ({"data_url": url, "config": {**ok_cfg, "need_analysis_info": {"speed": "yes"}}}, "SIS.0533"),
             ({"data_url": url, "config": {**ok_cfg, "vocabulary_id": "NOPE"}}, "SIS.0201"),
+            ({"data_url": url, "config": {**ok_cfg, "audio_format": "pcm16k16bit"}}, "SIS.0301"),
             ({"data_url": url, "extra": 1, "config": ok_cfg}, "SIS.0031"),
         ]:
             st, body = await _call(srv, http, "POST", JOBS_PATH, payload)
@@ -266,7 +267,7 @@ async def test_submission_validation_and_job_errors(tmp_path):
         st, body = await _call(srv, http, "GET", f"{JOBS_PATH}/no-such-job")
         assert (st, body) == (400, {"error_code": "SIS.0533", "error_msg": "task id is not found"})
         m = srv.app[METRICS]
-        assert m.calls("long-audio-transcription-post") == (4, 17, 0)
+        assert m.calls("long-audio-transcription-post") == (4, 18, 0)
         assert m.calls("long-audio-transcription-get")[1] == 1
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from ..audio import SIS_FORMATS, AudioFormat
 from ..errors import EngineOverloadedError, PropertyNotSupportedError, RequestRejected
 from ..protocol.errors import reject
 from ..protocol.properties import Interface, lookup_property
@@ -128,6 +129,8 @@ def parse_transcriber_request(app: Any, project_id: str, body: object) -> dict[s
     audio_format = config.get("audio_format", "auto")
     if audio_format not in _AUDIO_FORMATS:
         raise _invalid("audio_format")
+    if audio_format in SIS_FORMATS and AudioFormat.from_sis(audio_format).rate_hz != rate_hz:
+        raise reject("SIS.0301")  # a raw format's rate is known now: no need to wait for the job
     out: dict[str, Any] = {
         "data_url": url.strip(), "audio_format": audio_format, "property": prop, "rate_hz": rate_hz,
         "add_punc": _yes_no(config, "add_punc", "no"), "need_word_info": _yes_no(config, "need_word_info", "no"),
