@@ -138,6 +138,11 @@ async def test_file_urls_only_below_the_data_dir(tmp_path):
                       ("file://otherhost/etc/passwd", "SIS.0608"),
                       ((data / "nope.wav").as_uri(), "SIS.0609")]:
         assert (await _code(url, pol))[0] == code, url
+    (data / "jobs.sqlite3").write_bytes(b"db")
+    (data / "vocabularies.sqlite3-wal").write_bytes(b"db")
+    for name in ("jobs.sqlite3", "vocabularies.sqlite3-wal"):
+        code, msg = await _code((data / name).as_uri(), pol)
+        assert code == "SIS.0608" and msg.endswith("the server's own databases cannot be read")
     (data / "big.wav").write_bytes(b"x" * 51)
     assert (await _code((data / "big.wav").as_uri(), pol))[0] == "SIS.0537"
     assert (await _code((data / "a.wav").as_uri(), FetchPolicy()))[0] == "SIS.0608"  # no data dir

@@ -14,7 +14,7 @@ URL a client names would be a server-side request forgery hole. :class:`FetchPol
   (300 MB, the transcriber limit); the caller chooses the code (``SIS.0537`` / ``SIS.0604``);
 * has connect and total timeouts, and ignores proxy environment variables;
 * reads ``file://`` URLs only below the server's data directory (symlinks resolved first), regular
-  files only.
+  files only, never the server's own databases.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
 #: Largest file (transcriber limit, §11.3).
 MAX_FETCH_BYTES: Final = 300 * 1024 * 1024
 _CHUNK: Final = 64 * 1024
+#: Files of the data directory that are the server's state, never audio (with their -wal/-shm).
+_PRIVATE_PREFIXES: Final = ("vocabularies.sqlite3", "jobs.sqlite3")
 
 
 def _is_loopback(host: str) -> bool:
@@ -196,6 +198,8 @@ def _read_file(url: str, policy: FetchPolicy, too_large_code: str) -> bytes:
     path = Path(os.path.realpath(unquote(parts.path)))
     if path != root and root not in path.parents:
         raise _illegal(url, f"file URLs must point below the server data directory {str(root)!r}")
+    if path.name.startswith(_PRIVATE_PREFIXES):
+        raise _illegal(url, "the server's own databases cannot be read")
     if not path.is_file():
         raise reject("SIS.0609", f"downloading {url[:200]!r} failed: no such regular file")
     size = path.stat().st_size
