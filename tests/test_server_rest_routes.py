@@ -80,6 +80,14 @@ def test_rest_settings_from_server_settings(tmp_path):
     rs = rest_settings_from(ServerSettings(host="127.0.0.1", data_dir=tmp_path))
     assert rs.fetch_allow == ("127.0.0.1", "localhost", "::1") and rs.data_dir == tmp_path
     assert rest_settings_from(ServerSettings(host="0.0.0.0")).fetch_allow == ()
+    # the server-settings fields the REST module reads when they exist (--fetch-allow ...)
+    from types import SimpleNamespace
+
+    ns = SimpleNamespace(host="0.0.0.0", data_dir=None, fetch_allow="files.example,127.0.0.1:9000",
+                         flash_store=str(tmp_path), transcriber_workers=3)
+    rs = rest_settings_from(ns)
+    assert rs.fetch_allow == ("files.example", "127.0.0.1:9000") and rs.transcriber_workers == 3
+    assert rs.flash_store == tmp_path
 
 
 @pytest.mark.parametrize("kw, match", [
