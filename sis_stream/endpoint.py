@@ -18,7 +18,10 @@ States: ``WAITING`` (no segment open) -> ``IN_SEGMENT`` -> ``WAITING`` (continuo
 
 Triggers, all evaluated at frame boundaries (so durations are rounded *up* to whole frames):
 
-- ``SPEECH``: a speech frame while waiting. The segment starts at that frame.
+- ``SPEECH``: a speech frame while waiting. The segment starts at that frame, or, with the
+  default :class:`~sis_stream.vad.EnergyVad`, at the onset it reports: up to ``lookback_ms``
+  earlier, where the band energy first rose above the noise floor (never before the last
+  boundary). The event is still *decided* at the speech frame (``detected_ms``).
 - ``HEAD_SILENCE``: the silence since the last boundary (session start, segment close or the
   previous cut) reaches ``vad_head``.
 - ``TAIL_SILENCE``: inside a segment, the run of non-speech frames reaches ``vad_tail``
@@ -469,6 +472,12 @@ class Endpointer:
         self.audio_cap_ms: Final = AUDIO_CAP_MS[self.mode]
         self._cap_samples = self.audio_cap_ms * self.rate_hz // 1000
         self._pre_roll = self.pre_roll_ms * self.rate_hz // 1000
+        # EnergyVad reports how far before its first speech frame an onset began (the onset
+        # look-back); other FrameVads start segments at their first speech frame.
+        self._onsets = getattr(vad, "process_onsets", None)
+        look = int(getattr(vad, "max_lookback_frames", 0)) if self._onsets is not None else 0
+        # Audio kept before the decided end while waiting: the look-back plus the pre-roll.
+        self._keep_back = self._pre_roll + look * self.frame_len
         self.reset()
 
     # -- public API ---------------------------------------------------------------------------
@@ -490,6 +499,7 @@ class Endpointer:
         self._prev_audio_end = 0  # end of the previous segment's audio (pre-roll never overlaps)
         self._buf = np.zeros(0, np.int16)  # recent audio: pre-roll, open segment, partial frame
         self._buf_start = 0  # session sample index of _buf[0]
+        self._back = 0  # onset look-back (frames) of the decision run being walked
         self._events: list[EndpointEvent] = []
 
     @property
@@ -546,7 +556,11 @@ class Endpointer:
             decided_end = self._accepted
         else:
             if len(x):
-                self._run_decisions(np.asarray(self.vad.process(x), dtype=bool))
+                if self._onsets is not None:
+                    d, back = self._onsets(x)
+                    self._run_decisions(np.asarray(d, dtype=bool), back)
+                else:
+                    self._run_decisions(np.asarray(self.vad.process(x), dtype=bool))
             decided_end = self._frames * self.frame_len
         if over and self._state is not State.ENDED:
             end = self._speech_end(self._cap_samples)
@@ -578,9 +592,10 @@ class Endpointer:
 
     # -- frame counting: turns decisions into triggers ------------------------------------------
 
-    def _run_decisions(self, d: np.ndarray) -> None:
+    def _run_decisions(self, d: np.ndarray, back: np.ndarray | None = None) -> None:
         # Walk runs of equal decisions, jumping straight to the frame where a timer fires, so a
-        # long silence costs O(1) Python steps instead of one per frame.
+        # long silence costs O(1) Python steps instead of one per frame. `back` (EnergyVad's
+        # onset look-back, frames) moves a segment's start before its first speech frame.
         if not len(d):
             return
         edges = np.flatnonzero(d[1:] != d[:-1]) + 1
@@ -588,6 +603,7 @@ class Endpointer:
         stops = np.concatenate((edges, [len(d)]))
         base = self._frames
         for a, b in zip(starts.tolist(), stops.tolist()):
+            self._back = int(back[a]) if back is not None else 0
             self._advance(bool(d[a]), base + a, b - a)
             if self._state is State.ENDED:
                 break
@@ -599,7 +615,10 @@ class Endpointer:
         while n > 0:
             if self._state is State.WAITING:
                 if speech:
-                    self._fire(_T.SPEECH, (f0 + 1) * L, f0 * L)
+                    # The onset look-back never reaches past the last boundary (the frames
+                    # since it are the silence counted in _lead).
+                    onset = f0 - min(self._back, self._lead)
+                    self._fire(_T.SPEECH, (f0 + 1) * L, onset * L)
                     continue  # the same frames now count inside the segment
                 k = self._head_frames - self._lead
                 if n < k:
@@ -699,7 +718,7 @@ class Endpointer:
         # Keep the pre-roll before the decided end, the open segment's unsent audio and the
         # undecided partial frame; everything older is dropped (bounded memory).
         decided = self._accepted if self.mode is Mode.SHORT else self._frames * self.frame_len
-        keep = decided - self._pre_roll
+        keep = decided - self._keep_back
         if self._state is State.IN_SEGMENT and self.include_audio:
             keep = min(keep, self._audio_from)
         keep = max(keep, self._buf_start)

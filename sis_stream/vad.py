@@ -18,6 +18,7 @@ __all__ = [
     "SUPPORTED_FRAME_MS",
     "ENCODINGS",
     "BAND_HZ",
+    "BAND_FILTER_RATE_HZ",
     "DEFAULT_SENSITIVITY",
     "FEATURE_ENERGY",
     "FEATURE_BAND",
@@ -25,11 +26,18 @@ __all__ = [
     "VadTuning",
     "EnergyVad",
     "band_sos",
+    "band_decimation",
     "frame_features",
     "valid_rate_and_frame_ms",
 ]
 
 _log = logging.getLogger(__name__)
+
+
+
+def _speech(code: np.ndarray) -> np.ndarray:
+    # Bit 0 of the kernel's uint8 decision code is speech (the bits above: onset look-back).
+    return np.bitwise_and(code, _layout.DECISION_SPEECH).view(bool)
 
 #: Sample rates the VAD accepts (the SIS audio formats).
 SUPPORTED_RATES: Final = (8000, 16000)
@@ -37,8 +45,11 @@ SUPPORTED_RATES: Final = (8000, 16000)
 SUPPORTED_FRAME_MS: Final = (10, 20, 30)
 #: Input encodings: little-endian int16 PCM, G.711 u-law or A-law codes.
 ENCODINGS: Final = ("pcm", "ulaw", "alaw")
-#: Pass band of the band-energy feature (the telephony speech band).
-BAND_HZ: Final = (300.0, 3400.0)
+#: Pass band of the band-energy feature: a 300 Hz high-pass, and the 4 kHz top of the 8 kHz
+#: band (at 16 kHz the filter runs on means of sample pairs, see :func:`band_sos`).
+BAND_HZ: Final = (300.0, 4000.0)
+#: Rate the band filter runs at: 16 kHz input is decimated by 2 (two-tap mean) before it.
+BAND_FILTER_RATE_HZ: Final = 8000
 #: Default of ``EnergyVad(sensitivity=...)``.
 DEFAULT_SENSITIVITY: Final = 0.5
 
@@ -78,25 +89,19 @@ def _check_geometry(rate_hz: Any, frame_ms: Any) -> None:
         raise AudioFormatError(f"frame_ms must be one of {SUPPORTED_FRAME_MS}, got {frame_ms}")
 
 
-def _biquad(kind: str, fc_hz: float, rate_hz: int) -> list[float]:
-    # Second-order Butterworth section by the bilinear transform with frequency pre-warping
-    # (K = tan(pi fc / fs), Q = 1/sqrt(2)); identical to scipy.signal.butter(2, fc, kind, fs).
+def _highpass(fc_hz: float, rate_hz: int) -> list[float]:
+    # Second-order Butterworth high-pass by the bilinear transform with frequency pre-warping
+    # (K = tan(pi fc / fs), Q = 1/sqrt(2)); identical to scipy.signal.butter(2, fc, "high", fs).
     k = math.tan(math.pi * fc_hz / rate_hz)
     q = 1.0 / math.sqrt(2.0)
     norm = 1.0 / (1.0 + k / q + k * k)
     a1 = 2.0 * (k * k - 1.0) * norm
     a2 = (1.0 - k / q + k * k) * norm
-    if kind == "low":
-        b0 = k * k * norm
-        return [b0, 2.0 * b0, b0, 1.0, a1, a2]
     return [norm, -2.0 * norm, norm, 1.0, a1, a2]
 
 
-def band_sos(rate_hz: int) -> np.ndarray:
-    """Second-order sections of the band filter behind the band-energy feature.
-
-    A 2nd-order Butterworth high-pass at 300 Hz (rejects mains hum and its first harmonics, about
-    -31 dB at 50 Hz) followed by a 2nd-order Butterworth low-pass at 3400 Hz: the telephony band.
+def band_decimation(rate_hz: int) -> int:
+    """Decimation factor in front of the band filter: ``rate_hz // BAND_FILTER_RATE_HZ``.
 
     Parameters
     ----------
@@ -105,8 +110,8 @@ def band_sos(rate_hz: int) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        float64 ``(2, 6)``, rows ``[b0, b1, b2, 1, a1, a2]`` (scipy ``sos`` layout).
+    int
+        1 at 8 kHz, 2 at 16 kHz (the filter then sees ``(x[2m] + x[2m + 1]) / 2``).
 
     Raises
     ------
@@ -114,7 +119,35 @@ def band_sos(rate_hz: int) -> np.ndarray:
         If `rate_hz` is not supported.
     """
     _check_geometry(rate_hz, 10)
-    return np.array([_biquad("high", BAND_HZ[0], rate_hz), _biquad("low", BAND_HZ[1], rate_hz)])
+    return rate_hz // BAND_FILTER_RATE_HZ
+
+
+def band_sos(rate_hz: int) -> np.ndarray:
+    """Second-order section of the band filter behind the band-energy feature.
+
+    A 2nd-order Butterworth high-pass at 300 Hz designed for :data:`BAND_FILTER_RATE_HZ`
+    (8 kHz): it rejects mains hum and its first harmonics (about -31 dB at 50 Hz). The top of
+    the band is the 4 kHz Nyquist limit of that rate; at 16 kHz the input is first decimated by 2
+    with a two-tap mean (:func:`band_decimation`: a zero at 8 kHz, -2 dB at 3.4 kHz), which
+    halves the filter's work. The same coefficients serve both rates.
+
+    Parameters
+    ----------
+    rate_hz : int
+        8000 or 16000 (checked; the result does not depend on it).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(1, 6)``, row ``[b0, b1, b2, 1, a1, a2]`` (scipy ``sos`` layout).
+
+    Raises
+    ------
+    AudioFormatError
+        If `rate_hz` is not supported.
+    """
+    _check_geometry(rate_hz, 10)
+    return np.array([_highpass(BAND_HZ[0], BAND_FILTER_RATE_HZ)])
 
 
 @dataclass(frozen=True)
@@ -130,9 +163,11 @@ class VadTuning:
     min_dbfs : float
         Absolute gate: frames whose band energy is below this are never speech.
     fall : float
-        Floor smoothing factor (0..1] when a frame is below the floor (fast: follows dips).
+        Floor smoothing factor (0..1] per 20 ms when a frame is below the floor.
     rise : float
-        Floor smoothing factor (0..1] when a frame is above the floor.
+        Floor smoothing factor (0..1] per 20 ms when a frame is above the floor and not speech.
+        With `fall` of the same order the floor tracks the noise's *typical* level (not its
+        minima), so fluctuating noise such as babble stays below floor + `on_db`.
     rise_max_db_per_s : float
         Cap on the floor's rise while in speech, dB per second (slow: speech must not become
         the floor).
@@ -141,6 +176,16 @@ class VadTuning:
     onset_ms : int
         Energy must stay above the entry threshold this long before speech is declared; the
         frames of that run are then reported as non-speech (the detector is causal).
+    lookback_db : float
+        Onset look-back: the frames just before an onset whose band energy was already
+        `lookback_db` above the floor are counted (the onset of speech usually rises through
+        the noise before it clears `on_db`); :class:`sis_stream.endpoint.Endpointer` moves a
+        segment's start back over them.
+    lookback_ms : int
+        Longest onset look-back (at most 127 frames).
+
+    The smoothing factors are given per 20 ms and converted to the frame duration in use
+    (``1 - (1 - a) ** (frame_ms / 20)``), so the floor's time constants do not depend on it.
     """
 
     on_db: float
@@ -151,6 +196,8 @@ class VadTuning:
     rise_max_db_per_s: float
     hangover_ms: int
     onset_ms: int
+    lookback_db: float = 2.0
+    lookback_ms: int = 200
 
     @classmethod
     def from_sensitivity(cls, sensitivity: float) -> VadTuning:
@@ -166,31 +213,39 @@ class VadTuning:
         VadTuning
         """
         # Tuned on benchmarks/bench_vad.py (espeak-ng speech in white/pink/babble/hum noise):
-        # sensitivity 0.5 gives on 6 dB / off 3 dB / gate -65 dBFS / 150 ms hangover.
+        # sensitivity 0.5 gives on 6 dB / off 3 dB / gate -65 dBFS / 150 ms hangover. The floor
+        # follows the noise's typical level (fall 0.05, rise 0.03 per 20 ms: time constants of
+        # 0.4 and 0.65 s); a minimum tracker (fast fall) sat under babble's dips, and babble's
+        # peaks then read as speech.
         s = float(sensitivity)
         on = 8.0 - 4.0 * s
         return cls(
             on_db=on,
             off_db=on - 3.0,
             min_dbfs=-60.0 - 10.0 * s,
-            fall=0.3,
-            rise=0.02,
+            fall=0.05,
+            rise=0.03,
             rise_max_db_per_s=1.0,
             hangover_ms=150,
             onset_ms=0,
+            lookback_db=2.0,
+            lookback_ms=200,
         )
 
     def params(self, frame_ms: int) -> np.ndarray:
         """The kernel's float64 parameter vector for frames of `frame_ms` milliseconds."""
         p = np.zeros(_layout.N_PARAMS)
+        per_frame = frame_ms / 20.0
         p[_layout.P_ON_DB] = self.on_db
         p[_layout.P_OFF_DB] = self.off_db
         p[_layout.P_MIN_DBFS] = self.min_dbfs
-        p[_layout.P_FALL] = self.fall
-        p[_layout.P_RISE] = self.rise
+        p[_layout.P_FALL] = 1.0 - (1.0 - self.fall) ** per_frame
+        p[_layout.P_RISE] = 1.0 - (1.0 - self.rise) ** per_frame
         p[_layout.P_RISE_MAX_DB] = self.rise_max_db_per_s * frame_ms / 1000.0
         p[_layout.P_HANGOVER] = round(self.hangover_ms / frame_ms)
         p[_layout.P_ONSET] = max(1, round(self.onset_ms / frame_ms) + 1)
+        p[_layout.P_LOOKBACK_DB] = self.lookback_db
+        p[_layout.P_LOOKBACK_MAX] = min(_layout.MAX_LOOKBACK, round(self.lookback_ms / frame_ms))
         return p
 
 
@@ -248,7 +303,8 @@ def frame_features(pcm: np.ndarray, rate_hz: int, frame_ms: int = 10) -> np.ndar
     -------
     numpy.ndarray
         float64 ``(n_frames, 3)``: columns :data:`FEATURE_ENERGY` (dBFS),
-        :data:`FEATURE_BAND` (dBFS, 300-3400 Hz) and :data:`FEATURE_ZCR`.
+        :data:`FEATURE_BAND` (dBFS, 300 Hz high-pass, see :func:`band_sos`) and
+        :data:`FEATURE_ZCR`.
 
     Raises
     ------
@@ -261,8 +317,9 @@ def frame_features(pcm: np.ndarray, rate_hz: int, frame_ms: int = 10) -> np.ndar
     x = _as_pcm(pcm, "pcm", "frame_features")
     frame_len = rate_hz * frame_ms // 1000
     out = np.empty((len(x) // frame_len, _layout.N_FEATURES))
-    zi = np.zeros(4)
-    _backend.vad.frame_features(x, frame_len, band_sos(rate_hz).ravel(), zi, out)
+    sos = band_sos(rate_hz).ravel()
+    zi = np.zeros(len(sos) // 3)
+    _backend.vad.frame_features(x, frame_len, band_decimation(rate_hz), sos, zi, out)
     return out
 
 
@@ -337,12 +394,13 @@ class EnergyVad:
         self.sensitivity: Final = float(sensitivity)
         self.tuning: Final = tuning if tuning is not None else VadTuning.from_sensitivity(sensitivity)
         self._sos = band_sos(self.rate_hz).ravel()
+        self._decim = band_decimation(self.rate_hz)
         self._params = self.tuning.params(self.frame_ms)
         self.reset()
 
     def reset(self) -> None:
         """Forget all state (filter, noise floor, pending samples): ready for a new stream."""
-        self._zi = np.zeros(4)
+        self._zi = np.zeros(len(self._sos) // 3)
         self._state = np.zeros(_layout.N_STATE)
         self._pending = np.zeros(0, np.int16)
         self._closed = False
@@ -357,6 +415,11 @@ class EnergyVad:
     def pending_samples(self) -> int:
         """Samples buffered in the incomplete last frame (always < ``frame_len``)."""
         return len(self._pending)
+
+    @property
+    def max_lookback_frames(self) -> int:
+        """Largest onset look-back :meth:`process_onsets` reports, frames."""
+        return int(self._params[_layout.P_LOOKBACK_MAX])
 
     @property
     def noise_floor_dbfs(self) -> float:
@@ -389,7 +452,7 @@ class EnergyVad:
         if self._closed:
             raise StreamClosedError("EnergyVad.process() after flush(); call reset() first")
         x = _as_pcm(chunk, self.encoding, "EnergyVad.process")
-        return self._decide(x)[0]
+        return _speech(self._decide(x)[0])
 
     def process_features(self, chunk: Any) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`process`, also returning the frames' features (for analysis and tuning).
@@ -403,7 +466,26 @@ class EnergyVad:
         """
         if self._closed:
             raise StreamClosedError("EnergyVad.process() after flush(); call reset() first")
-        return self._decide(_as_pcm(chunk, self.encoding, "EnergyVad.process"))
+        code, feat = self._decide(_as_pcm(chunk, self.encoding, "EnergyVad.process"), True)
+        assert feat is not None  # features=True always returns them
+        return _speech(code), feat
+
+    def process_onsets(self, chunk: Any) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`process`, also returning each onset's look-back (for endpointing).
+
+        Returns
+        -------
+        decisions : numpy.ndarray
+            bool, one per completed frame.
+        lookback : numpy.ndarray
+            int, one per completed frame: on a frame where the detector enters speech, how many
+            frames just before it already had band energy `lookback_db` above the noise floor
+            (at most ``lookback_ms``); 0 elsewhere. Speech started that many frames earlier.
+        """
+        if self._closed:
+            raise StreamClosedError("EnergyVad.process() after flush(); call reset() first")
+        code = self._decide(_as_pcm(chunk, self.encoding, "EnergyVad.process"))[0]
+        return _speech(code), (code >> _layout.DECISION_LOOKBACK_SHIFT).astype(np.intp)
 
     def flush(self) -> np.ndarray:
         """End the stream: decide the buffered partial frame, zero-padded, if there is one.
@@ -418,21 +500,29 @@ class EnergyVad:
         out = np.zeros(0, bool)
         if len(self._pending):
             pad = np.zeros(self.frame_len - len(self._pending), np.int16)
-            out = self._decide(pad)[0]
+            out = _speech(self._decide(pad)[0])
         self._closed = True
         return out
 
-    def _decide(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _decide(self, x: np.ndarray, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         if len(self._pending):
             x = np.concatenate((self._pending, x))
         n = len(x) // self.frame_len
-        feat = np.empty((n, _layout.N_FEATURES))
         out = np.empty(n, np.uint8)
+        feat = None
         if n:
             kernels = _backend.vad  # looked up at call time (the backend fixture swaps it)
-            kernels.frame_features(x, self.frame_len, self._sos, self._zi, feat)
-            kernels.energy_decide(feat, self._params, self._state, out)
+            if features:
+                feat = np.empty((n, _layout.N_FEATURES))
+                kernels.frame_features(x, self.frame_len, self._decim, self._sos, self._zi, feat)
+                band = np.ascontiguousarray(feat[:, _layout.FEATURE_BAND])
+            else:
+                band = np.empty(n)
+                kernels.band_energy(x, self.frame_len, self._decim, self._sos, self._zi, band)
+            kernels.energy_decide(band, self._params, self._state, out)
+        elif features:
+            feat = np.empty((0, _layout.N_FEATURES))
         # Copy the tail so the caller's buffer is not kept alive (and can be reused).
         self._pending = np.array(x[n * self.frame_len :], np.int16)
         self._frames_done += n
-        return out.view(bool), feat
+        return out, feat

@@ -15,6 +15,7 @@ __all__ = [
     "DBFS_FLOOR",
     "MAX_FRAME_LEN",
     "MAX_SECTIONS",
+    "DECIMATIONS",
     "P_ON_DB",
     "P_OFF_DB",
     "P_MIN_DBFS",
@@ -23,14 +24,21 @@ __all__ = [
     "P_RISE_MAX_DB",
     "P_HANGOVER",
     "P_ONSET",
+    "P_LOOKBACK_DB",
+    "P_LOOKBACK_MAX",
     "N_PARAMS",
     "S_FLOOR",
     "S_ACTIVE",
     "S_HANG",
     "S_NFRAMES",
     "S_RUN",
+    "S_UP",
     "N_STATE",
+    "DECISION_SPEECH",
+    "DECISION_LOOKBACK_SHIFT",
+    "MAX_LOOKBACK",
     "frame_features",
+    "band_energy",
     "energy_decide",
 ]
 
@@ -45,6 +53,9 @@ DBFS_FLOOR: Final = -100.0
 #: Longest frame the kernels take (30 ms at 16 kHz) and most biquad sections in the band filter.
 MAX_FRAME_LEN: Final = 480
 MAX_SECTIONS: Final = 4
+#: Band-filter decimation factors the kernel takes (1: the filter runs at the input rate; 2: on the
+#: means of sample pairs, i.e. at half the rate).
+DECIMATIONS: Final = (1, 2)
 
 # Detector parameter vector (float64, N_PARAMS); shared with native/vad.pyx.
 P_ON_DB: Final = 0  #: band energy must exceed floor + this to enter speech (dB)
@@ -55,7 +66,9 @@ P_RISE: Final = 4  #: floor smoothing factor when above the floor and not speech
 P_RISE_MAX_DB: Final = 5  #: largest floor rise per frame while in speech (dB)
 P_HANGOVER: Final = 6  #: frames kept as speech after the detector falls silent
 P_ONSET: Final = 7  #: consecutive above-threshold frames needed to enter speech (>= 1)
-N_PARAMS: Final = 8
+P_LOOKBACK_DB: Final = 8  #: onset look-back: frames above floor + this (dB) before the onset ...
+P_LOOKBACK_MAX: Final = 9  #: ... are counted back from it, at most this many (<= MAX_LOOKBACK)
+N_PARAMS: Final = 10
 
 # Detector state vector (float64, N_STATE); shared with native/vad.pyx.
 S_FLOOR: Final = 0  #: noise-floor estimate, dBFS
@@ -63,7 +76,15 @@ S_ACTIVE: Final = 1  #: hysteresis state, 0 or 1
 S_HANG: Final = 2  #: hangover frames left
 S_NFRAMES: Final = 3  #: frames seen so far (the first one initialises the floor)
 S_RUN: Final = 4  #: consecutive frames above the entry threshold while not active
-N_STATE: Final = 5
+S_UP: Final = 5  #: consecutive frames (up to the previous one) above floor + lookback dB
+N_STATE: Final = 6
+
+# Decision codes written by energy_decide (uint8): bit 0 is speech; on the frame where the
+# detector enters speech, the bits above hold how many frames before it already rose above the
+# floor by P_LOOKBACK_DB (the onset look-back, 0..MAX_LOOKBACK).
+DECISION_SPEECH: Final = 1
+DECISION_LOOKBACK_SHIFT: Final = 1
+MAX_LOOKBACK: Final = 127
 
 _MS_FLOOR: Final = 1e-10 * 32768.0 * 32768.0  # mean square at DBFS_FLOOR, int16 units
 
@@ -148,43 +169,79 @@ def _band_filter(x: np.ndarray, sos: np.ndarray, zi: np.ndarray) -> tuple[np.nda
     return y, zf
 
 
-def frame_features(x: np.ndarray, frame_len: int, sos: np.ndarray, zi: np.ndarray,
-                   out: np.ndarray) -> int:
-    """Features of each complete frame of int16 ``x`` into ``out[:n]``; update ``zi``; return n.
-
-    ``sos`` is a flat float64 array of ``6 * n_sections`` biquad coefficients
-    ``[b0, b1, b2, 1, a1, a2]`` per section, ``zi`` its float64 state (``2 * n_sections``,
-    updated in place to the state after the last complete frame). ``out`` is float64
-    ``(>= n, N_FEATURES)``.
-    """
+def _check_filter_args(frame_len: int, decim: int, sos: np.ndarray, zi: np.ndarray) -> int:
     if frame_len < 2 or frame_len > MAX_FRAME_LEN:
         raise ValueError(f"frame_len must be in 2..{MAX_FRAME_LEN}, got {frame_len}")
+    if decim not in DECIMATIONS or frame_len % decim:
+        raise ValueError(
+            f"decim must be one of {DECIMATIONS} and divide frame_len, got {decim} for {frame_len}"
+        )
     n_sec = len(sos) // 6
     if len(sos) != 6 * n_sec or not 1 <= n_sec <= MAX_SECTIONS or len(zi) != 2 * n_sec:
         raise ValueError(
             f"sos must hold 6 * n (1 <= n <= {MAX_SECTIONS}) coefficients and zi 2 * n states, "
             f"got {len(sos)} and {len(zi)}"
         )
+    return n_sec
+
+
+def _band_dbfs(frames: np.ndarray, decim: int, sos: np.ndarray, zi: np.ndarray) -> np.ndarray:
+    """Band energy of float64 ``frames`` (n, frame_len): decimate, filter, mean square; zi updated."""
+    n, frame_len = frames.shape
+    d = frames.reshape(n, frame_len // decim, decim).mean(axis=2)
+    y, zf = _band_filter(d.ravel(), np.asarray(sos, np.float64).reshape(-1, 6),
+                         np.asarray(zi, np.float64))
+    zi[:] = zf
+    return _dbfs(np.mean((y * y).reshape(n, -1), axis=1))
+
+
+def frame_features(x: np.ndarray, frame_len: int, decim: int, sos: np.ndarray, zi: np.ndarray,
+                   out: np.ndarray) -> int:
+    """Features of each complete frame of int16 ``x`` into ``out[:n]``; update ``zi``; return n.
+
+    The band feature is the mean square of the IIR cascade ``sos`` applied to the input
+    decimated by ``decim``: with ``decim == 2`` the filter sees ``(x[2m] + x[2m + 1]) / 2`` (a
+    two-tap mean, zero at the input Nyquist, as anti-alias filter) and runs at half the rate.
+    ``sos`` is a flat float64 array of ``6 * n_sections`` biquad coefficients
+    ``[b0, b1, b2, 1, a1, a2]`` per section, ``zi`` its float64 state (``2 * n_sections``,
+    updated in place to the state after the last complete frame). ``out`` is float64
+    ``(>= n, N_FEATURES)``; ``frame_len`` must be a multiple of ``decim``.
+    """
+    n_sec = _check_filter_args(frame_len, decim, sos, zi)
     n = len(x) // frame_len
     if out.shape[0] < n or out.shape[1] != N_FEATURES:
         raise ValueError(f"out must have shape (>= {n}, {N_FEATURES}), got {out.shape}")
     if n == 0:
         return 0
     frames = np.asarray(x[: n * frame_len], dtype=np.float64).reshape(n, frame_len)
-    y, zf = _band_filter(frames.ravel(), np.asarray(sos, np.float64).reshape(n_sec, 6),
-                         np.asarray(zi, np.float64))
     out[:n, FEATURE_ENERGY] = _dbfs(np.mean(frames * frames, axis=1))
-    out[:n, FEATURE_BAND] = _dbfs(np.mean((y * y).reshape(n, frame_len), axis=1))
+    out[:n, FEATURE_BAND] = _band_dbfs(frames, decim, sos, zi)
     # A sign change between neighbours: one is < 0 and the other >= 0.
     neg = frames < 0
     out[:n, FEATURE_ZCR] = np.count_nonzero(neg[:, 1:] != neg[:, :-1], axis=1) / (frame_len - 1)
-    zi[:] = zf
     return n
 
 
-def energy_decide(feat: np.ndarray, params: np.ndarray, state: np.ndarray,
+def band_energy(x: np.ndarray, frame_len: int, decim: int, sos: np.ndarray, zi: np.ndarray,
+                out: np.ndarray) -> int:
+    """Band energy (dBFS) of each complete frame of ``x`` into ``out[:n]``; update ``zi``; return n.
+
+    The :data:`FEATURE_BAND` column of :func:`frame_features` alone (what the detector uses).
+    """
+    _check_filter_args(frame_len, decim, sos, zi)
+    n = len(x) // frame_len
+    if out.shape[0] < n:
+        raise ValueError(f"out must have shape (>= {n},), got ({out.shape[0]},)")
+    if n == 0:
+        return 0
+    frames = np.asarray(x[: n * frame_len], dtype=np.float64).reshape(n, frame_len)
+    out[:n] = _band_dbfs(frames, decim, sos, zi)
+    return n
+
+
+def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
                   out: np.ndarray) -> int:
-    """Speech (1) / non-speech (0) for each row of ``feat`` into ``out``; update ``state``.
+    """Decision code for each band energy (dBFS) into ``out`` (uint8); update ``state``; return n.
 
     The detector is a recursion over frames (noise floor, hysteresis, onset count, hangover), so
     this twin is a plain loop over frames, written from the rules in ``sis_stream.vad``:
@@ -194,36 +251,44 @@ def energy_decide(feat: np.ndarray, params: np.ndarray, state: np.ndarray,
       above it) and ``max(floor + off, min_dbfs)`` to stay;
     - a speech frame re-arms the hangover; after the detector falls silent, ``hangover`` more
       frames are still reported as speech;
+    - onset look-back: ``up`` counts the consecutive frames before the current one whose band
+      energy was above ``max(floor + lookback_db, min_dbfs)`` (each judged against the floor of
+      its own time); the frame that enters speech reports ``min(up, lookback_max)``;
     - the floor then moves toward the frame: by ``fall * d`` when below it, by ``rise * d`` when
       above and not active, by ``min(rise * d, rise_max_db)`` when active (``d`` = band - floor).
+
+    ``out[i]`` is ``DECISION_SPEECH`` (1) or 0, plus ``lookback << DECISION_LOOKBACK_SHIFT`` on
+    the frame where the detector enters speech.
     """
-    n = feat.shape[0]
+    n = band.shape[0]
     if len(params) != N_PARAMS or len(state) != N_STATE or len(out) < n:
         raise ValueError(
             f"params must hold {N_PARAMS} values, state {N_STATE}, out >= {n}; "
             f"got {len(params)}, {len(state)}, {len(out)}"
         )
-    on, off, gate, fall, rise, rise_max, hang_max, onset = (float(v) for v in params)
-    floor, active, hang, seen, run = (float(v) for v in state)
-    band = feat[:, FEATURE_BAND]
+    on, off, gate, fall, rise, rise_max, hang_max, onset, lb_db, lb_max = (float(v) for v in params)
+    lb_max = min(lb_max, float(MAX_LOOKBACK))
+    floor, active, hang, seen, run, up = (float(v) for v in state)
     for i in range(n):
         b = float(band[i])
         if seen == 0.0:
             floor = b
+        code = 0
         if active:
             active = 1.0 if b > max(floor + off, gate) else 0.0
         else:
             run = run + 1.0 if b > max(floor + on, gate) else 0.0
             if run >= onset:
                 active, run = 1.0, 0.0
+                code = int(min(up, lb_max)) << DECISION_LOOKBACK_SHIFT
         if active:
             hang = hang_max
-            out[i] = 1
+            code |= DECISION_SPEECH
         elif hang > 0.0:
             hang -= 1.0
-            out[i] = 1
-        else:
-            out[i] = 0
+            code |= DECISION_SPEECH
+        out[i] = code
+        up = up + 1.0 if b > max(floor + lb_db, gate) else 0.0
         d = b - floor
         if d < 0.0:
             floor += fall * d
@@ -232,5 +297,5 @@ def energy_decide(feat: np.ndarray, params: np.ndarray, state: np.ndarray,
         else:
             floor += rise * d
         seen += 1.0
-    state[:] = (floor, active, hang, seen, run)
+    state[:] = (floor, active, hang, seen, run, up)
     return n
