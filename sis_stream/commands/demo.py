@@ -48,6 +48,7 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save", metavar="FILE.wav", help="also write the 8 kHz u-law audio to this WAV file")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_session_arguments(p)
+    p.set_defaults(punctuation=True)  # the demo shows sentences as whisper writes them
     add_debug_flag(p)
 
 
