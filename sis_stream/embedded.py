@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .protocol import AccessKeyRecord, AkSk, CredentialStore, Token
 
-__all__ = ["EmbeddedServer", "embedded_server", "LOOPBACK", "EMBEDDED_PROJECT_ID"]
+__all__ = ["EMBEDDED_PROJECT_ID", "LOOPBACK", "EmbeddedServer", "embedded_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class EmbeddedServer:
 
     def client(self, **kwargs: Any) -> Any:
         """A :class:`~sis_stream.client.RasrClient` for this server (use ``async with``)."""
-        from .client import RasrClient  # noqa: PLC0415 - keeps this module importable alone
+        from .client import RasrClient
 
         return RasrClient(self.url, self.project_id, self.auth, **kwargs)
 
@@ -121,7 +121,7 @@ async def embedded_server(
     ...         async with client.stream("continue", config=cfg) as stream:
     ...             ...
     """
-    from .server import ServerSettings, create_app  # noqa: PLC0415 - server imports engines lazily
+    from .server import ServerSettings, create_app
 
     reserved = {"host", "port", "credentials", "credentials_file", "no_auth"} & settings.keys()
     if reserved:

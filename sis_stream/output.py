@@ -11,16 +11,16 @@ from typing import Any, Final, TextIO
 
 __all__ = [
     "FORMATS",
-    "Word",
-    "TranscriptSegment",
-    "Transcript",
+    "CaptionParseError",
     "Cue",
+    "Transcript",
+    "TranscriptSegment",
     "TranscriptWriter",
-    "format_transcript",
+    "Word",
     "format_timestamp",
+    "format_transcript",
     "parse_srt",
     "parse_vtt",
-    "CaptionParseError",
     "segments_from_dicts",
 ]
 
@@ -138,7 +138,7 @@ class Transcript:
         }
 
 
-def format_timestamp(ms: int | float, style: str = "srt") -> str:
+def format_timestamp(ms: float, style: str = "srt") -> str:
     """Caption timestamp of `ms` milliseconds.
 
     Parameters
@@ -162,7 +162,7 @@ def format_timestamp(ms: int | float, style: str = "srt") -> str:
         raise TypeError(f"ms must be a number, got {type(ms).__name__}")
     if ms < 0:
         raise ValueError(f"timestamp must be >= 0 ms, got {ms}")
-    total = int(round(ms))
+    total = int(round(ms))  # noqa: RUF046 - numpy floats round to floats
     h, rest = divmod(total, _MS_PER_HOUR)
     m, rest = divmod(rest, 60_000)
     s, milli = divmod(rest, 1000)

@@ -27,8 +27,8 @@ def _cli_registers_transcribe() -> bool:
         from sis_stream.cli import build_parser
     except ImportError:
         return False
-    for action in build_parser()._actions:  # noqa: SLF001 - argparse has no public accessor
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
             return "transcribe" in action.choices
     return False
 

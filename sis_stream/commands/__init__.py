@@ -29,15 +29,15 @@ from ._common import (
 )
 
 __all__ = [
-    "add_subcommands",
     "COMMAND_SPECS",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "EXIT_INPUT",
     "EXIT_AUTH",
-    "EXIT_SERVER",
+    "EXIT_INPUT",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_SERVER",
+    "EXIT_USAGE",
+    "add_subcommands",
 ]
 
 _MODULES = (transcribe, demo, convert, vad, bench)

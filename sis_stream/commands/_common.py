@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
 from ..audio import SIS_FORMATS, AudioFormat, read_wav
-from ..espeak import EspeakUnavailableError
 from ..errors import (
     AudioFormatError,
     AuthError,
@@ -28,28 +27,29 @@ from ..errors import (
     SisConnectionError,
     SisStreamError,
 )
+from ..espeak import EspeakUnavailableError
 
 __all__ = [
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "EXIT_INPUT",
+    "EMBEDDED_LOGGERS",
     "EXIT_AUTH",
-    "EXIT_SERVER",
+    "EXIT_INPUT",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_SERVER",
+    "EXIT_USAGE",
+    "AudioSource",
     "CliError",
     "InputError",
-    "exit_code_for",
-    "guarded",
     "add_debug_flag",
-    "AudioSource",
-    "open_audio",
-    "sis_format_arg",
-    "scrub",
-    "register_secret",
+    "exit_code_for",
     "fmt_name",
+    "guarded",
+    "open_audio",
     "quiet_loggers",
-    "EMBEDDED_LOGGERS",
+    "register_secret",
+    "scrub",
+    "sis_format_arg",
 ]
 
 EXIT_OK: Final = 0

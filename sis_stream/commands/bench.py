@@ -22,7 +22,7 @@ import numpy as np
 
 from ._common import EXIT_OK, EXIT_USAGE, CliError, add_debug_flag, guarded
 
-__all__ = ["NAME", "HELP", "build", "register", "run", "Case", "Row", "run_cases", "CASES"]
+__all__ = ["CASES", "HELP", "NAME", "Case", "Row", "build", "register", "run", "run_cases"]
 
 NAME: Final = "bench"
 HELP: Final = "quick throughput check: G.711, resampler and VAD vs audioop/soxr/scipy/webrtcvad"
@@ -82,7 +82,7 @@ def _optional(module: str) -> Any:
 
 
 def _g711_encode() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]:
-    from ..codec import ulaw_encode  # noqa: PLC0415
+    from ..codec import ulaw_encode
 
     pcm = _speech_like(8000).tobytes()
     audioop = _optional("audioop")
@@ -90,7 +90,7 @@ def _g711_encode() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | Non
 
 
 def _g711_decode() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]:
-    from ..codec import ulaw_decode, ulaw_encode  # noqa: PLC0415
+    from ..codec import ulaw_decode, ulaw_encode
 
     codes = ulaw_encode(_speech_like(8000).tobytes())
     audioop = _optional("audioop")
@@ -99,12 +99,12 @@ def _g711_decode() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | Non
 
 def _resample(in_rate: int, out_rate: int) -> Callable[[], tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]]:
     def setup() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]:
-        from ..resample import resample  # noqa: PLC0415
+        from ..resample import resample
 
         x = _speech_like(in_rate)
         soxr = _optional("soxr")
         signal = _optional("scipy.signal")
-        from math import gcd  # noqa: PLC0415
+        from math import gcd
 
         g = gcd(in_rate, out_rate)
         return (lambda: resample(x, in_rate, out_rate)), {
@@ -117,7 +117,7 @@ def _resample(in_rate: int, out_rate: int) -> Callable[[], tuple[Callable[[], An
 
 
 def _vad() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]:
-    from ..vad import EnergyVad  # noqa: PLC0415
+    from ..vad import EnergyVad
 
     pcm = _speech_like(16000)
     webrtcvad = _optional("webrtcvad")
@@ -219,7 +219,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def bench_main(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
     """The body of ``sis-stream bench``."""
-    from .._backend import BACKEND  # noqa: PLC0415
+    from .._backend import BACKEND
 
     out = sys.stdout if stdout is None else stdout
     if not 0 < args.budget <= 10:

@@ -24,7 +24,7 @@ from ._common import (
     sis_format_arg,
 )
 
-__all__ = ["NAME", "HELP", "build", "register", "run", "convert_bytes", "to_mono"]
+__all__ = ["HELP", "NAME", "build", "convert_bytes", "register", "run", "to_mono"]
 
 NAME: Final = "convert"
 HELP: Final = "transcode and resample audio to a SIS format (e.g. --to ulaw8k8bit); WAV or raw out"
@@ -94,7 +94,7 @@ def convert_bytes(data: bytes, src: AudioFormat, dst: AudioFormat,
         if progress is not None:
             progress(src.duration_ms(len(data)))
         return data
-    from ..transcode import Transcoder  # noqa: PLC0415 - the conversion chain
+    from ..transcode import Transcoder
 
     tc = Transcoder(src, dst)
     step = max(1, src.rate_hz * _STEP_MS // 1000) * src.bytes_per_frame
@@ -110,7 +110,7 @@ def convert_bytes(data: bytes, src: AudioFormat, dst: AudioFormat,
 def _read_all(source: AudioSource) -> bytes:
     if source.data is not None:
         return source.data
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     async def collect() -> bytes:
         return b"".join([c async for c in source.achunks(_STEP_MS)])

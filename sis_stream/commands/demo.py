@@ -27,7 +27,7 @@ from .transcribe import (
     stream_audio,
 )
 
-__all__ = ["NAME", "HELP", "build", "register", "run", "DEFAULT_TEXT", "phone_audio"]
+__all__ = ["DEFAULT_TEXT", "HELP", "NAME", "build", "phone_audio", "register", "run"]
 
 NAME: Final = "demo"
 HELP: Final = ("synthesise an English sentence, send it as 8 kHz u-law phone audio through the "
@@ -73,8 +73,8 @@ def phone_audio(text: str, voice: str = "en-us+m3", rate_wpm: int = 150) -> tupl
     EspeakUnavailableError
         The ``tts`` extra (espeakng-loader) is not installed.
     """
-    from ..espeak import synthesize  # noqa: PLC0415 - optional extra, loaded on use
-    from ..transcode import Transcoder  # noqa: PLC0415
+    from ..espeak import synthesize
+    from ..transcode import Transcoder
 
     syn = synthesize(text, voice, rate_wpm=rate_wpm)
     src = AudioFormat(int(syn.rate_hz), "pcm", 2)

@@ -53,18 +53,18 @@ from ._common import (
 )
 
 __all__ = [
-    "NAME",
+    "ENV_VARS",
     "HELP",
+    "NAME",
+    "SessionResult",
+    "Target",
     "build",
     "register",
-    "run",
-    "Target",
     "resolve_target",
-    "SessionResult",
-    "stream_audio",
+    "run",
     "session_format_for",
     "speed_arg",
-    "ENV_VARS",
+    "stream_audio",
 ]
 
 NAME: Final = "transcribe"
@@ -296,7 +296,7 @@ def check_config(config: Mapping[str, Any], mode: str) -> None:
     CliError
         Exit 2, with the SIS message (e.g. ``SIS.0032: 'vad_tail' is invalid``).
     """
-    from ..client import MODES  # noqa: PLC0415
+    from ..client import MODES
 
     try:
         validate_config(dict(config), MODES[mode])
@@ -332,8 +332,8 @@ async def open_client(target: Target, engine_overrides: tuple[str, ...] = (), *,
                       debug: bool = False) -> AsyncIterator[Any]:
     """A connected :class:`~sis_stream.client.RasrClient` for `target` (starting the embedded
     server for ``"embedded"``, its log lines silenced unless `debug`)."""
-    from ..client import RasrClient  # noqa: PLC0415
-    from ..transport import TransportOptions  # noqa: PLC0415
+    from ..client import RasrClient
+    from ..transport import TransportOptions
 
     if target.kind == "embedded":
         with quiet_loggers(enabled=not debug):
@@ -350,7 +350,7 @@ async def open_client(target: Target, engine_overrides: tuple[str, ...] = (), *,
 def embedded_server(**kwargs: Any) -> Any:
     """The embedded server factory (:func:`sis_stream.embedded.embedded_server`); tests replace
     this module attribute to share one engine registry between runs."""
-    from ..embedded import embedded_server as factory  # noqa: PLC0415
+    from ..embedded import embedded_server as factory
 
     return factory(**kwargs)
 
@@ -489,7 +489,7 @@ def _open_output(path: str | None) -> tuple[TextIO, bool]:
     if path is None or path == "-":
         return sys.stdout, False
     try:
-        return open(path, "w", encoding="utf-8", newline="\n"), True  # noqa: SIM115
+        return open(path, "w", encoding="utf-8", newline="\n"), True
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}", EXIT_INPUT) from exc
 

@@ -27,7 +27,7 @@ from ._common import (
 )
 from .convert import convert_bytes
 
-__all__ = ["NAME", "HELP", "build", "register", "run", "VadReport", "analyse"]
+__all__ = ["HELP", "NAME", "VadReport", "analyse", "build", "register", "run"]
 
 NAME: Final = "vad"
 HELP: Final = "SIS endpoint detection over a file: speech segments and events as a table or JSON"
@@ -143,8 +143,7 @@ def _print_table(out: TextIO, name: str, fmt: AudioFormat, r: VadReport) -> None
                       f"{format_timestamp(s['end_ms'], 'clock'):>9}  {length:>6.2f} s  {s['reason']}\n")
     else:
         out.write("no speech segments\n")
-    for e in r.events:
-        out.write(f"event {e['event']} at {format_timestamp(e['timestamp_ms'], 'clock')}\n")
+    out.writelines(f"event {e['event']} at {format_timestamp(e['timestamp_ms'], 'clock')}\n" for e in r.events)
     share = r.speech_ms / r.audio_ms if r.audio_ms else 0.0
     out.write(f"{len(r.segments)} segment(s), speech {r.speech_ms / 1000:.2f} s "
               f"({share:.0%} of the audio)\n")
@@ -152,10 +151,10 @@ def _print_table(out: TextIO, name: str, fmt: AudioFormat, r: VadReport) -> None
 
 def plot(path: str, pcm: np.ndarray, rate_hz: int, report: VadReport) -> None:
     """Draw waveform, frame energy, VAD decisions and the segments to `path` (matplotlib)."""
-    import matplotlib  # noqa: PLC0415 - optional
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     frame_ms = int(report.config["frame_ms"])
     vad = EnergyVad(rate_hz, frame_ms, float(report.config["sensitivity"]))
@@ -188,7 +187,7 @@ def vad_main(args: argparse.Namespace, *, stdin: Any = None, stdout: TextIO | No
         raise CliError("--plot needs matplotlib, which is not installed (pip install matplotlib)",
                        EXIT_USAGE)
     source = open_audio(args.input, args.audio_format, stdin=stdin)
-    from .convert import _read_all  # noqa: PLC0415
+    from .convert import _read_all
 
     data = _read_all(source)
     pcm, rate = _analysis_pcm(data, source.format)
