@@ -70,10 +70,62 @@ cdef extern from *:
     #define SIS_RS_MADD(use_fma, t, w, a) \
         ((use_fma) && SIS_RS_CONTRACTS ? __builtin_fmaf((t), (w), (a)) : ((a) + (t) * (w)))
 
+    /* Across-taps mode, for filters with many phase classes (L >= SIS_RS_DOT_MIN_L, the 11.025
+       kHz family: L = 80..640, M = 441) whose K is a multiple of 16: a 20 ms chunk holds only
+       1-2 outputs per class, so vectorising across outputs is impossible there. Each output is
+       instead a dot product of K taps with its window, 16 lanes wide: lane k sums taps
+       k, k+16, k+32, ... in order, then the 16 lanes are added in one fixed tree. The order of
+       operations depends only on K, never on the chunk or on the neighbouring outputs, so
+       stream == one-shot stays bit for bit; the 16-lane vector type is the same on every ISA
+       (two 8-lane halves on AVX2), so AVX2+FMA and AVX-512 agree too. Four outputs run
+       interleaved to hide the multiply-add latency; each keeps its own accumulator. */
+    #define SIS_RS_DOT_MIN_L 16
+    static inline __attribute__((always_inline)) float sis_rs_hsum16(sis_rs_v16 a) {
+        float t8[8], t4[4], t2[2];
+        for (int k = 0; k < 8; k++) t8[k] = a[k] + a[k + 8];
+        for (int k = 0; k < 4; k++) t4[k] = t8[k] + t8[k + 4];
+        for (int k = 0; k < 2; k++) t2[k] = t4[k] + t4[k + 2];
+        return t2[0] + t2[1];
+    }
+    static inline __attribute__((always_inline)) void sis_rs_run_dot(const float *taps,
+            Py_ssize_t K, const float *buf, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
+            float *y, Py_ssize_t n_out) {
+        const sis_rs_v16 zero = {0};
+        Py_ssize_t m = 0, u = phase;
+        for (; m + 4 <= n_out; m += 4) {
+            const Py_ssize_t u1 = u + M, u2 = u1 + M, u3 = u2 + M;
+            const float *t0 = taps + (u % L) * K, *t1 = taps + (u1 % L) * K;
+            const float *t2 = taps + (u2 % L) * K, *t3 = taps + (u3 % L) * K;
+            const float *w0 = buf + u / L, *w1 = buf + u1 / L, *w2 = buf + u2 / L, *w3 = buf + u3 / L;
+            sis_rs_v16 a0 = zero, a1 = zero, a2 = zero, a3 = zero, tv, xv;
+            for (Py_ssize_t i = 0; i < K; i += 16) {
+                memcpy(&tv, t0 + i, sizeof tv); memcpy(&xv, w0 + i, sizeof xv); a0 += tv * xv;
+                memcpy(&tv, t1 + i, sizeof tv); memcpy(&xv, w1 + i, sizeof xv); a1 += tv * xv;
+                memcpy(&tv, t2 + i, sizeof tv); memcpy(&xv, w2 + i, sizeof xv); a2 += tv * xv;
+                memcpy(&tv, t3 + i, sizeof tv); memcpy(&xv, w3 + i, sizeof xv); a3 += tv * xv;
+            }
+            y[m] = sis_rs_hsum16(a0); y[m + 1] = sis_rs_hsum16(a1);
+            y[m + 2] = sis_rs_hsum16(a2); y[m + 3] = sis_rs_hsum16(a3);
+            u = u3 + M;
+        }
+        for (; m < n_out; m++, u += M) {
+            const float *t0 = taps + (u % L) * K, *w0 = buf + u / L;
+            sis_rs_v16 a0 = zero, tv, xv;
+            for (Py_ssize_t i = 0; i < K; i += 16) {
+                memcpy(&tv, t0 + i, sizeof tv); memcpy(&xv, w0 + i, sizeof xv); a0 += tv * xv;
+            }
+            y[m] = sis_rs_hsum16(a0);
+        }
+    }
+
     /* All n_out outputs of one call into y[0..n_out-1] (float32, natural order). */
     static inline __attribute__((always_inline)) void sis_rs_run_body(int use_fma, int wide,
             const float *taps, Py_ssize_t K, const float *buf, Py_ssize_t nb, float *streams,
             Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M, float *y, Py_ssize_t n_out) {
+        if (L >= SIS_RS_DOT_MIN_L && K % 16 == 0) {  /* a property of the filter, not the chunk */
+            sis_rs_run_dot(taps, K, buf, phase, L, M, y, n_out);
+            return;
+        }
         /* Vector blocks pay off once a class has at least 8 outputs. */
         const int vec = n_out >= 8 * L;
         Py_ssize_t S = 0;

@@ -162,6 +162,11 @@ def check_pair(in_rate: object, out_rate: object) -> tuple[int, int]:
     return pair
 
 
+#: Filters with at least this many phases (``up``) get K rounded up to a multiple of 16: the
+#: native kernel then computes each output as a 16-lane dot product (native/resample.pyx).
+DOT_MIN_UP: Final = 16
+
+
 @lru_cache(maxsize=64)
 def design(in_rate: int, out_rate: int, quality: str = "hq") -> PolyphaseFilter:
     """Design (once per arguments; cached) the polyphase filter for `in_rate` -> `out_rate`.
@@ -201,6 +206,11 @@ def design(in_rate: int, out_rate: int, quality: str = "hq") -> PolyphaseFilter:
     h = 2 * fc * np.sinc(2 * fc * n) * np.kaiser(2 * half + 1, spec.beta)
     h *= up / h.sum()
     k = -(-(2 * half + 1) // up)  # ceil(N / up)
+    if up >= DOT_MIN_UP:
+        # Many phase classes (the 11.025 kHz family): the kernel computes each output as a
+        # 16-lane dot product over its K taps, so K is rounded up to a multiple of 16 with
+        # zero taps at the oldest end of each window (the prototype is unchanged).
+        k = -(-k // 16) * 16
     padded = np.zeros(up * k)
     padded[: len(h)] = h
     # taps[p, i] = padded[p + (k - 1 - i) * up]: row p is phase p, reversed, so that the kernel

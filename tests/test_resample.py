@@ -14,7 +14,8 @@ from sis_stream.resample import StreamResampler, _outputs_available, output_leng
 
 # (in, out) pairs covering up-sampling (L=2, M=1), decimation (M=2, 3), and L, M > 1 (small
 # and very large L: 24000->16000 is 2/3, 44100->16000 is 160/441).
-PAIRS = [(8000, 16000), (16000, 8000), (48000, 16000), (24000, 16000), (44100, 16000)]
+PAIRS = [(8000, 16000), (16000, 8000), (48000, 16000), (24000, 16000), (44100, 16000),
+         (11025, 16000)]
 CHUNKS = [1, 7, 159, 160, 161, 4096]
 # Float tolerance native vs reference (float32 accumulation vs float64), full scale 1.0:
 # 2e-6 (-114 dBFS). int16: at most 1 LSB, on at most 1 % of samples (rounding ties).
