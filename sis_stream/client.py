@@ -28,7 +28,7 @@ from .transport import (
     ws_url,
 )
 
-__all__ = ["RasrClient", "RasrStream", "VadGate", "MODES"]
+__all__ = ["MODES", "RasrClient", "RasrStream", "VadGate"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +138,12 @@ class RasrClient:
     """
 
     def __init__(self, endpoint: str, project_id: str, auth: AkSk | Token | IamPassword, *,
-                 options: TransportOptions = TransportOptions(),
+                 options: TransportOptions | None = None,
                  session: aiohttp.ClientSession | None = None) -> None:
         ws_url(endpoint, project_id, Mode.CONTINUE_STREAM)  # validates both
         if not isinstance(auth, (AkSk, Token, IamPassword)):
             raise TypeError(f"auth must be AkSk, Token or IamPassword, got {type(auth).__name__}")
+        options = TransportOptions() if options is None else options
         if not isinstance(options, TransportOptions):
             raise TypeError(f"options must be TransportOptions, got {type(options).__name__}")
         self.endpoint = endpoint
@@ -154,7 +155,7 @@ class RasrClient:
         self._auth: AuthProvider | None = None
         self._streams: set[RasrStream] = set()
 
-    async def __aenter__(self) -> RasrClient:
+    async def __aenter__(self) -> RasrClient:  # noqa: PYI034 - py3.10 has no typing.Self
         if self._http is None:
             self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                                trust_env=self.options.trust_env)
@@ -305,16 +306,17 @@ class RasrStream:
             vad = None
         if vad is not None and not hasattr(vad, "process"):
             raise TypeError(f"vad must be a VadGate, True/False or None, got {type(vad).__name__}")
-        self._kw = dict(pacing=pacing, frame_s=frame_ms / 1000.0, gate=vad, reconnect=reconnect,
-                        keepalive_s=keepalive_s, rollover_after_s=rollover_after_s,
-                        events=EventQueue(events_max, events_overflow), clock=clock, sleep=sleep, rng=rng)
+        self._kw = {"pacing": pacing, "frame_s": frame_ms / 1000.0, "gate": vad, "reconnect": reconnect,
+                    "keepalive_s": keepalive_s, "rollover_after_s": rollover_after_s,
+                    "events": EventQueue(events_max, events_overflow), "clock": clock, "sleep": sleep,
+                    "rng": rng}
         self._runner: StreamRunner | None = None
         self._ended_seen = False
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> RasrStream:
+    async def __aenter__(self) -> RasrStream:  # noqa: PYI034 - py3.10 has no typing.Self
         kw = self._kw
         loop = asyncio.get_running_loop()
         clock = kw["clock"] or loop.time

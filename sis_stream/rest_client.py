@@ -15,27 +15,27 @@ from typing import Any, Final
 import aiohttp
 from yarl import URL
 
-from .errors import AuthError, SisApiError, SisConnectionError, SisServerError, SisLimitError
+from .errors import AuthError, SisApiError, SisConnectionError, SisLimitError, SisServerError
 from .protocol import AkSk, Signer, Token, TokenRequest, api_error
 from .transport import TransportOptions, host_header
 
 __all__ = [
-    "IamPassword",
+    "TOKEN_CACHE_S",
     "AuthProvider",
-    "fetch_token",
-    "Word",
+    "FlashResult",
+    "FlashSentence",
+    "IamPassword",
+    "LegacySentenceResult",
     "Recognition",
     "ShortAudioResult",
-    "LegacySentenceResult",
-    "TranscriptionSegment",
+    "SisRestClient",
     "TranscriptionJob",
-    "FlashSentence",
-    "FlashResult",
+    "TranscriptionSegment",
     "TtsResult",
     "Vocabulary",
     "VocabularyList",
-    "SisRestClient",
-    "TOKEN_CACHE_S",
+    "Word",
+    "fetch_token",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class IamPassword:
 
 
 async def fetch_token(http: aiohttp.ClientSession, cred: IamPassword,
-                      options: TransportOptions = TransportOptions()) -> Token:
+                      options: TransportOptions | None = None) -> Token:
     """``POST /v3/auth/tokens`` (password flow) and return the ``X-Subject-Token`` (§2.1).
 
     Raises
@@ -92,6 +92,7 @@ async def fetch_token(http: aiohttp.ClientSession, cred: IamPassword,
     SisConnectionError
         Network failure.
     """
+    options = TransportOptions() if options is None else options
     body = TokenRequest(cred.user_name, cred.password, cred.domain, project_name=cred.region).to_dict()
     try:
         async with http.post(cred.token_url, json=body, ssl=options.ssl, proxy=options.proxy,
@@ -115,13 +116,13 @@ class AuthProvider:
     """
 
     def __init__(self, auth: AkSk | Token | IamPassword, http: aiohttp.ClientSession,
-                 options: TransportOptions = TransportOptions(), *,
+                 options: TransportOptions | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
         if not isinstance(auth, (AkSk, Token, IamPassword)):
             raise TypeError(f"auth must be AkSk, Token or IamPassword, got {type(auth).__name__}")
         self.auth = auth
         self._http = http
-        self._options = options
+        self._options = TransportOptions() if options is None else options
         self._clock = clock
         self._signer = Signer(auth, clock=clock) if isinstance(auth, AkSk) else None
         self._token: Token | None = auth if isinstance(auth, Token) else None
@@ -354,7 +355,7 @@ class SisRestClient:
     """
 
     def __init__(self, endpoint: str, project_id: str, auth: AkSk | Token | IamPassword, *,
-                 options: TransportOptions = TransportOptions(), legacy_endpoint: str | None = None,
+                 options: TransportOptions | None = None, legacy_endpoint: str | None = None,
                  max_retries: int = 2, session: aiohttp.ClientSession | None = None,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
                  rng: Callable[[], float] = random.random) -> None:
@@ -368,7 +369,7 @@ class SisRestClient:
         self.endpoint = str(u).rstrip("/")
         self.legacy_endpoint = (legacy_endpoint or self.endpoint).rstrip("/")
         self.project_id = project_id
-        self.options = options
+        self.options = TransportOptions() if options is None else options
         self.max_retries = max_retries
         self._own_session = session is None
         self._http = session
@@ -377,7 +378,7 @@ class SisRestClient:
         self._sleep = sleep
         self._rng = rng
 
-    async def __aenter__(self) -> SisRestClient:
+    async def __aenter__(self) -> SisRestClient:  # noqa: PYI034 - py3.10 has no typing.Self
         if self._http is None:
             self._http = aiohttp.ClientSession(trust_env=self.options.trust_env)
         self._auth = AuthProvider(self._auth_in, self._http, self.options)

@@ -39,7 +39,7 @@ class SyncRasrClient:
     """
 
     def __init__(self, endpoint: str, project_id: str, auth: AkSk | Token | IamPassword, *,
-                 options: TransportOptions = TransportOptions(), timeout_s: float | None = 60.0) -> None:
+                 options: TransportOptions | None = None, timeout_s: float | None = 60.0) -> None:
         self.timeout_s = timeout_s
         self._client = RasrClient(endpoint, project_id, auth, options=options)  # validates first
         self._loop = asyncio.new_event_loop()
@@ -63,7 +63,7 @@ class SyncRasrClient:
             fut.cancel()
             raise
 
-    def __enter__(self) -> SyncRasrClient:
+    def __enter__(self) -> SyncRasrClient:  # noqa: PYI034 - py3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -114,7 +114,7 @@ class SyncStream:
         self._pump: Future[None] | None = None
         self.callback_errors: list[BaseException] = []
 
-    def __enter__(self) -> SyncStream:
+    def __enter__(self) -> SyncStream:  # noqa: PYI034 - py3.10 has no typing.Self
         self._owner._call(self._stream.__aenter__())
         if self._on_event is not None:
             self._pump = asyncio.run_coroutine_threadsafe(self._run_callbacks(), self._owner._loop)
@@ -125,7 +125,7 @@ class SyncStream:
         async for ev in self._stream:
             try:
                 self._on_event(ev)
-            except Exception as exc:  # a callback bug must not kill the stream; kept for the caller
+            except Exception as exc:  # noqa: BLE001 - a callback bug must not kill the stream; kept for the caller
                 self.callback_errors.append(exc)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

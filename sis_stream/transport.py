@@ -82,19 +82,19 @@ from .protocol import (
 )
 
 __all__ = [
-    "TransportOptions",
-    "ReconnectPolicy",
-    "EventQueue",
+    "CONNECTION_LIMIT_S",
+    "DEFAULT_ROLLOVER_AFTER_S",
     "EVENT_OVERFLOW_POLICIES",
+    "EventQueue",
+    "ReconnectPolicy",
     "Reconnected",
     "RolledOver",
-    "StreamStats",
     "StreamRunner",
-    "ws_url",
+    "StreamStats",
+    "TransportOptions",
     "host_header",
     "open_websocket",
-    "DEFAULT_ROLLOVER_AFTER_S",
-    "CONNECTION_LIMIT_S",
+    "ws_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class TransportOptions:
         """The ``ssl=`` argument for aiohttp: the context, ``True`` (verify) or ``False``."""
         if self.ssl_context is not None:
             return self.ssl_context
-        return True if self.verify_tls else False
+        return bool(self.verify_tls)
 
 
 async def open_websocket(
@@ -419,7 +419,7 @@ class EventQueue:
 
 
 class _Sent:
-    __slots__ = ("data", "stream_ms", "user_ms", "dur_ms", "keepalive", "conn_ms")
+    __slots__ = ("conn_ms", "data", "dur_ms", "keepalive", "stream_ms", "user_ms")
 
     def __init__(self, data: bytes, stream_ms: float, user_ms: float, dur_ms: float, keepalive: bool) -> None:
         self.data = data
@@ -1051,7 +1051,7 @@ class StreamRunner:
         if isinstance(ev, (VoiceStart, VoiceEnd, ExceededSilence, ExceededAudio)):
             ts = ev.timestamp
             if ts is not None:
-                ts = int(round(self._map.map(ts)[0]))
+                ts = round(self._map.map(ts)[0])
             if not isinstance(ev, VoiceStart):
                 self._server_finished = True
                 self._room.set()
@@ -1097,11 +1097,11 @@ class StreamRunner:
         result = seg.result
         if result is not None and result.word_info:
             words = tuple(
-                WordInfo(None if w.start_time is None else int(round(self._map.map(w.start_time)[0])),
-                         None if w.end_time is None else int(round(self._map.map(w.end_time)[0])), w.word)
+                WordInfo(None if w.start_time is None else round(self._map.map(w.start_time)[0]),
+                         None if w.end_time is None else round(self._map.map(w.end_time)[0]), w.word)
                 for w in result.word_info)
             result = replace(result, word_info=words)
-        return replace(seg, start_time=int(round(start_u)), end_time=int(round(end_u)), result=result), end_s
+        return replace(seg, start_time=round(start_u), end_time=round(end_u), result=result), end_s
 
     # -- teardown ---------------------------------------------------------------------------------
 

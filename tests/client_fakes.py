@@ -45,7 +45,7 @@ from sis_stream.protocol import (
 )
 from sis_stream.protocol.events import AudioReceived
 
-__all__ = ["FakeSisServer", "ConnRecord", "AK", "SK", "PROJECT", "USER", "PASSWORD", "DOMAIN", "REGION"]
+__all__ = ["AK", "DOMAIN", "PASSWORD", "PROJECT", "REGION", "SK", "USER", "ConnRecord", "FakeSisServer"]
 
 AK = "AKFAKE00000000000000"
 SK = "SKFAKEsecret0000000000000000000000000000"
@@ -127,7 +127,7 @@ class FakeSisServer:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> FakeSisServer:
+    async def __aenter__(self) -> FakeSisServer:  # noqa: PYI034 - py3.10 has no typing.Self
         app = web.Application()
         app.router.add_get("/v1/{pid}/rasr/{mode}", self._ws)
         app.router.add_get("/v1/{pid}/asr/short-audio", self._ws)
@@ -276,10 +276,9 @@ class _Conn:
                     self.dead = True
                     await self.ws.close()
                     return
-            elif isinstance(ev, EndRequested):
-                if not ev.cancel and self.cfg is not None:
-                    await self._recognise(final_tail=True)
-                    await self.send(self.sess.send(EndResponse(trace_id=self.trace)))
+            elif isinstance(ev, EndRequested) and not ev.cancel and self.cfg is not None:
+                await self._recognise(final_tail=True)
+                await self.send(self.sess.send(EndResponse(trace_id=self.trace)))
 
     def _bpms(self) -> float:
         assert self.cfg is not None

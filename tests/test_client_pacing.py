@@ -6,9 +6,9 @@ import asyncio
 import os
 
 import pytest
-
 from client_fakes import AK, PROJECT, SK, FakeSisServer
 from helpers import FakeClock
+
 from sis_stream.client import RasrClient
 from sis_stream.protocol import AkSk, Ended, FinalResult
 
@@ -35,7 +35,7 @@ async def server():
 
 async def _paced_run(server, pacing, n_frames=20, frame_ms=100):
     clock, slept, sleep = _fake_time()
-    async with RasrClient(server.url, PROJECT, AkSk(AK, SK)) as c:
+    async with RasrClient(server.url, PROJECT, AkSk(AK, SK)) as c:  # noqa: SIM117 - the stream needs the client
         async with c.stream("continue", U8, pacing=pacing, frame_ms=frame_ms, clock=clock, sleep=sleep,
                             max_buffer_ms=n_frames * frame_ms, keepalive_s=None) as s:
             await s.send(bytes(8 * frame_ms * n_frames))
@@ -46,7 +46,7 @@ async def _paced_run(server, pacing, n_frames=20, frame_ms=100):
 
 async def test_realtime_pacing_is_exact_on_a_fake_clock(server):
     # 20 frames of 100 ms: sent at t0 + k * 0.1 exactly; the pacing error is 0 for every frame.
-    s, slept, evs, clock = await _paced_run(server, "realtime")
+    s, slept, evs, _clock = await _paced_run(server, "realtime")
     p = s.stats.pacing
     assert p.count == 20 and p.max == 0.0 and p.min == 0.0
     assert sum(slept) == pytest.approx(1.9, abs=1e-9)
@@ -67,7 +67,7 @@ async def test_burst_then_realtime(server):
 
 
 async def test_20ms_frames_paced(server):
-    s, slept, evs, _ = await _paced_run(server, "realtime", n_frames=50, frame_ms=20)
+    s, slept, _evs, _ = await _paced_run(server, "realtime", n_frames=50, frame_ms=20)
     assert s.stats.pacing.count == 50 and s.stats.pacing.max == 0.0
     assert sum(slept) == pytest.approx(49 * 0.02, abs=1e-9)
     assert [len(f) for f in server.connections[0].frames] == [160] * 50

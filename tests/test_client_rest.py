@@ -9,8 +9,8 @@ import threading
 
 import pytest
 from aiohttp import web
+from client_fakes import AK, DOMAIN, PROJECT, REGION, SK, USER, FakeSisServer
 
-from client_fakes import AK, DOMAIN, PASSWORD, PROJECT, REGION, SK, USER, FakeSisServer
 from sis_stream.errors import (
     SisApiError,
     SisAuthError,
@@ -57,7 +57,7 @@ class Routes:
         if any(k.lower() == "authorization" for k, _ in headers):
             try:
                 self.verifier.verify(request.method, request.raw_path, headers, body)
-            except Exception as exc:  # AuthRejected
+            except Exception as exc:  # noqa: BLE001 - AuthRejected
                 return web.json_response(exc.body(), status=401)
         elif not any(k.lower() == "x-auth-token" for k, _ in headers):
             return web.json_response({"error_code": "APIG.0301", "error_msg": "x-auth-token not found"}, status=401)
@@ -322,7 +322,7 @@ def test_sync_iterator_and_callbacks():
         with client.stream("short", U8, pacing=None, on_event=got.append) as s2:
             s2.send(bytes([7]) * 800)
         assert [e.text for e in got if isinstance(e, FinalResult)] == ["b7"]
-        with pytest.raises(RuntimeError, match="on_event"):
+        with pytest.raises(RuntimeError, match="on_event"):  # noqa: SIM117 - reads better nested
             with client.stream("short", U8, pacing=None, on_event=print) as s3:
                 list(s3)
     assert threading.active_count() == before  # the loop thread is gone

@@ -6,8 +6,8 @@ import asyncio
 import json
 
 import pytest
-
 from client_fakes import AK, DOMAIN, PASSWORD, PROJECT, REGION, SK, USER, FakeSisServer
+
 from sis_stream.client import RasrClient, VadGate
 from sis_stream.errors import BufferFullError, LocalProtocolError, SisAuthError, SisConnectionError
 from sis_stream.protocol import (
@@ -15,7 +15,6 @@ from sis_stream.protocol import (
     ConnectionClosed,
     Ended,
     EndReason,
-    ExceededAudio,
     FinalResult,
     PartialResult,
     ServerError,
@@ -26,7 +25,7 @@ from sis_stream.protocol import (
     VoiceStart,
 )
 from sis_stream.rest_client import IamPassword
-from sis_stream.transport import ReconnectPolicy, Reconnected
+from sis_stream.transport import Reconnected, ReconnectPolicy
 
 U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
 FRAME = 800  # 100 ms of ulaw8k8bit
@@ -169,7 +168,7 @@ async def test_fatal_error_closes_without_reconnect(server, client):
 
 async def test_idle_keepalive_beats_server_idle_rule():
     # The server's idle rule is shortened to 0.4 s; the client keeps it alive with 0.1 s keepalives.
-    async with FakeSisServer(idle_timeout_s=0.4) as srv:
+    async with FakeSisServer(idle_timeout_s=0.4) as srv:  # noqa: SIM117 - the stream needs the client
         async with RasrClient(srv.url, PROJECT, AkSk(AK, SK)) as c:
             async with c.stream("continue", U8, pacing=None, keepalive_s=0.1) as s:
                 await s.send(frames(0, 1)[0])
@@ -184,7 +183,7 @@ async def test_idle_keepalive_beats_server_idle_rule():
 
 
 async def test_without_keepalive_the_idle_rule_fires():
-    async with FakeSisServer(idle_timeout_s=0.3) as srv:
+    async with FakeSisServer(idle_timeout_s=0.3) as srv:  # noqa: SIM117 - the stream needs the client
         async with RasrClient(srv.url, PROJECT, AkSk(AK, SK)) as c:
             async with c.stream("continue", U8, pacing=None, keepalive_s=None,
                                 reconnect=ReconnectPolicy(enabled=False)) as s:
@@ -218,7 +217,7 @@ async def _drop_run(server, client, ring_ms):
 async def test_drop_mid_utterance_replays_ring_exactly(server, client):
     # The drop comes after 1.5 s; the final for 0-1 s was delivered, so the ring holds 1.0-1.5 s.
     s, evs = await _drop_run(server, client, ring_ms=30_000)
-    rec = [e for e in evs if isinstance(e, Reconnected)][0]
+    rec = next(e for e in evs if isinstance(e, Reconnected))
     assert rec.lost_ms == 0 and rec.replayed_ms == 500.0 and rec.attempt == 1
     # Conn 2 got exactly the replay (frames 10-14) then the new audio (15-24).
     assert server.connections[1].audio == b"".join(frames(10, 15))
@@ -230,8 +229,8 @@ async def test_drop_mid_utterance_replays_ring_exactly(server, client):
 
 async def test_drop_with_small_ring_reports_lost_ms(server, client):
     # Ring of 300 ms: frames 10 and 11 (200 ms after the last final) cannot be replayed.
-    s, evs = await _drop_run(server, client, ring_ms=300)
-    rec = [e for e in evs if isinstance(e, Reconnected)][0]
+    _s, evs = await _drop_run(server, client, ring_ms=300)
+    rec = next(e for e in evs if isinstance(e, Reconnected))
     assert rec.lost_ms == 200.0 and rec.replayed_ms == 300.0
     assert server.connections[1].audio == b"".join(frames(12, 13))
     # Conn 2's first final covers frames 12-21 and is reported on the session clock: 1200-2200.
@@ -321,7 +320,7 @@ async def test_planned_rollover_at_silence_boundary(server, client):
         await s.end()
         evs += await collect(s)
     assert len(server.connections) == 2 and s.stats.rollovers == 1
-    ro = [e for e in evs if isinstance(e, RolledOver)][0]
+    ro = next(e for e in evs if isinstance(e, RolledOver))
     assert not ro.forced
     fs = finals(evs)
     assert fs[0] == (0, 1000, "b0") and fs[-1][1] == 2500
@@ -404,7 +403,7 @@ async def test_token_flow(server):
         {"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": USER, "password": PASSWORD, "domain": {"name": DOMAIN}}}},
             "scope": {"project": {"name": REGION}}}}))
-    async with RasrClient(server.url, PROJECT, Token(issued.value)) as c:
+    async with RasrClient(server.url, PROJECT, Token(issued.value)) as c:  # noqa: SIM117 - the stream needs the client
         async with c.stream("short", U8, pacing=None) as s:
             await s.send(frames(0, 3)[0])
             await s.end()
@@ -435,14 +434,14 @@ async def test_bad_secret_key_raises_auth_error(server):
 
 async def test_signed_host_equals_sent_host_byte_for_byte(server):
     # The verifier checks the received Host against the signed one; record both on the wire.
-    async with RasrClient(server.url, PROJECT, AkSk(AK, SK)) as c:
+    async with RasrClient(server.url, PROJECT, AkSk(AK, SK)) as c:  # noqa: SIM117 - the stream needs the client
         async with c.stream("short", U8, pacing=None) as s:
             await s.end()
             await collect(s)
     hdrs = server.connections[0].headers
     hosts = [v for k, v in hdrs if k.lower() == "host"]
     assert hosts == [f"127.0.0.1:{server.port}"]  # exactly one Host, with the non-default port
-    auth = [v for k, v in hdrs if k.lower() == "authorization"][0]
+    auth = next(v for k, v in hdrs if k.lower() == "authorization")
     assert "SignedHeaders=host;x-sdk-date," in auth
 
 
@@ -542,3 +541,31 @@ async def test_vad_gating_keeps_user_clock_and_keepalive(server, client):
     fs = finals(evs)
     # the first final starts at the pre-roll before the tone, on the user's clock (not at 0)
     assert fs and 700 <= fs[0][0] <= 1000, fs
+
+
+# --- input transcoding -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("src", ["pcm16k16bit", "pcm8k16bit", "alaw8k8bit", "pcm44100"])
+async def test_input_is_transcoded_to_the_session_format(server, client, src):
+    from sis_stream.audio import AudioFormat
+
+    fmt = AudioFormat(44100, "pcm", 2) if src == "pcm44100" else AudioFormat.from_sis(src)
+    silence = {"pcm": b"\x00\x00", "alaw": b"\xd5", "ulaw": b"\xff"}[fmt.encoding] * fmt.rate_hz  # 1 s
+    async with client.stream("continue", U8, pacing=None, input_format=fmt if src == "pcm44100" else src) as s:
+        for i in range(0, len(silence), 999):  # odd chunk sizes, split samples included
+            await s.send(silence[i:i + 999])
+        await s.end()
+        evs = await collect(s)
+    got = server.connections[0].audio
+    # 1 s at 8 kHz; A-law silence 0xD5 decodes to +8, which is u-law 0xFE (G.711), the rest 0
+    quiet = 0xFE if fmt.encoding == "alaw" else 0xFF
+    assert len(got) == 8000 and set(got) == {quiet}
+    assert finals(evs) == [(0, 1000, f"b{quiet}")]
+
+
+async def test_same_input_format_is_passed_through(server, client):
+    async with client.stream("continue", U8, pacing=None, input_format="ulaw8k8bit") as s:
+        assert s._transcoder is None
+        await s.end()
+        await collect(s)

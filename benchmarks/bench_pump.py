@@ -1,0 +1,286 @@
+"""Pump load: N concurrent real-time 8 kHz u-law streams from one process into a loopback sink.
+
+Ours: the asyncio pump (one event loop, Framer + absolute-deadline Pacer per stream, no threads).
+Anchor: the official SDK's pattern, one thread per stream with ``websocket-client`` and
+``time.sleep(frame)`` after every send (drift accumulates). Both send to the same sink, which runs
+in a separate process on 127.0.0.1 (so the measured CPU is the client's only).
+
+Reported per run: CPU per stream (% of one core, over the streaming phase), RSS growth per stream,
+pacing error p50/p99/max (actual - scheduled send time; the anchor's schedule is the ideal
+``t0 + k * frame``). Load is bounded: ``BENCH_PUMP_N`` (default ``100,500,1000``) streams for
+``BENCH_PUMP_SECONDS`` (default 8) of audio each.
+
+Run: ``/work/venv/bin/python -m pytest benchmarks/bench_pump.py -q -s``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytest_benchmark")
+
+from sis_stream.client import RasrClient
+from sis_stream.pacing import PacingStats
+from sis_stream.protocol import Ended, Token
+from sis_stream.transport import TransportOptions, ws_url
+
+PROJECT = "benchproject"
+N_LIST = [int(x) for x in os.environ.get("BENCH_PUMP_N", "100,500,1000").split(",")]
+SECONDS = float(os.environ.get("BENCH_PUMP_SECONDS", "8"))
+FRAMES_MS = [100, 20]
+CFG = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
+RESULTS: dict[tuple[str, int, int], dict[str, float]] = {}
+SINK_PID = [0]
+
+
+def _sink_cpu() -> float:
+    """CPU seconds used so far by the sink process (to show whether the sink kept up)."""
+    if not SINK_PID[0]:
+        return 0.0
+    with open(f"/proc/{SINK_PID[0]}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the sink (separate process) ------------------------------------------------------------------
+
+
+def _sink_main() -> None:
+    from aiohttp import WSMsgType, web
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=None, autoping=True)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                cmd = json.loads(msg.data).get("command")
+                if cmd == "START":
+                    await ws.send_str('{"resp_type": "START", "trace_id": "sink"}')
+                elif cmd == "END":
+                    await ws.send_str('{"resp_type": "END", "trace_id": "sink", "reason": "NORMAL"}')
+            elif msg.type is not WSMsgType.BINARY:
+                break
+        return ws
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/v1/{pid}/rasr/{mode}", handler)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def sink():
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--sink"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        port = int(proc.stdout.readline())  # type: ignore[union-attr]
+        SINK_PID[0] = proc.pid
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    if not RESULTS:
+        return
+    lines = ["", "pump load (8 kHz u-law, real time, loopback sink in another process)",
+             (f"{'client':<8} {'frame':>5} {'N':>5} {'CPU/stream %core':>16} {'CPU total %':>11} "
+             f"{'RSS/stream KiB':>14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late>10ms %':>11} {'sink CPU %':>10} "
+             f"{'us/frame':>8} {'wall/audio':>10}")]
+    for (kind, fms, n), r in sorted(RESULTS.items()):
+        lines.append(f"{kind:<8} {fms:>4}ms {n:>5} {r['cpu_per_stream_pct']:>16.3f} {r['cpu_total_pct']:>11.1f} "
+                     f"{r['rss_per_stream_kib']:>14.1f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+                     f"{r['max_ms']:>8.3f} {r['late_pct']:>11.2f} {r['sink_cpu_pct']:>10.1f} {r['us_per_frame']:>8.1f} "
+                     f"{r['wall_over_audio']:>10.2f}")
+    lines.append("ratios (threads / asyncio) at equal N and frame:")
+    for (kind, fms, n), r in sorted(RESULTS.items()):
+        t = RESULTS.get(("threads", fms, n))
+        if kind == "asyncio" and t is not None:
+            lines.append(f"  {fms}ms N={n}: CPU x{t['cpu_per_stream_pct'] / max(r['cpu_per_stream_pct'], 1e-9):.2f}, "
+                         f"p99 x{t['p99_ms'] / max(r['p99_ms'], 1e-6):.1f}, RSS x"
+                         f"{t['rss_per_stream_kib'] / max(r['rss_per_stream_kib'], 1e-3):.2f}")
+    text = "\n".join(lines)
+    print(text)
+    out = os.environ.get("BENCH_PUMP_JSON")
+    if out:
+        Path(out).write_text(json.dumps({f"{k[0]}/{k[1]}ms/{k[2]}": v for k, v in RESULTS.items()}, indent=1))
+
+
+def _rss_kib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _summary(kind: str, n: int, frame_ms: int, cpu_s: float, wall_s: float, rss0: float, rss1: float,
+             stats: PacingStats, late: int, total: int, sink_s: float) -> dict[str, float]:
+    r = {
+        # CPU is normalised by the audio duration: the share of one core a stream needs to run
+        # in real time (on a loaded box the wall time can exceed the audio time).
+        "sink_cpu_pct": 100 * sink_s / SECONDS,
+        "cpu_per_stream_pct": 100 * cpu_s / SECONDS / n,
+        "cpu_total_pct": 100 * cpu_s / SECONDS,
+        "us_per_frame": 1e6 * cpu_s / max(total, 1),
+        "wall_over_audio": wall_s / SECONDS,
+        "rss_per_stream_kib": (rss1 - rss0) / n,
+        "p50_ms": 1e3 * stats.p50,
+        "p99_ms": 1e3 * stats.p99,
+        "max_ms": 1e3 * stats.max,
+        "late_pct": 100 * late / max(total, 1),
+        "frames": float(total),
+    }
+    RESULTS[(kind, frame_ms, n)] = r
+    return r
+
+
+# --- ours: the asyncio pump -------------------------------------------------------------------
+
+
+async def _run_async(url: str, n: int, frame_ms: int) -> dict[str, float]:
+    audio = bytes([0xFF]) * int(8000 * SECONDS)
+    rss0 = _rss_kib()
+    ready = asyncio.Event()
+    started = 0
+    opts = TransportOptions(start_timeout_s=60, end_timeout_s=60, connect_timeout_s=60)
+    async with RasrClient(url, PROJECT, Token("bench"), options=opts) as client:
+        streams = []
+
+        async def one(i: int) -> None:
+            nonlocal started
+            async with client.stream("continue", CFG, frame_ms=frame_ms, pacing="realtime",
+                                     max_buffer_ms=int(SECONDS * 1000), keepalive_s=None) as s:
+                streams.append(s)
+                started += 1
+                if started == n:
+                    ready.set()
+                await ready.wait()
+                # streams start at phases spread over one frame (live calls are not aligned)
+                await asyncio.sleep(i / n * frame_ms / 1000)
+                await s.send(audio)
+                await s.end()
+                async for ev in s:
+                    if isinstance(ev, Ended):
+                        break
+
+        tasks = [asyncio.create_task(one(i)) for i in range(n)]
+        await ready.wait()
+        cpu0, t0, rss1, sink0 = _cpu(), time.perf_counter(), _rss_kib(), _sink_cpu()
+        await asyncio.gather(*tasks)
+        cpu_s, wall, sink_s = _cpu() - cpu0, time.perf_counter() - t0, _sink_cpu() - sink0
+    stats = PacingStats()
+    late = total = 0
+    for s in streams:
+        p = s.stats.pacing
+        stats.merge(p)
+        total += p.count
+    # late fraction from the merged histogram (count of errors above 10 ms)
+    late = sum(1 for q in _quantile_grid(stats) if q > 0.010)
+    return _summary("asyncio", n, frame_ms, cpu_s, wall, rss0, rss1, stats, int(late * total / 1000), total, sink_s)
+
+
+def _quantile_grid(stats: PacingStats) -> list[float]:
+    return [stats.quantile((i + 0.5) / 1000) for i in range(1000)]
+
+
+@pytest.mark.parametrize("frame_ms", FRAMES_MS)
+@pytest.mark.parametrize("n", N_LIST)
+def bench_pump_asyncio(benchmark, sink, n, frame_ms):
+    benchmark.group = f"pump {frame_ms}ms N={n}"
+    res = benchmark.pedantic(lambda: asyncio.run(_run_async(sink, n, frame_ms)), rounds=1, iterations=1)
+    benchmark.extra_info.update(res)
+
+
+# --- anchor: thread per stream, sleep pacing (the official SDK's pattern) ---------------------
+
+
+def _thread_stream(url: str, frame_ms: int, barrier: threading.Barrier, errors: list[float], out: list[int],
+                   phase_s: float) -> None:
+    import websocket
+
+    try:
+        ws = websocket.create_connection(ws_url(url, PROJECT, "continue-stream"), header={"X-Auth-Token": "bench"},
+                                         timeout=60)
+    except Exception:
+        barrier.abort()
+        raise
+    try:
+        ws.send(json.dumps({"command": "START", "config": CFG}))
+        ws.recv()
+        frame = bytes([0xFF]) * (8 * frame_ms)
+        fs = frame_ms / 1000
+        n_frames = int(SECONDS * 1000 / frame_ms)
+        barrier.wait()
+        time.sleep(phase_s)  # same phase spread as the asyncio run
+        t0 = time.monotonic()
+        for k in range(n_frames):
+            errors.append(time.monotonic() - (t0 + k * fs))
+            ws.send_binary(frame)
+            time.sleep(fs)  # the SDK: send, then sleep the frame duration
+        ws.send('{"command": "END", "cancel": "false"}')
+        ws.recv()
+        out.append(n_frames)
+    finally:
+        ws.close()
+
+
+def _run_threads(url: str, n: int, frame_ms: int) -> dict[str, float]:
+    pytest.importorskip("websocket")
+    rss0 = _rss_kib()
+    barrier = threading.Barrier(n + 1)
+    errs: list[list[float]] = [[] for _ in range(n)]
+    done: list[int] = []
+    threads = [threading.Thread(target=_thread_stream, args=(url, frame_ms, barrier, errs[i], done, i / n * frame_ms / 1000), daemon=True)
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait(timeout=120)
+    cpu0, t0, rss1, sink0 = _cpu(), time.perf_counter(), _rss_kib(), _sink_cpu()
+    for t in threads:
+        t.join()
+    cpu_s, wall, sink_s = _cpu() - cpu0, time.perf_counter() - t0, _sink_cpu() - sink0
+    stats = PacingStats()
+    late = total = 0
+    for e in errs:
+        for x in e:
+            stats.record(x)
+            late += x > 0.010
+            total += 1
+    if len(done) != n:
+        raise RuntimeError(f"only {len(done)}/{n} thread streams finished")
+    return _summary("threads", n, frame_ms, cpu_s, wall, rss0, rss1, stats, late, total, sink_s)
+
+
+@pytest.mark.parametrize("frame_ms", FRAMES_MS)
+@pytest.mark.parametrize("n", N_LIST)
+def bench_pump_threads(benchmark, sink, n, frame_ms):
+    benchmark.group = f"pump {frame_ms}ms N={n}"
+    res = benchmark.pedantic(lambda: _run_threads(sink, n, frame_ms), rounds=1, iterations=1)
+    benchmark.extra_info.update(res)
+
+
+if __name__ == "__main__" and "--sink" in sys.argv:
+    _sink_main()
