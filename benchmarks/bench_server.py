@@ -164,9 +164,12 @@ async def _load(n: int, seconds: int, overrides: tuple[str, ...]) -> dict:
         async with HttpClient(connector=conn) as http:
             url = srv.base + "/v1/bench/rasr/continue-stream"
             barrier, connected, start = asyncio.Event(), [0], [0.0]
-            # stagger starts over one frame so frames do not all land at once
+            # Random phases over one speech+pause period (2 s) and within a frame: independent
+            # talkers, not 500 sentences ending in the same 100 ms.
+            rng = np.random.default_rng(0)
+            offsets = rng.uniform(0.0, 2.0, n)
             tasks = [_session(http, url, audio, closes, start, lat, ttfs, errors, barrier, connected, n,
-                              (i % 20) * FRAME_MS / 20000) for i in range(n)]
+                              float(offsets[i])) for i in range(n)]
             wall0 = time.perf_counter()
             res = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), seconds * 4 + 60)
             wall = time.perf_counter() - wall0

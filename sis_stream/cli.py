@@ -138,8 +138,22 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
 
 # -- main -----------------------------------------------------------------------------------------
 
+def _register_command_modules() -> None:
+    """Register the subcommands of :mod:`sis_stream.commands` (transcribe, demo, convert, vad,
+    bench) when that package is present; ``serve`` stays defined here."""
+    try:
+        from .commands import COMMAND_SPECS  # noqa: PLC0415 - optional, owned by its module
+    except ImportError as exc:
+        logging.getLogger(__name__).debug("sis_stream.commands not available: %s", exc)
+        return
+    for name, help_, build, run in COMMAND_SPECS:
+        if name not in COMMANDS:
+            COMMANDS[name] = Command(name, help_, build, run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
+    _register_command_modules()
     parser = _Parser(prog="sis-stream", description="Real-time speech recognition over the Huawei Cloud SIS protocols.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in COMMANDS.values():

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .auth import route
 
-__all__ = ["setup_routes", "TOKENS_PATH"]
+__all__ = ["TOKENS_PATH", "setup_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ TOKENS_PATH: Final = "/v3/auth/tokens"
 @route(interface="iam.tokens", public=True)
 async def issue_token(request: web.Request) -> web.Response:
     """Answer a password-flow token request (201 + ``X-Subject-Token``)."""
-    from .app import TOKENS  # noqa: PLC0415
+    from .app import TOKENS
 
     body = await request.read()
     issued = request.app[TOKENS].authenticate(body)  # RequestRejected / AuthRejected -> middleware

@@ -12,7 +12,7 @@ on the event loop and never blocks it:
   into engine operations and output items.
 * Engine operations (``accept``, ``partial``, ``finalize``, ``close``) run on the stream's
   :class:`~sis_stream.engines.pool.Lane` of the shared bounded executor, in order. Segment PCM is
-  converted to the engines' 16 kHz by our own kernels (upsampled 2x for 8 kHz formats) and
+  converted to the engines' 16 kHz by our own resampler kernel (``sis_stream.resample``) and
   batched (``accept_batch_ms``) so a stream costs a few pool tasks per second.
 * Output items go into one FIFO; the emitter task (started once the START answer is out) awaits
   each item's engine future in turn and hands :mod:`sis_stream.protocol` responses to the
@@ -151,7 +151,7 @@ def _halfband_taps(n_side: int = 16) -> np.ndarray:
 class Upsampler2x:
     """Streaming 2x upsampler (8 kHz -> 16 kHz): zero-stuff and a 33-tap half-band FIR.
 
-    Used when the shared transcoder (``sis_stream.transcode``) is not available. The filter
+    Fallback only, used when ``sis_stream.resample`` cannot be imported. The filter
     delays the output by 16 output samples (1 ms), negligible next to the 10 ms VAD frames.
     """
 
@@ -172,13 +172,41 @@ class Upsampler2x:
         return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
 
 
-def _make_upsampler(rate_hz: int) -> Callable[[np.ndarray], np.ndarray] | None:
-    """A callable converting `rate_hz` int16 PCM to 16 kHz, or None when no conversion is needed."""
+class _Converter:
+    """Segment PCM at the format's rate -> 16 kHz int16, streaming, flushed at the segment end.
+
+    Uses the project's resampler kernel (:class:`sis_stream.resample.StreamResampler`,
+    delay-compensated: sample 0 out is sample 0 in, and the total length is exact); falls back to
+    :class:`Upsampler2x` only if that module cannot be imported.
+    """
+
+    def __init__(self, rate_hz: int) -> None:
+        if rate_hz * 2 != SAMPLE_RATE_HZ:
+            raise ValueError(f"only 8000 and 16000 Hz audio is accepted, got {rate_hz}")
+        try:
+            from ..resample import StreamResampler
+        except ImportError:  # pragma: no cover - the resampler ships with the package
+            self._rs = None
+            self._up = Upsampler2x()
+        else:
+            self._rs = StreamResampler(rate_hz, SAMPLE_RATE_HZ, dtype=np.int16)
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        if self._rs is None:
+            return self._up.process(pcm)
+        return self._rs.process(pcm)
+
+    def flush(self) -> np.ndarray:
+        if self._rs is None:
+            return np.zeros(0, np.int16)
+        return self._rs.flush()
+
+
+def _make_converter(rate_hz: int) -> _Converter | None:
+    """A converter of `rate_hz` int16 PCM to 16 kHz, or None when no conversion is needed."""
     if rate_hz == SAMPLE_RATE_HZ:
         return None
-    if rate_hz * 2 != SAMPLE_RATE_HZ:
-        raise ValueError(f"only 8000 and 16000 Hz audio is accepted, got {rate_hz}")
-    return Upsampler2x().process
+    return _Converter(rate_hz)
 
 
 # -- text post-processing -----------------------------------------------------------------------
@@ -339,7 +367,7 @@ class SessionRecognizer:
         self._batch: list[np.ndarray] = []
         self._batch_n = 0
         self._engine_samples = 0  # 16 kHz samples queued for the engine
-        self._upsample: Callable[[np.ndarray], np.ndarray] | None = None
+        self._convert: _Converter | None = None
         self._seg: _SegMeta | None = None
         self._partial_pending = False
         self._last_partial = -1e18
@@ -426,9 +454,12 @@ class SessionRecognizer:
         self._batch, self._batch_n = [], 0
         self._submit(lambda s, p=pcm: s.accept(p), None)
 
-    def _queue_pcm(self, pcm: np.ndarray) -> None:
-        if self._upsample is not None:
-            pcm = self._upsample(pcm)
+    def _queue_pcm(self, pcm: np.ndarray, *, last: bool = False) -> None:
+        if self._convert is not None:
+            pcm = self._convert.process(pcm) if pcm.size else pcm
+            if last:
+                tail = self._convert.flush()
+                pcm = np.concatenate((pcm, tail)) if tail.size else pcm
         if pcm.size == 0:
             return
         self._batch.append(pcm)
@@ -470,12 +501,15 @@ class SessionRecognizer:
             if isinstance(ev, SegmentAudio):
                 self._queue_pcm(ev.pcm)
             elif isinstance(ev, SegmentOpened):
-                self._upsample = _make_upsampler(self.rate_hz)
+                self._convert = _make_converter(self.rate_hz)
                 self._seg = _SegMeta(ev.index, ev.start_ms, ev.audio_start_ms,
                                      self._engine_samples * 1000 // SAMPLE_RATE_HZ)
                 self._last_partial = -1e18
                 self.segments += 1
             elif isinstance(ev, SegmentClosed):
+                if self._convert is not None:
+                    self._queue_pcm(np.zeros(0, np.int16), last=True)
+                    self._convert = None
                 self._flush_batch()
                 fut = self._loop.create_future()
                 meta = self._seg or _SegMeta(ev.index, ev.start_ms, ev.audio_start_ms,
