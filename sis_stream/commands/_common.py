@@ -126,7 +126,7 @@ def exit_code_for(exc: BaseException) -> int:
 def _message(exc: BaseException) -> str:
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)) and exc.filename:
         return f"cannot read {exc.filename}: {exc.strerror}"
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
         return "interrupted"
     text = str(exc) or type(exc).__name__
     if exit_code_for(exc) == EXIT_INTERNAL:
@@ -148,7 +148,8 @@ def guarded(command: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[
                                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
             return fn(args)
-        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's error boundary
+        # The CLI's error boundary (a second Ctrl-C cancels the main task: CancelledError).
+        except (Exception, KeyboardInterrupt, asyncio.CancelledError) as exc:  # noqa: BLE001
             code = exit_code_for(exc)
             if getattr(args, "debug", False):
                 traceback.print_exc(file=sys.stderr)
@@ -220,8 +221,11 @@ class AudioSource:
     data: bytes | None = None
     _reader: BinaryIO | None = None
     _declared: int | None = None
+    #: Bytes delivered by :meth:`achunks` so far.
     received: int = 0
+    #: Set when a streamed WAV ended before its declared data size (the caller reports it).
     truncated: str | None = None
+    #: Non-fatal remarks (e.g. stray bytes of a partial sample frame at the end of a stream).
     warnings: list[str] = field(default_factory=list)
 
     @property
