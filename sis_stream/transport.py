@@ -796,6 +796,12 @@ class StreamRunner:
         self._map = _TimeMap(self._map_max)
         self._recv_task = self._loop.create_task(self._recv_loop(ws, self._session), name="sis-stream-recv")
         self._conn_opened_at = self._clock()
+        if self.rollover_after_s is not None and self.mode is Mode.CONTINUE_STREAM:
+            self._rollover_at: float | None = self._conn_opened_at + self.rollover_after_s
+            self._rollover_force_at = self._conn_opened_at + min(self.rollover_after_s + ROLLOVER_GRACE_S,
+                                                                 CONNECTION_LIMIT_S - 60.0)
+        else:
+            self._rollover_at = None
         try:
             await self._send_text(self._session.send(StartStream(self.config)))
             ok = await self._wait_future(self._started, self.options.start_timeout_s, "START")
@@ -898,10 +904,11 @@ class StreamRunner:
                 return _DONE
             if self._server_finished:
                 return await self._finish(cancel=False)
-            if self._rollover_due() and self._silence_boundary:
-                return await self._rollover(forced=False)
-            if self._rollover_forced():
-                return await self._rollover(forced=True)
+            if self._rollover_at is not None and self._clock() >= self._rollover_at:
+                if self._silence_boundary:
+                    return await self._rollover(forced=False)
+                if self._rollover_forced():
+                    return await self._rollover(forced=True)
             if self._end_requested and self._cancel:
                 return await self._finish(cancel=True)
             self._wakeup.clear()
@@ -920,10 +927,11 @@ class StreamRunner:
                     return await self._finish(cancel=self._cancel)
                 await self._idle_wait()
                 continue
+            if frames:
+                self._silence_boundary = False  # a final arriving while this frame waits sets it again
             for data, u, k in frames:
                 if not await self._send_one(data, u, k):
                     return _LOST
-                self._silence_boundary = False
 
     def _gate_tail(self, frame: bytes) -> list[tuple[bytes, float, bool]]:
         dur = len(frame) / self._bytes_per_ms
@@ -953,13 +961,10 @@ class StreamRunner:
             pass
 
     def _rollover_due(self) -> bool:
-        return (self.rollover_after_s is not None and self.mode is Mode.CONTINUE_STREAM
-                and self._clock() - self._conn_opened_at >= self.rollover_after_s)
+        return self._rollover_at is not None and self._clock() >= self._rollover_at
 
     def _rollover_forced(self) -> bool:
-        return (self.rollover_after_s is not None and self.mode is Mode.CONTINUE_STREAM
-                and self._clock() - self._conn_opened_at >= min(self.rollover_after_s + ROLLOVER_GRACE_S,
-                                                                 CONNECTION_LIMIT_S - 60.0))
+        return self._rollover_at is not None and self._clock() >= self._rollover_force_at
 
     async def _rollover(self, forced: bool) -> str:
         self._internal_end = True
