@@ -198,30 +198,3 @@ def g711_roundtrip(pcm: np.ndarray) -> np.ndarray:
     from sis_stream import codec
 
     return codec.ulaw_encode(pcm)
-
-
-def import_webrtcvad():
-    """Import ``webrtcvad`` (skip-worthy ImportError if absent).
-
-    webrtcvad 2.0.10 does ``import pkg_resources`` only to read its own version, and setuptools
-    >= 81 no longer ships ``pkg_resources``; a minimal stand-in backed by importlib.metadata is
-    registered in that case (it is removed again after the import).
-    """
-    import importlib
-    import sys
-    import types
-
-    try:
-        return importlib.import_module("webrtcvad")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pkg_resources":
-            raise
-    from importlib import metadata
-
-    shim = types.ModuleType("pkg_resources")
-    shim.get_distribution = lambda name: types.SimpleNamespace(version=metadata.version(name))  # type: ignore[attr-defined]
-    sys.modules["pkg_resources"] = shim
-    try:
-        return importlib.import_module("webrtcvad")
-    finally:
-        del sys.modules["pkg_resources"]

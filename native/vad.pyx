@@ -120,6 +120,7 @@ cdef extern from *:
     #define SIS_VAD_MAX_FRAME 480
 
     typedef float sis_v8 __attribute__((vector_size(32)));  /* 8 float lanes (2 SSE / 1 AVX) */
+    typedef float sis_v16 __attribute__((vector_size(64)));  /* all 16 lanes (2 AVX / 1 AVX-512) */
     typedef int16_t sis_v8s __attribute__((vector_size(16)));
     typedef int32_t sis_v8i __attribute__((vector_size(32)));
     typedef int64_t sis_v4q __attribute__((vector_size(32)));
@@ -205,15 +206,12 @@ cdef extern from *:
                 for (Py_ssize_t t = 0; t + 8 <= M; t += 8) {
                     sis_v8 r[8];
                     for (int g = 0; g < 8; g++) {
-                        sis_v8s a, b;
-                        memcpy(&a, rp[g] + 2 * t, 16);
-                        memcpy(&b, rp[g] + 2 * t + 8, 16);
-                        const sis_v8s ev = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-                        const sis_v8s od = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
-                        /* (even + odd) / 2: the int32 sum and its halving are exact in float32 */
-                        r[g] = __builtin_convertvector(__builtin_convertvector(ev, sis_v8i)
-                                                       + __builtin_convertvector(od, sis_v8i),
-                                                       sis_v8) * 0.5f;
+                        /* Each sample pair read as one little-endian int32 v: the even sample
+                           is (v << 16) >> 16, the odd one v >> 16 (arithmetic shifts). Their
+                           sum and its halving are exact in float32. */
+                        sis_v8i v;
+                        memcpy(&v, rp[g] + 2 * t, 32);
+                        r[g] = __builtin_convertvector(((v << 16) >> 16) + (v >> 16), sis_v8) * 0.5f;
                     }
                     sis_vad_transpose8(r, xt + t * SIS_VAD_LANES + grp);
                 }
@@ -236,45 +234,34 @@ cdef extern from *:
                TDF-II is two. The zero-state final TDF-II state follows from the last samples:
                z1 = b1 u_{M-1} + b2 u_{M-2} - a1 y_{M-1} - a2 y_{M-2}, z2 = b2 u_{M-1} - a2 y_{M-1}. */
             const float c0 = coef[0], c1 = coef[1], c2 = coef[2], c4 = coef[3], c5 = coef[4];
-            const sis_v8 zero = {0};
-            sis_v8 ya1 = zero, ya2 = zero, yb1 = zero, yb2 = zero;
-            sis_v8 ua1 = zero, ua2 = zero, ub1 = zero, ub2 = zero;
+            const sis_v16 zero = {0};
+            sis_v16 y1 = zero, y2 = zero, u1 = zero, u2 = zero;
             /* Pass 1: the recursion only (few live registers), y overwrites u in xt. */
             for (Py_ssize_t t = 0; t < M; t++) {
-                sis_v8 ua, ub;
-                memcpy(&ua, xt + t * SIS_VAD_LANES, 32);
-                memcpy(&ub, xt + t * SIS_VAD_LANES + 8, 32);
-                const sis_v8 ya = c0 * ua + c1 * ua1 + c2 * ua2 - c5 * ya2 - c4 * ya1;
-                const sis_v8 yb = c0 * ub + c1 * ub1 + c2 * ub2 - c5 * yb2 - c4 * yb1;
-                ua2 = ua1; ua1 = ua; ub2 = ub1; ub1 = ub;
-                ya2 = ya1; ya1 = ya; yb2 = yb1; yb1 = yb;
-                memcpy(xt + t * SIS_VAD_LANES, &ya, 32);
-                memcpy(xt + t * SIS_VAD_LANES + 8, &yb, 32);
+                sis_v16 u;
+                memcpy(&u, xt + t * SIS_VAD_LANES, 64);
+                const sis_v16 y = c0 * u + c1 * u1 + c2 * u2 - c5 * y2 - c4 * y1;
+                u2 = u1; u1 = u;
+                y2 = y1; y1 = y;
+                memcpy(xt + t * SIS_VAD_LANES, &y, 64);
             }
-            const sis_v8 za1 = c1 * ua1 + c2 * ua2 - c4 * ya1 - c5 * ya2;
-            const sis_v8 zb1 = c1 * ub1 + c2 * ub2 - c4 * yb1 - c5 * yb2;
-            const sis_v8 za2 = c2 * ua1 - c5 * ya1;
-            const sis_v8 zb2 = c2 * ub1 - c5 * yb1;
+            const sis_v16 zf1 = c1 * u1 + c2 * u2 - c4 * y1 - c5 * y2;
+            const sis_v16 zf2 = c2 * u1 - c5 * y1;
             /* Pass 2: E0 = sum y^2 and W = sum y R_t, no recursion. */
-            sis_v8 ea = zero, eb = zero, wa0 = zero, wa1 = zero, wb0 = zero, wb1 = zero;
+            sis_v16 e = zero, w0 = zero, w1 = zero;
             for (Py_ssize_t t = 0; t < M; t++) {
-                sis_v8 ya, yb;
-                memcpy(&ya, xt + t * SIS_VAD_LANES, 32);
-                memcpy(&yb, xt + t * SIS_VAD_LANES + 8, 32);
-                const float r0 = R[2 * t], r1 = R[2 * t + 1];
-                ea += ya * ya;
-                eb += yb * yb;
-                wa0 += ya * r0;
-                wa1 += ya * r1;
-                wb0 += yb * r0;
-                wb1 += yb * r1;
+                sis_v16 y;
+                memcpy(&y, xt + t * SIS_VAD_LANES, 64);
+                e += y * y;
+                w0 += y * R[2 * t];
+                w1 += y * R[2 * t + 1];
             }
-            for (int k = 0; k < 8; k++) {
-                e0[k] = ea[k]; e0[8 + k] = eb[k];
-                w[k] = wa0[k]; w[8 + k] = wb0[k];
-                w[SIS_VAD_LANES + k] = wa1[k]; w[SIS_VAD_LANES + 8 + k] = wb1[k];
-                z1[k] = za1[k]; z1[8 + k] = zb1[k];
-                z2[k] = za2[k]; z2[8 + k] = zb2[k];
+            for (int k = 0; k < SIS_VAD_LANES; k++) {
+                e0[k] = e[k];
+                w[k] = w0[k];
+                w[SIS_VAD_LANES + k] = w1[k];
+                z1[k] = zf1[k];
+                z2[k] = zf2[k];
             }
             return;
         }
@@ -330,13 +317,22 @@ cdef extern from *:
             float *e0, float *w, float *z1, float *z2, double *sq, double *zc) {
         sis_vad_group_body(x, L, decim, G, n_sec, coef, R, n, e0, w, z1, z2, sq, zc);
     }
-    static int sis_vad_have_avx2(void) {
+    __attribute__((target("avx512f,avx512vl,avx2,fma")))
+    static void sis_vad_group_avx512(const int16_t *x, Py_ssize_t L, Py_ssize_t decim,
+            Py_ssize_t G, Py_ssize_t n_sec, const float *coef, const float *R, Py_ssize_t n,
+            float *e0, float *w, float *z1, float *z2, double *sq, double *zc) {
+        sis_vad_group_body(x, L, decim, G, n_sec, coef, R, n, e0, w, z1, z2, sq, zc);
+    }
+    /* 2: AVX-512F (16 lanes in one register), 1: AVX2+FMA, 0: baseline. */
+    static int sis_vad_isa(void) {
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+        return (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) ? 2 : 1;
     }
     #else
     #define sis_vad_group_avx2 sis_vad_group_generic
-    static int sis_vad_have_avx2(void) { return 0; }
+    #define sis_vad_group_avx512 sis_vad_group_generic
+    static int sis_vad_isa(void) { return 0; }
     #endif
     """
     void sis_vad_group_generic(const int16_t* x, Py_ssize_t L, Py_ssize_t decim, Py_ssize_t G,
@@ -347,7 +343,11 @@ cdef extern from *:
                             Py_ssize_t n_sec, const float* coef, const float* R, Py_ssize_t n,
                             float* e0, float* w, float* z1, float* z2, double* sq,
                             double* zc) noexcept nogil
-    int sis_vad_have_avx2() noexcept nogil
+    void sis_vad_group_avx512(const int16_t* x, Py_ssize_t L, Py_ssize_t decim, Py_ssize_t G,
+                              Py_ssize_t n_sec, const float* coef, const float* R, Py_ssize_t n,
+                              float* e0, float* w, float* z1, float* z2, double* sq,
+                              double* zc) noexcept nogil
+    int sis_vad_isa() noexcept nogil
     int sis_vad_zero_crossings(const int16_t* x, Py_ssize_t L) noexcept nogil
     int64_t sis_vad_sum_squares(const int16_t* x, Py_ssize_t L) noexcept nogil
 
@@ -355,9 +355,11 @@ ctypedef void (*_group_fn)(const int16_t*, Py_ssize_t, Py_ssize_t, Py_ssize_t, P
                            const float*, const float*, Py_ssize_t, float*, float*, float*,
                            float*, double*, double*) noexcept nogil
 
-cdef _group_fn _group = sis_vad_group_avx2 if sis_vad_have_avx2() else sis_vad_group_generic
-#: "avx2+fma" or "baseline": which build of the frame-parallel loop runs on this CPU.
-LANES_ISA = "avx2+fma" if sis_vad_have_avx2() else "baseline"
+cdef int _isa = sis_vad_isa()
+cdef _group_fn _group = (sis_vad_group_avx512 if _isa == 2 else
+                         sis_vad_group_avx2 if _isa == 1 else sis_vad_group_generic)
+#: "avx512f", "avx2+fma" or "baseline": which build of the frame-parallel loop runs here.
+LANES_ISA = ("avx512f", "avx2+fma", "baseline")[2 - _isa]
 
 
 cdef int _state_space(const double* sos, Py_ssize_t n_sec, double* A, double* B, double* C,

@@ -35,6 +35,10 @@ _log = logging.getLogger(__name__)
 
 
 
+_EMPTY_PCM: Final = np.zeros(0, np.int16)
+_EMPTY_PCM.flags.writeable = False
+
+
 def _speech(code: np.ndarray) -> np.ndarray:
     # Bit 0 of the kernel's uint8 decision code is speech (the bits above: onset look-back).
     return np.bitwise_and(code, _layout.DECISION_SPEECH).view(bool)
@@ -402,7 +406,7 @@ class EnergyVad:
         """Forget all state (filter, noise floor, pending samples): ready for a new stream."""
         self._zi = np.zeros(len(self._sos) // 3)
         self._state = np.zeros(_layout.N_STATE)
-        self._pending = np.zeros(0, np.int16)
+        self._pending = _EMPTY_PCM
         self._closed = False
         self._frames_done = 0
 
@@ -523,6 +527,7 @@ class EnergyVad:
         elif features:
             feat = np.empty((0, _layout.N_FEATURES))
         # Copy the tail so the caller's buffer is not kept alive (and can be reused).
-        self._pending = np.array(x[n * self.frame_len :], np.int16)
+        rest = len(x) - n * self.frame_len
+        self._pending = np.array(x[n * self.frame_len :], np.int16) if rest else _EMPTY_PCM
         self._frames_done += n
         return out, feat

@@ -407,3 +407,60 @@ def test_events_are_frozen_and_name_their_sis_event():
     assert (VoiceStart.sis_event, VoiceEnd.sis_event, ExceededSilence.sis_event,
             ExceededAudio.sis_event, SegmentClosed.sis_event) == (
         "VOICE_START", "VOICE_END", "EXCEEDED_SILENCE", "EXCEEDED_AUDIO", None)
+
+
+# --- onset look-back (EnergyVad.process_onsets) ---------------------------------------------------
+
+
+class LookbackVad(ExactVad):
+    """ExactVad that reports a fixed onset look-back, as EnergyVad.process_onsets does."""
+
+    max_lookback_frames = 5
+
+    def process_onsets(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prev = getattr(self, "_last", False)
+        d = self.process(x)
+        onset = d & ~np.concatenate(([prev], d[:-1])) if len(d) else d
+        if len(d):
+            self._last = bool(d[-1])
+        return d, np.where(onset, self.max_lookback_frames, 0)
+
+    def reset(self) -> None:
+        super().reset()
+        self._last = False
+
+
+def test_onset_lookback_moves_start_and_audio():
+    # The start moves 5 frames (50 ms) before the first speech frame; detection time does not;
+    # the segment audio starts there even without pre-roll.
+    x = script(("s", 500), ("v", 300), ("s", 600))
+    ep = Endpointer("sentence", 8000, vad=LookbackVad(8000, 10), vad_tail=500, pre_roll_ms=0)
+    ev = run(ep, x)
+    vs = next(e for e in ev if isinstance(e, VoiceStart))
+    assert (vs.timestamp_ms, vs.detected_ms) == (450, 510)
+    opened = next(e for e in ev if isinstance(e, SegmentOpened))
+    closed = next(e for e in ev if isinstance(e, SegmentClosed))
+    assert opened.start_ms == closed.start_ms == 450 and opened.audio_start_ms == 450
+    assert closed.end_ms == 800
+    pcm = audio_of(ev)[0]
+    assert len(pcm) == (closed.audio_end_ms - 450) * 8
+    np.testing.assert_array_equal(pcm[: 50 * 8], 0)  # the looked-back frames are included
+
+
+def test_onset_lookback_never_crosses_the_last_boundary():
+    # Continuous: a segment closes at 800 ms (300 ms voice + 500 ms tail); speech again at
+    # 820 ms may look back only to that boundary, not 50 ms.
+    x = script(("v", 300), ("s", 520), ("v", 200), ("s", 600))
+    ev = control(run(Endpointer("continuous", 8000, vad=LookbackVad(8000, 10), vad_tail=500), x))
+    segs = [(e.start_ms, e.end_ms, e.detected_ms) for e in ev if isinstance(e, SegmentClosed)]
+    assert segs == [(0, 300, 800), (800, 1020, 1520)]
+
+
+@pytest.mark.parametrize("chunk", [8, 333])
+def test_onset_lookback_chunking_independent(chunk):
+    x = script(("s", 500), ("v", 300), ("s", 600), ("v", 120), ("s", 700))
+    ref = run(Endpointer("continuous", 8000, vad=LookbackVad(8000, 10)), x)
+    ev = run(Endpointer("continuous", 8000, vad=LookbackVad(8000, 10)), x, chunk=chunk)
+    assert control(ev) == control(ref)
+    for k, pcm in audio_of(ref).items():
+        np.testing.assert_array_equal(audio_of(ev)[k], pcm)

@@ -11,6 +11,7 @@ N_FEATURES: Final[int]
 DBFS_FLOOR: Final[float]
 MAX_FRAME_LEN: Final[int]
 MAX_SECTIONS: Final[int]
+DECIMATIONS: Final[tuple[int, ...]]
 P_ON_DB: Final[int]
 P_OFF_DB: Final[int]
 P_MIN_DBFS: Final[int]
@@ -19,16 +20,31 @@ P_RISE: Final[int]
 P_RISE_MAX_DB: Final[int]
 P_HANGOVER: Final[int]
 P_ONSET: Final[int]
+P_LOOKBACK_DB: Final[int]
+P_LOOKBACK_MAX: Final[int]
 N_PARAMS: Final[int]
 S_FLOOR: Final[int]
 S_ACTIVE: Final[int]
 S_HANG: Final[int]
 S_NFRAMES: Final[int]
 S_RUN: Final[int]
+S_UP: Final[int]
 N_STATE: Final[int]
+DECISION_SPEECH: Final[int]
+DECISION_LOOKBACK_SHIFT: Final[int]
+MAX_LOOKBACK: Final[int]
+#: "avx2+fma" or "baseline": which build of the frame-parallel loop runs on this CPU.
+LANES_ISA: Final[str]
 
-def frame_features(x: Buffer, frame_len: int, sos: Buffer, zi: Buffer, out: Buffer) -> int:
+def frame_features(
+    x: Buffer, frame_len: int, decim: int, sos: Buffer, zi: Buffer, out: Buffer
+) -> int:
     """Features of each complete frame of ``x`` into ``out[:n]``; update ``zi``; return n."""
 
-def energy_decide(feat: Buffer, params: Buffer, state: Buffer, out: Buffer) -> int:
-    """Speech (1) / non-speech (0) for each row of ``feat`` into ``out``; update ``state``."""
+def band_energy(
+    x: Buffer, frame_len: int, decim: int, sos: Buffer, zi: Buffer, out: Buffer
+) -> int:
+    """Band energy (dBFS) of each complete frame of ``x`` into ``out[:n]``; update ``zi``; return n."""
+
+def energy_decide(band: Buffer, params: Buffer, state: Buffer, out: Buffer) -> int:
+    """Decision code for each band energy (dBFS) into ``out`` (uint8); update ``state``; return n."""
