@@ -436,3 +436,22 @@ async def test_one_slow_stream_does_not_stall_others() -> None:
         release.set()
         res = await asyncio.wait_for(slow, 30)
         assert res.frames[-1]["reason"] == "NORMAL" and res.text() == "released"
+
+
+async def test_vocabulary_id_from_the_rest_api_reaches_the_engine(tmp_path) -> None:
+    """A hot-word table created over REST is usable as the START's vocabulary_id (app[HOT_WORDS])."""
+    pytest.importorskip("sis_stream.server.rest")
+    settings = none_settings(rest_routes=True, data_dir=tmp_path)
+    pcm = np.concatenate([silence(200), speech_pcm(SENTENCES[1]), silence(700)])
+    async with running_server(settings) as srv, HttpClient() as http:
+        r = await http.post(srv.http(f"/v1/{PID}/asr/vocabularies"),
+                            json={"name": "hw1", "language": "english", "contents": ["TOMORROW", "MORNING"]})
+        assert r.status in (200, 201), await r.text()
+        vid = (await r.json())["vocabulary_id"]
+        res = await run_ws_session(http, srv.ws(_path(Mode.CONTINUE_STREAM)),
+                                   config_for(Mode.CONTINUE_STREAM, vocabulary_id=vid), encode(pcm, "pcm16k16bit"))
+        assert res.frames[0]["resp_type"] == "START" and res.frames[-1]["reason"] == "NORMAL"
+        out, _ = await _exchange(srv, _path(Mode.CONTINUE_STREAM),
+                                 [START.replace('"property"', '"vocabulary_id": "00000000-0000-0000-0000-000000000000", '
+                                                              '"property"')], 1)
+        assert out[0]["error_code"] == "SIS.0201"

@@ -196,22 +196,24 @@ class RasrConnection:
 
     async def _setup(self, rec: SessionRecognizer, ev: StartRequested) -> None:
         cfg = ev.config
-        hot: list[str] = list(cfg.user_words or ())
-        if cfg.vocabulary_id:
-            words = self.hot_words(self.project_id, cfg.vocabulary_id) if callable(self.hot_words) else None
-            if words is None:
-                self._reject(rec, ErrorResponse.from_catalogue("SIS.0201", vocabulary_id=cfg.vocabulary_id,
-                                                               trace_id=ev.trace_id))
-                return
-            hot.extend(words)
+        lookup = self.hot_words if callable(self.hot_words) else None
+        project_id = self.project_id
 
-        def open_stream() -> tuple[Any, Any]:
+        def open_stream() -> tuple[Any, Any] | None:
+            # Runs on the engine pool: the vocabulary lookup may read a database and the first
+            # engine_for() loads a model.
+            hot: list[str] = list(cfg.user_words or ())
+            if cfg.vocabulary_id:
+                words = lookup(project_id, cfg.vocabulary_id) if lookup is not None else None
+                if words is None:
+                    return None
+                hot.extend(words)
             engine, route_ = self.registry.engine_for(cfg.property)
             stream = engine.new_stream(language=route_.language, hot_words=hot, word_info=cfg.need_word_info)
             return engine, stream
 
         try:
-            engine, stream = await self.pool.run(open_stream)
+            opened = await self.pool.run(open_stream)
         except asyncio.CancelledError:
             raise
         except PropertyNotSupportedError as exc:
@@ -228,6 +230,11 @@ class RasrConnection:
             logger.exception("engine setup failed trace_id=%s", ev.trace_id)
             self._reject(rec, ErrorResponse("SIS.0303", f"engine connection failed: {exc}", trace_id=ev.trace_id))
             return
+        if opened is None:
+            self._reject(rec, ErrorResponse.from_catalogue("SIS.0201", vocabulary_id=cfg.vocabulary_id,
+                                                           trace_id=ev.trace_id))
+            return
+        engine, stream = opened
         if self._rec is not rec:  # cancelled / violated / lost meanwhile
             with contextlib.suppress(Exception):
                 self.pool.submit(stream.close)
