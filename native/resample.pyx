@@ -328,9 +328,9 @@ cdef object _process(Py_buffer* bx, Py_buffer* bt, Py_buffer* bh, Py_buffer* bs,
             "x, history, scratch and out must be 1-D and taps 2-D, got ndim "
             f"{bx.ndim}, {bh.ndim}, {bs.ndim}, {bo.ndim} and {bt.ndim}"
         )
-    if kx == 0 or kx != ko:
+    if kx == 0 or ko == 0:
         raise TypeError(
-            "x and out must both be int16 or both float32, got formats "
+            "x and out must each be int16 or float32, got formats "
             f"{(bx.format or b'B').decode()!r} and {(bo.format or b'B').decode()!r}"
         )
     if _kind(bt) != b'f' or _kind(bh) != b'f' or _kind(bs) != b'f':
@@ -388,7 +388,7 @@ cdef object _process(Py_buffer* bx, Py_buffer* bt, Py_buffer* bh, Py_buffer* bs,
                 sis_rs_run_avx2(taps, K, buf, nb, y + n_out, phase, up, down, y, n_out)
             else:
                 sis_rs_run_generic(taps, K, buf, nb, y + n_out, phase, up, down, y, n_out)
-            if kx == b'h':
+            if ko == b'h':
                 clips = sis_rs_store_i16(y, <int16_t*>bo.buf, n_out)
             else:
                 memcpy(bo.buf, y, n_out * sizeof(float))
@@ -399,7 +399,11 @@ cdef object _process(Py_buffer* bx, Py_buffer* bt, Py_buffer* bh, Py_buffer* bs,
 
 def polyphase_process(x, taps, history, scratch, Py_ssize_t phase, Py_ssize_t up,
                       Py_ssize_t down, out):
-    """Resample chunk ``x`` into all of ``out``; update ``history``; return (n_out, phase, clips)."""
+    """Resample chunk ``x`` into all of ``out``; update ``history``; return (n_out, phase, clips).
+
+    ``x`` and ``out`` are each int16 or float32 (a multi-stage cascade passes float32 between
+    stages); int16 ``out`` is rounded half to even and saturated, ``clips`` counts saturations.
+    """
     cdef Py_buffer bx, bt, bh, bs, bo
     cdef int got = 0
     try:

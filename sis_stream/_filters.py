@@ -22,6 +22,7 @@ __all__ = [
     "check_pair",
     "check_quality",
     "design",
+    "plan",
 ]
 
 #: Input sample rates (Hz) the resampler accepts (each to 8000 or 16000 Hz).
@@ -167,7 +168,6 @@ def check_pair(in_rate: object, out_rate: object) -> tuple[int, int]:
 DOT_MIN_UP: Final = 16
 
 
-@lru_cache(maxsize=64)
 def design(in_rate: int, out_rate: int, quality: str = "hq") -> PolyphaseFilter:
     """Design (once per arguments; cached) the polyphase filter for `in_rate` -> `out_rate`.
 
@@ -196,6 +196,13 @@ def design(in_rate: int, out_rate: int, quality: str = "hq") -> PolyphaseFilter:
     spec = check_quality(quality)
     if in_rate == out_rate:
         raise ValueError("equal rates need no filter (the resampler passes them through)")
+    return _design(in_rate, out_rate, spec)
+
+
+@lru_cache(maxsize=64)
+def _design(in_rate: int, out_rate: int, spec: QualitySpec) -> PolyphaseFilter:
+    # design() without the supported-pair check: plan() also needs inner stages such as
+    # 12000 -> 8000 Hz.
     g = math.gcd(in_rate, out_rate)
     up, down = out_rate // g, in_rate // g
     # Up-sampled samples per lower-rate sample: F / (2 f_n) = max(up, down).
@@ -223,6 +230,76 @@ def design(in_rate: int, out_rate: int, quality: str = "hq") -> PolyphaseFilter:
     h.flags.writeable = False
     taps.flags.writeable = False
     return PolyphaseFilter(in_rate, out_rate, up, down, h, taps, half, spec.name)
+
+
+#: A half-band decimate-by-2 stage runs first while ``rate >= HALFBAND_MIN_RATIO * out_rate``.
+HALFBAND_MIN_RATIO: Final = 2.5
+#: Extra stopband (dB) of a half-band stage over its preset's, so that its aliases stay well
+#: under the final stage's.
+HALFBAND_EXTRA_DB: Final = 18.0
+
+
+@lru_cache(maxsize=64)
+def _halfband(rate: int, out_rate: int, spec: QualitySpec) -> PolyphaseFilter:
+    # Decimate by 2 from `rate` ahead of a final stage to `out_rate`. Only [0, f_n] (f_n the
+    # final Nyquist) must survive, and only input in [rate/2 - f_n, rate/2] aliases into it;
+    # aliases landing in (f_n, rate/4] are removed by the final stage. The transition band
+    # [f_n, rate/2 - f_n] is symmetric about rate/4, so the windowed sinc is a half-band
+    # filter (cut-off rate/4: every second tap is zero) and short, since the band is wide.
+    f_n = out_rate / 2
+    width = (rate / 2 - 2 * f_n) / rate  # transition width, cycles per input sample
+    a = spec.stopband_db + HALFBAND_EXTRA_DB
+    # Kaiser's length estimate N - 1 = (A - 7.95) / (2.285 * 2 pi width), half-length odd so
+    # that the outermost taps are non-zero.
+    half = math.ceil((a - 7.95) / (2.285 * 2 * math.pi * width) / 2)
+    half += 1 - half % 2
+    n = np.arange(-half, half + 1, dtype=np.float64)
+    h = 0.5 * np.sinc(0.5 * n) * np.kaiser(2 * half + 1, 0.1102 * (a - 8.7))
+    h[half + 2 :: 2] = 0.0  # exact zeros (sinc(k) for integer k != 0)
+    h[half - 2 :: -2] = 0.0
+    h /= h.sum()
+    taps = np.ascontiguousarray(h[::-1].reshape(1, -1), dtype=np.float32)
+    h.flags.writeable = False
+    taps.flags.writeable = False
+    return PolyphaseFilter(rate, rate // 2, 1, 2, h, taps, half, spec.name)
+
+
+def plan(in_rate: int, out_rate: int, quality: str = "hq") -> tuple[PolyphaseFilter, ...]:
+    """The cascade of filters the resampler runs for `in_rate` -> `out_rate` (cached designs).
+
+    Large down-sampling ratios (``in_rate >= 2.5 * out_rate``: 24k/32k/48k/44.1k/22.05k to 8k,
+    44.1k/48k to 16k) first halve the rate with short half-band stages, then convert with one
+    :func:`design`-style stage at the lower rate; each stage is delay-compensated, so the
+    cascade is too. Other pairs are the single :func:`design` filter.
+
+    Parameters
+    ----------
+    in_rate, out_rate : int
+        A supported pair with different rates.
+    quality : str
+        A key of :data:`QUALITIES`.
+
+    Returns
+    -------
+    tuple of PolyphaseFilter
+        Stages in processing order; each stage's ``out_rate`` is the next one's ``in_rate``.
+
+    Raises
+    ------
+    AudioFormatError, TypeError, ValueError
+        As :func:`design`.
+    """
+    in_rate, out_rate = check_pair(in_rate, out_rate)
+    spec = check_quality(quality)
+    if in_rate == out_rate:
+        raise ValueError("equal rates need no filter (the resampler passes them through)")
+    stages = []
+    rate = in_rate
+    while 2 * rate >= 5 * out_rate and rate % 2 == 0:
+        stages.append(_halfband(rate, out_rate, spec))
+        rate //= 2
+    stages.append(_design(rate, out_rate, spec))
+    return tuple(stages)
 
 
 # -- quality measurement ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Final
 
 import numpy as np
@@ -17,7 +18,7 @@ from ._filters import (
     PolyphaseFilter,
     check_pair,
     check_quality,
-    design,
+    plan,
 )
 from .errors import AudioFormatError, StreamClosedError
 
@@ -68,6 +69,47 @@ def output_length(n_in: int, in_rate: int, out_rate: int) -> int:
             f"output_length expects n_in >= 0 and rates > 0, got {n_in}, {in_rate}, {out_rate}"
         )
     return (2 * n_in * out_rate + in_rate) // (2 * in_rate)
+
+
+class _Stage:
+    # One stage of a multi-stage cascade ahead of the last one (a half-band decimator): its
+    # filter, explicit kernel state (history, phase) and scratch; float32 output.
+    __slots__ = ("filter", "up", "down", "taps", "k", "history", "phase", "scratch", "cap")
+
+    def __init__(self, f: PolyphaseFilter) -> None:
+        self.filter = f
+        self.up, self.down, self.taps, self.k = f.up, f.down, f.taps, f.taps_per_phase
+        self.history = np.zeros(self.k - 1, np.float32)
+        self.scratch = np.empty(0, np.float32)
+        self.cap = -1
+        self.phase = f.centre
+
+    def reset(self) -> None:
+        self.history.fill(0.0)
+        self.phase = self.filter.centre
+
+    def needed(self, n_out: int) -> int:
+        # Input samples this stage needs to produce n_out (> 0) more outputs.
+        return (self.phase + (n_out - 1) * self.down) // self.up + 1
+
+    def run(self, x: np.ndarray, n_out: int = -1) -> np.ndarray:
+        # All available outputs of chunk x (or exactly n_out of them) as float32.
+        n = len(x)
+        if n_out < 0:
+            span = n * self.up - self.phase
+            n_out = (span + self.down - 1) // self.down if span > 0 else 0
+        z = np.empty(n_out, np.float32)
+        if n > self.cap:
+            self.cap = max(n, 2 * self.cap, 512)
+            n_out_max = -(-(self.cap * self.up) // self.down) + 1
+            self.scratch = np.empty(
+                _backend.resample.scratch_length(self.cap, self.k, self.down, n_out_max),
+                np.float32,
+            )
+        _, self.phase, _ = _backend.resample.polyphase_process(
+            x, self.taps, self.history, self.scratch, self.phase, self.up, self.down, z
+        )
+        return z
 
 
 def _outputs_available(n_in: int, phase: int, up: int, down: int) -> int:
@@ -128,6 +170,7 @@ class StreamResampler:
         "quality",
         "dtype",
         "_filter",
+        "_pre",
         "_passthrough",
         "_up",
         "_down",
@@ -162,12 +205,15 @@ class StreamResampler:
         self.dtype: np.dtype = _INT16 if dt == _INT16 else _FLOAT32
         self._passthrough = self.in_rate == self.out_rate
         self._filter: PolyphaseFilter | None = None
+        # Half-band stages ahead of the last one (large down-sampling ratios; plan()).
+        self._pre: tuple[_Stage, ...] = ()
         if self._passthrough:
             self._up = self._down = 1
             self._taps = np.ones((1, 1), np.float32)
             self._k = 1
         else:
-            self._filter = design(self.in_rate, self.out_rate, self.quality)
+            *pre, self._filter = plan(self.in_rate, self.out_rate, self.quality)
+            self._pre = tuple(_Stage(f) for f in pre)
             self._up, self._down = self._filter.up, self._filter.down
             self._taps = self._filter.taps
             self._k = self._filter.taps_per_phase
@@ -215,15 +261,21 @@ class StreamResampler:
             n = len(chunk)
         except TypeError:  # 0-d array
             raise AudioFormatError(f"expected a mono 1-D chunk, got shape {chunk.shape}") from None
-        phase, up, down = self._phase, self._up, self._down
-        span = n * up - phase
-        n_out = (span + down - 1) // down if span > 0 else 0  # _outputs_available, inlined
-        out = np.empty(n_out, dt)
-        if n > self._cap:
-            self._grow(n)
+        x = chunk
         try:
+            if self._pre:
+                # The kernel validates before it touches any state: a chunk the first stage
+                # refuses (non-contiguous) changes nothing and goes to _process_odd.
+                for st in self._pre:
+                    x = st.run(x)
+            phase, up, down = self._phase, self._up, self._down
+            span = len(x) * up - phase
+            n_out = (span + down - 1) // down if span > 0 else 0  # _outputs_available, inlined
+            out = np.empty(n_out, dt)
+            if len(x) > self._cap:
+                self._grow(len(x))
             _, self._phase, clips = _backend.resample.polyphase_process(
-                chunk, self._taps, self._history, self._scratch, phase, up, down, out
+                x, self._taps, self._history, self._scratch, phase, up, down, out
             )
         except ValueError:
             return self._process_odd(chunk)
@@ -255,16 +307,26 @@ class StreamResampler:
         if remaining <= 0 or self._passthrough:
             return np.empty(0, self.dtype)
         # Zeros after the end: just enough for the last output's window, then `out` takes the
-        # exact remainder (the kernel computes len(out) outputs).
-        n_zeros = (self._phase + (remaining - 1) * self._down) // self._up + 1
+        # exact remainder (the kernel computes len(out) outputs). With a cascade, each earlier
+        # stage makes exactly the samples the next one needs, from just enough zeros.
+        need = (self._phase + (remaining - 1) * self._down) // self._up + 1
+        wants: list[int] = []  # outputs each earlier stage must make
+        for st in reversed(self._pre):
+            wants.insert(0, need)
+            need = st.needed(need)
+        x = np.zeros(need, self.dtype)
+        for st, want in zip(self._pre, wants):
+            x = st.run(x, want)
         out = np.empty(remaining, self.dtype)
-        self._run(np.zeros(n_zeros, self.dtype), out)
+        self._run(x, out)
         self._n_out += remaining
         return out
 
     def reset(self) -> None:
         """Forget all input and start a new stream with the same configuration (also after flush)."""
         self._history.fill(0.0)
+        for st in self._pre:
+            st.reset()
         # Output 0 sits at the prototype's centre: the up-sampled position `centre` (relative
         # to input sample 0) is what aligns output and input (delay compensation).
         self._phase = self._filter.centre if self._filter is not None else 0
@@ -277,12 +339,16 @@ class StreamResampler:
 
     @property
     def delay(self) -> float:
-        """Group delay of the filter in output samples (0.0 for a pass-through).
+        """Group delay of the filter (cascade) in output samples (0.0 for a pass-through).
 
         A chunk's input shows up in the output this many samples later; :meth:`flush`
         returns the held-back tail. The output itself is delay-compensated.
         """
-        return self._filter.delay if self._filter is not None else 0.0
+        if self._filter is None:
+            return 0.0
+        return self._filter.delay + sum(
+            st.filter.delay * self.out_rate / st.filter.out_rate for st in self._pre
+        )
 
     @property
     def clips(self) -> int:
@@ -306,8 +372,10 @@ class StreamResampler:
 
     @property
     def taps_per_phase(self) -> int:
-        """Multiply-adds per output sample."""
-        return self._k
+        """Multiply-adds per output sample (a cascade's stages together, rounded up)."""
+        return self._k + math.ceil(
+            sum(st.k * st.filter.out_rate / self.out_rate for st in self._pre)
+        )
 
     def __repr__(self) -> str:
         return (
@@ -365,6 +433,11 @@ class StreamResampler:
         if self._passthrough:
             y[:] = x
             self._closed = True
+            return y
+        if self._pre:
+            parts = [self.process(x[lo : lo + _ONESHOT_BLOCK])
+                     for lo in range(0, len(x), _ONESHOT_BLOCK)]
+            y[:] = np.concatenate(parts + [self.flush()])
             return y
         pos = 0
         for lo in range(0, len(x), _ONESHOT_BLOCK):

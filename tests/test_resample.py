@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from sis_stream import _backend
-from sis_stream._filters import SUPPORTED_PAIRS, design
+from sis_stream._filters import SUPPORTED_PAIRS, design, plan
 from sis_stream.errors import AudioFormatError, StreamClosedError
 from sis_stream.resample import StreamResampler, _outputs_available, output_length, resample
 
 # (in, out) pairs covering up-sampling (L=2, M=1), decimation (M=2, 3), and L, M > 1 (small
 # and very large L: 24000->16000 is 2/3, 44100->16000 is 160/441).
 PAIRS = [(8000, 16000), (16000, 8000), (48000, 16000), (24000, 16000), (44100, 16000),
-         (11025, 16000)]
+         (11025, 16000), (48000, 8000)]
 CHUNKS = [1, 7, 159, 160, 161, 4096]
 # Float tolerance native vs reference (float32 accumulation vs float64), full scale 1.0:
 # 2e-6 (-114 dBFS). int16: at most 1 LSB, on at most 1 % of samples (rounding ties).
@@ -93,16 +93,21 @@ def test_native_matches_reference_after_every_chunk(pair, dtype):
             np.testing.assert_allclose(a, b, rtol=0, atol=F32_ATOL)
 
 
-@pytest.mark.parametrize("pair", PAIRS + [(11025, 8000)], ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.mark.parametrize("pair", PAIRS + [(11025, 8000), (48000, 8000), (44100, 8000)],
+                         ids=lambda p: f"{p[0]}-{p[1]}")
 def test_matches_scipy_upfirdn_with_same_taps(pair):
     # External oracle: the prototype through scipy's polyphase upfirdn, read at the aligned
     # positions m * down + centre; float32 taps and accumulation against float64.
+    # A cascade (plan(): half-band stages first) is checked stage by stage the same way, each
+    # stage reading its input zero-extended past the end.
     signal = pytest.importorskip("scipy.signal")
-    f = design(*pair)
     x = _signal(2000, pair[0], np.float32, seed=3)
-    z = signal.upfirdn(f.prototype, x.astype(np.float64), up=f.up, down=1)
-    m = np.arange(output_length(len(x), *pair))
-    expected = z[m * f.down + f.centre]
+    z = x.astype(np.float64)
+    for f in plan(*pair):
+        full = signal.upfirdn(f.prototype, np.r_[z, np.zeros(len(f.prototype))], up=f.up)
+        m = np.arange((len(full) - f.centre) // f.down)
+        z = full[m * f.down + f.centre]
+    expected = z[: output_length(len(x), *pair)]
     np.testing.assert_allclose(resample(x, *pair), expected, rtol=0, atol=5e-6)
 
 
@@ -306,7 +311,8 @@ def _kernel_args(dtype=np.float32, n=100):
         (dict(phase=-1), ValueError, "phase must be >= 0"),
         (dict(out=np.zeros(500, np.float32)), ValueError, "out asks for 500 outputs"),
         (dict(scratch=np.zeros(10, np.float32)), ValueError, "scratch must hold at least"),
-        (dict(out=np.zeros(10, np.int16)), TypeError, "must both be int16 or both float32"),
+        (dict(out=np.zeros(10, np.int32)), TypeError, "must each be int16 or float32"),
+        (dict(x=np.zeros(100, np.float64)), TypeError, "must each be int16 or float32"),
         (dict(history=np.zeros(114)), TypeError, "must be float32"),
     ],
 )

@@ -4,7 +4,7 @@ from typing import Final
 
 from typing_extensions import Buffer
 
-#: Instruction set of the inner loop chosen at import ("avx2+fma" or "baseline").
+#: Instruction set of the inner loop chosen at import ("avx512", "avx2+fma" or "baseline").
 ISA: Final[str]
 
 def scratch_length(n_in: int, taps_per_phase: int, down: int, n_out: int) -> int:
@@ -22,7 +22,7 @@ def polyphase_process(
 ) -> tuple[int, int, int]:
     """Resample chunk ``x`` into all of ``out``; update ``history``; return (n_out, phase, clips).
 
-    ``x`` and ``out`` are both int16 or both float32 (C-contiguous, ``x`` may be read-only);
+    ``x`` and ``out`` are each int16 or float32 (C-contiguous, ``x`` may be read-only);
     ``taps`` is float32 (up, taps_per_phase); ``history`` float32 (taps_per_phase - 1,);
     ``scratch`` float32 of at least ``scratch_length(len(x), taps_per_phase, down, len(out))``.
     """

@@ -49,8 +49,9 @@ def polyphase_process(
     ``u`` of the next output relative to ``up *`` (first sample of ``x``), and the window of
     the first sample starts ``K - 1`` samples earlier, in ``history``.
 
-    Accumulation is float64 (the native kernel uses float32); int16 output is rounded half to
-    even and saturated, and ``clips`` counts the saturated samples.
+    ``x`` and ``out`` are each int16 or float32 (a multi-stage cascade passes float32 between
+    stages). Accumulation is float64 (the native kernel uses float32); int16 output is rounded
+    half to even and saturated, and ``clips`` counts the saturated samples.
     """
     arrays = (x, taps, history, scratch, out)
     if not all(isinstance(a, np.ndarray) for a in arrays):
@@ -61,9 +62,9 @@ def polyphase_process(
             "x, history, scratch and out must be 1-D and taps 2-D, got ndim "
             f"{x.ndim}, {history.ndim}, {scratch.ndim}, {out.ndim} and {taps.ndim}"
         )
-    if x.dtype not in (np.int16, np.float32) or out.dtype != x.dtype:
+    if x.dtype not in (np.int16, np.float32) or out.dtype not in (np.int16, np.float32):
         raise TypeError(
-            f"x and out must both be int16 or both float32, got {x.dtype} and {out.dtype}"
+            f"x and out must each be int16 or float32, got {x.dtype} and {out.dtype}"
         )
     if taps.dtype != np.float32 or history.dtype != np.float32 or scratch.dtype != np.float32:
         raise TypeError("taps, history and scratch must be float32")
@@ -89,9 +90,10 @@ def polyphase_process(
         raise ValueError(f"scratch must hold at least {need} samples, got {len(scratch)}")
 
     buf = np.concatenate([history.astype(np.float64), x.astype(np.float64)])
-    windows = np.lib.stride_tricks.sliding_window_view(buf, k_taps)  # windows[s] = buf[s:s+K]
-    taps64 = taps.astype(np.float64)
     y = np.empty(n_out, dtype=np.float64)
+    if n_out > 0:  # (an empty chunk leaves buf shorter than one window)
+        windows = np.lib.stride_tricks.sliding_window_view(buf, k_taps)  # buf[s : s + K]
+        taps64 = taps.astype(np.float64)
     for lo in range(0, n_out, _BLOCK):
         u = phase + np.arange(lo, min(lo + _BLOCK, n_out), dtype=np.int64) * down
         y[lo : lo + len(u)] = np.einsum("ij,ij->i", taps64[u % up], windows[u // up])
