@@ -407,7 +407,7 @@ async def test_one_slow_stream_does_not_stall_others() -> None:
     release = threading.Event()
 
     class _BlockingStream(NullStream):
-        def _finalize(self):  # noqa: ANN202
+        def _finalize(self):
             assert release.wait(30), "never released"
             start, end = self._span()
             return Hypothesis("released", 0.5, (), start, end, True)
@@ -416,7 +416,7 @@ async def test_one_slow_stream_does_not_stall_others() -> None:
         name = "whisper"
         languages = ("en",)
 
-        def new_stream(self, *, language, hot_words=(), word_info=False):  # noqa: ANN001, ANN202
+        def new_stream(self, *, language, hot_words=(), word_info=False):
             return _BlockingStream(self, language=language, word_info=word_info)
 
     reg = EngineRegistry(["chinese_8k_common=none"], factories={
