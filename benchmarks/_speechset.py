@@ -82,7 +82,7 @@ class Track:
     utterances: tuple[Utterance, ...]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _synth(text: str, voice: str) -> np.ndarray:
     from sis_stream.espeak import synthesize
 
@@ -102,7 +102,7 @@ def _frame_db(x: np.ndarray, frame_len: int) -> np.ndarray:
     return 10 * np.log10(np.maximum(ms, 1e-10 * 32768.0**2) / 32768.0**2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def track(language: str, rate_hz: int) -> Track:
     """The clean track of one language at one rate (about 30 s, six utterances)."""
     rng = np.random.default_rng(1234 + rate_hz + (7 if language == "zh" else 0))
@@ -149,7 +149,7 @@ def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.fft.irfft(spec / np.sqrt(f), n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _babble(n: int, rate_hz: int) -> np.ndarray:
     rng = np.random.default_rng(99 + rate_hz)
     out = np.zeros(n)

@@ -26,11 +26,11 @@ import pytest
 pytest.importorskip("pytest_benchmark")
 sys.path.insert(0, str(Path(__file__).parent))
 
-import _speechset as S  # noqa: E402
+import _speechset as S
 
-from sis_stream import codec  # noqa: E402
-from sis_stream.endpoint import Endpointer, SegmentClosed  # noqa: E402
-from sis_stream.vad import EnergyVad  # noqa: E402
+from sis_stream import codec
+from sis_stream.endpoint import Endpointer, SegmentClosed
+from sis_stream.vad import EnergyVad
 
 try:
     import webrtcvad  # the webrtcvad-wheels distribution
@@ -175,7 +175,7 @@ def test_endpoint_error(quality):
 ROUNDS_LOOP = 40
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _signal(rate: int) -> np.ndarray:
     return S.mix(S.track("en", rate), "white", 10)
 

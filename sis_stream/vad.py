@@ -14,19 +14,19 @@ from ._reference import vad as _layout
 from .errors import AudioFormatError, StreamClosedError
 
 __all__ = [
-    "SUPPORTED_RATES",
-    "SUPPORTED_FRAME_MS",
-    "ENCODINGS",
-    "BAND_HZ",
     "BAND_FILTER_RATE_HZ",
+    "BAND_HZ",
     "DEFAULT_SENSITIVITY",
-    "FEATURE_ENERGY",
+    "ENCODINGS",
     "FEATURE_BAND",
+    "FEATURE_ENERGY",
     "FEATURE_ZCR",
-    "VadTuning",
+    "SUPPORTED_FRAME_MS",
+    "SUPPORTED_RATES",
     "EnergyVad",
-    "band_sos",
+    "VadTuning",
     "band_decimation",
+    "band_sos",
     "frame_features",
     "valid_rate_and_frame_ms",
 ]

@@ -8,38 +8,38 @@ from typing import Final
 import numpy as np
 
 __all__ = [
-    "FEATURE_ENERGY",
-    "FEATURE_BAND",
-    "FEATURE_ZCR",
-    "N_FEATURES",
     "DBFS_FLOOR",
-    "MAX_FRAME_LEN",
-    "MAX_SECTIONS",
     "DECIMATIONS",
-    "P_ON_DB",
-    "P_OFF_DB",
-    "P_MIN_DBFS",
+    "DECISION_LOOKBACK_SHIFT",
+    "DECISION_SPEECH",
+    "FEATURE_BAND",
+    "FEATURE_ENERGY",
+    "FEATURE_ZCR",
+    "MAX_FRAME_LEN",
+    "MAX_LOOKBACK",
+    "MAX_SECTIONS",
+    "N_FEATURES",
+    "N_PARAMS",
+    "N_STATE",
     "P_FALL",
-    "P_RISE",
-    "P_RISE_MAX_DB",
     "P_HANGOVER",
-    "P_ONSET",
     "P_LOOKBACK_DB",
     "P_LOOKBACK_MAX",
-    "N_PARAMS",
-    "S_FLOOR",
+    "P_MIN_DBFS",
+    "P_OFF_DB",
+    "P_ONSET",
+    "P_ON_DB",
+    "P_RISE",
+    "P_RISE_MAX_DB",
     "S_ACTIVE",
+    "S_FLOOR",
     "S_HANG",
     "S_NFRAMES",
     "S_RUN",
     "S_UP",
-    "N_STATE",
-    "DECISION_SPEECH",
-    "DECISION_LOOKBACK_SHIFT",
-    "MAX_LOOKBACK",
-    "frame_features",
     "band_energy",
     "energy_decide",
+    "frame_features",
 ]
 
 # Column layout of the feature matrix (n_frames, N_FEATURES); shared with native/vad.pyx.
@@ -154,7 +154,7 @@ def _band_filter(x: np.ndarray, sos: np.ndarray, zi: np.ndarray) -> tuple[np.nda
     plus the zero-input response ``C A^t zi``; the final state is ``A^N zi + sum_k A^k B
     x[N-1-k]``. Both sums are truncated where ``A^k`` has decayed below 1e-15 (a stable filter).
     """
-    A, B, C, D, powers, h = _system(sos.tobytes(), sos.shape[0])
+    A, B, C, _D, powers, h = _system(sos.tobytes(), sos.shape[0])
     n_x = len(x)
     m = len(powers)
     n_fft = 1 << int(np.ceil(np.log2(n_x + m + 1)))
@@ -207,7 +207,7 @@ def frame_features(x: np.ndarray, frame_len: int, decim: int, sos: np.ndarray, z
     updated in place to the state after the last complete frame). ``out`` is float64
     ``(>= n, N_FEATURES)``; ``frame_len`` must be a multiple of ``decim``.
     """
-    n_sec = _check_filter_args(frame_len, decim, sos, zi)
+    _check_filter_args(frame_len, decim, sos, zi)
     n = len(x) // frame_len
     if out.shape[0] < n or out.shape[1] != N_FEATURES:
         raise ValueError(f"out must have shape (>= {n}, {N_FEATURES}), got {out.shape}")
