@@ -455,3 +455,30 @@ async def test_vocabulary_id_from_the_rest_api_reaches_the_engine(tmp_path) -> N
                                  [START.replace('"property"', '"vocabulary_id": "00000000-0000-0000-0000-000000000000", '
                                                               '"property"')], 1)
         assert out[0]["error_code"] == "SIS.0201"
+
+
+async def test_drain_ends_open_sessions_and_refuses_new_starts() -> None:
+    from sis_stream.server import SESSIONS
+
+    pcm = np.concatenate([silence(300), speech_pcm(SENTENCES[1])])  # speech still open: no final yet
+    async with running_server(none_settings()) as srv, HttpClient() as http:
+        async with http.ws_connect(srv.ws(_path(Mode.CONTINUE_STREAM))) as ws:
+            await ws.send_str(START)
+            assert (await ws.receive_json(timeout=5))["resp_type"] == "START"
+            audio = encode(pcm, "pcm16k16bit")
+            for i in range(0, len(audio), 4000):
+                await ws.send_bytes(audio[i:i + 4000])
+            await asyncio.sleep(0.2)
+            drain = asyncio.create_task(srv.app[SESSIONS].drain(5.0))
+            frames = []
+            while True:
+                msg = await ws.receive(timeout=5)
+                if msg.type != WSMsgType.TEXT:
+                    break
+                frames.append(json.loads(msg.data))
+            assert [f["resp_type"] for f in frames] == ["RESULT", "END"]
+            assert frames[0]["segments"][0]["is_final"] and frames[1]["reason"] == "NORMAL"
+            assert ws.close_code == 1001
+            assert await drain == 0
+        out, _ = await _exchange(srv, _path(Mode.CONTINUE_STREAM), [START], 1)
+        assert out[0]["error_code"] == "SIS.0312"  # draining: no new sessions
