@@ -414,3 +414,18 @@ async def test_ctrl_c_ends_with_cancel_and_keeps_the_finals(engine: str, speech_
     assert "interrupted" in summary and "1 segment" in summary
     sent_s = float(summary.split(" | ")[1].split(" s audio")[0])
     assert sent_s < seconds - 0.5
+
+
+@pytest.mark.parametrize("engine", ["none"], indirect=True)
+def test_sentence_and_short_modes(engine: str, speech_wav: tuple[Path, float],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # sentence-stream: one sentence, VOICE_START/VOICE_END shown, then the CLI ends the session;
+    # short-stream: the whole input is one utterance closed by END.
+    path, seconds = speech_wav
+    assert main(["transcribe", str(path), "--mode", "sentence", "--format", "jsonl"]) == 0
+    cap = capsys.readouterr()
+    assert len(cap.out.splitlines()) == 1
+    assert "event VOICE_START at " in cap.err and "event VOICE_END at " in cap.err
+    assert main(["transcribe", str(path), "--mode", "short", "--format", "jsonl"]) == 0
+    (seg,) = segments_from_dicts(json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert seg.start_ms == 0 and seg.end_ms == pytest.approx(seconds * 1000, abs=1)
