@@ -482,3 +482,28 @@ async def test_drain_ends_open_sessions_and_refuses_new_starts() -> None:
             assert await drain == 0
         out, _ = await _exchange(srv, _path(Mode.CONTINUE_STREAM), [START], 1)
         assert out[0]["error_code"] == "SIS.0312"  # draining: no new sessions
+
+
+async def test_pocketsphinx_engine_interims_words_and_add_punc() -> None:
+    pytest.importorskip("pocketsphinx")
+    sentence = "we need more time to finish the project"
+    pcm = np.concatenate([silence(300), speech_pcm(sentence), silence(900)])
+    settings = ServerSettings(no_auth=True, rest_routes=False, interim_interval_s=0.05,
+                              engine_overrides=("english_16k_common=pocketsphinx",))
+    async with running_server(settings) as srv, HttpClient() as http:
+        res = await run_ws_session(http, srv.ws(_path(Mode.CONTINUE_STREAM)),
+                                   config_for(Mode.CONTINUE_STREAM, interim_results=True, need_word_info=True,
+                                              add_punc=True),
+                                   encode(pcm, "pcm16k16bit"), frame_interval_s=0.02, timeout=120)
+    finals = res.finals()
+    assert len(finals) == 1
+    text = finals[0]["result"]["text"]
+    # No WER bound: bundled pocketsphinx misrecognises this espeak voice badly (the engine
+    # suite measures it); here the server's handling of a non-punctuating engine is checked.
+    assert len(text.split()) >= 3, text
+    assert text[0].isupper() and text.endswith(".")  # add_punc=yes on a non-punctuating engine
+    words = finals[0]["result"]["word_info"]
+    assert words and all(finals[0]["start_time"] - 350 <= w["start_time"] <= w["end_time"] <= finals[0]["end_time"] + 600
+                         for w in words)
+    assert all(not w["word"].startswith("<") for w in words)
+    assert any(not seg["is_final"] for f in res.of("RESULT") for seg in f["segments"])  # truly incremental
