@@ -645,6 +645,7 @@ class StreamRunner:
         self._first_connection = True
         self._pending_reconnect: tuple[int, float, float] | None = None
         self._closed_reported = False
+        self._starved = True
         #: Set once the first START is answered, rejected, or the runner finished.
         self.ready = asyncio.Event()
         self._gated_frame = b""
@@ -811,8 +812,7 @@ class StreamRunner:
             for s in self._ring:  # replay
                 self._map.add(s)
                 await self._send_audio(s.data)
-            if self.pacer is not None:
-                self.pacer.reanchor(self._clock())
+            self._starved = True  # the schedule (re)starts with the first frame on this connection
             return await self._send_loop()
         finally:
             await self._close_ws()
@@ -870,9 +870,12 @@ class StreamRunner:
 
     async def _send_one(self, data: bytes, user_ms: float, keepalive: bool) -> bool:
         if self.pacer is not None:
-            if not keepalive and self._last_sent_user_end is not None and \
-                    abs(user_ms - self._last_sent_user_end) > 1e-6:
-                self.pacer.reanchor(self._clock())  # gap from gating: no catch-up burst
+            if self._starved or (not keepalive and self._last_sent_user_end is not None
+                                 and abs(user_ms - self._last_sent_user_end) > 1e-6):
+                # The input ran dry (or VAD withheld audio): audio that did not exist yet cannot
+                # be late, so the schedule restarts here with no catch-up burst.
+                self.pacer.reanchor(self._clock())
+                self._starved = False
             d = self.pacer.delay(self._clock())
             if d > 0:
                 await self._sleep(d)
@@ -942,6 +945,7 @@ class StreamRunner:
         return [(f, x, False) for f, x in self.gate.process(frame, u)]
 
     async def _idle_wait(self) -> None:
+        self._starved = True
         timeout = None
         if self.keepalive_s is not None:
             timeout = self._last_send_at + self.keepalive_s - self._clock()
