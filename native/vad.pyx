@@ -172,7 +172,7 @@ cdef extern from *:
     static inline __attribute__((always_inline)) void sis_vad_group_body(
             const int16_t *x, Py_ssize_t L, Py_ssize_t decim, Py_ssize_t G, Py_ssize_t n_sec,
             const float *coef, const float *R, Py_ssize_t n, float *e0, float *w, float *z1,
-            float *z2, double *sq, double *zc) {
+            float *z2, double *sq, double *zc, const int one_pass) {
         float xt[SIS_VAD_MAX_FRAME * SIS_VAD_LANES] __attribute__((aligned(32)));
         const Py_ssize_t M = L / decim;  /* a multiple of 8 for every supported geometry */
         for (Py_ssize_t g = 0; sq != NULL && g < G; g++) {  /* sq == NULL: band energy only */
@@ -236,26 +236,41 @@ cdef extern from *:
             const float c0 = coef[0], c1 = coef[1], c2 = coef[2], c4 = coef[3], c5 = coef[4];
             const sis_v16 zero = {0};
             sis_v16 y1 = zero, y2 = zero, u1 = zero, u2 = zero;
-            /* Pass 1: the recursion only (few live registers), y overwrites u in xt. */
-            for (Py_ssize_t t = 0; t < M; t++) {
-                sis_v16 u;
-                memcpy(&u, xt + t * SIS_VAD_LANES, 64);
-                const sis_v16 y = c0 * u + c1 * u1 + c2 * u2 - c5 * y2 - c4 * y1;
-                u2 = u1; u1 = u;
-                y2 = y1; y1 = y;
-                memcpy(xt + t * SIS_VAD_LANES, &y, 64);
+            sis_v16 e = zero, w0 = zero, w1 = zero;
+            if (one_pass) {
+                /* 32 vector registers (AVX-512): E0 and W accumulate in the recursion's loop,
+                   whose one-FMA-deep dependency leaves room for them. */
+                for (Py_ssize_t t = 0; t < M; t++) {
+                    sis_v16 u;
+                    memcpy(&u, xt + t * SIS_VAD_LANES, 64);
+                    const sis_v16 y = c0 * u + c1 * u1 + c2 * u2 - c5 * y2 - c4 * y1;
+                    u2 = u1; u1 = u;
+                    y2 = y1; y1 = y;
+                    e += y * y;
+                    w0 += y * R[2 * t];
+                    w1 += y * R[2 * t + 1];
+                }
+            } else {
+                /* 16 registers: pass 1 is the recursion only (y overwrites u in xt), pass 2
+                   accumulates E0 = sum y^2 and W = sum y R_t; one loop would spill. */
+                for (Py_ssize_t t = 0; t < M; t++) {
+                    sis_v16 u;
+                    memcpy(&u, xt + t * SIS_VAD_LANES, 64);
+                    const sis_v16 y = c0 * u + c1 * u1 + c2 * u2 - c5 * y2 - c4 * y1;
+                    u2 = u1; u1 = u;
+                    y2 = y1; y1 = y;
+                    memcpy(xt + t * SIS_VAD_LANES, &y, 64);
+                }
+                for (Py_ssize_t t = 0; t < M; t++) {
+                    sis_v16 y;
+                    memcpy(&y, xt + t * SIS_VAD_LANES, 64);
+                    e += y * y;
+                    w0 += y * R[2 * t];
+                    w1 += y * R[2 * t + 1];
+                }
             }
             const sis_v16 zf1 = c1 * u1 + c2 * u2 - c4 * y1 - c5 * y2;
             const sis_v16 zf2 = c2 * u1 - c5 * y1;
-            /* Pass 2: E0 = sum y^2 and W = sum y R_t, no recursion. */
-            sis_v16 e = zero, w0 = zero, w1 = zero;
-            for (Py_ssize_t t = 0; t < M; t++) {
-                sis_v16 y;
-                memcpy(&y, xt + t * SIS_VAD_LANES, 64);
-                e += y * y;
-                w0 += y * R[2 * t];
-                w1 += y * R[2 * t + 1];
-            }
             for (int k = 0; k < SIS_VAD_LANES; k++) {
                 e0[k] = e[k];
                 w[k] = w0[k];
@@ -307,7 +322,7 @@ cdef extern from *:
     static void sis_vad_group_generic(const int16_t *x, Py_ssize_t L, Py_ssize_t decim,
             Py_ssize_t G, Py_ssize_t n_sec, const float *coef, const float *R, Py_ssize_t n,
             float *e0, float *w, float *z1, float *z2, double *sq, double *zc) {
-        sis_vad_group_body(x, L, decim, G, n_sec, coef, R, n, e0, w, z1, z2, sq, zc);
+        sis_vad_group_body(x, L, decim, G, n_sec, coef, R, n, e0, w, z1, z2, sq, zc, 0);
     }
 
     #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
@@ -315,13 +330,13 @@ cdef extern from *:
     static void sis_vad_group_avx2(const int16_t *x, Py_ssize_t L, Py_ssize_t decim,
             Py_ssize_t G, Py_ssize_t n_sec, const float *coef, const float *R, Py_ssize_t n,
             float *e0, float *w, float *z1, float *z2, double *sq, double *zc) {
-        sis_vad_group_body(x, L, decim, G, n_sec, coef, R, n, e0, w, z1, z2, sq, zc);
+        sis_vad_group_body(x, L, decim, G, n_sec, coef, R, n, e0, w, z1, z2, sq, zc, 0);
     }
     __attribute__((target("avx512f,avx512vl,avx2,fma")))
     static void sis_vad_group_avx512(const int16_t *x, Py_ssize_t L, Py_ssize_t decim,
             Py_ssize_t G, Py_ssize_t n_sec, const float *coef, const float *R, Py_ssize_t n,
             float *e0, float *w, float *z1, float *z2, double *sq, double *zc) {
-        sis_vad_group_body(x, L, decim, G, n_sec, coef, R, n, e0, w, z1, z2, sq, zc);
+        sis_vad_group_body(x, L, decim, G, n_sec, coef, R, n, e0, w, z1, z2, sq, zc, 1);
     }
     /* 2: AVX-512F (16 lanes in one register), 1: AVX2+FMA, 0: baseline. */
     static int sis_vad_isa(void) {
@@ -446,7 +461,7 @@ cdef int _band_energy_parallel(const int16_t* x, Py_ssize_t L, Py_ssize_t decim,
     cdef float w[_MAX_N * _LANES]
     cdef double sq[_LANES]
     cdef double zc[_LANES]
-    cdef double e, acc, s0, s1
+    cdef double e, acc, s0, s1, t0, q00, q01, q10, q11, a00, a01, a10, a11
     _state_space(sos, n_sec, A, B, C, &D)
     # R_t = C A^t for t < M, Q = sum R_t R_t^T, AL = A^M.
     for j in range(n):
@@ -486,6 +501,10 @@ cdef int _band_energy_parallel(const int16_t* x, Py_ssize_t L, Py_ssize_t decim,
             coef[5 * i + j] = <float>sos[6 * i + (j if j < 3 else j + 1)]  # b0 b1 b2 a1 a2
     for j in range(n):
         s[j] = zi[j]
+    s0 = s[0]
+    s1 = s[1]  # n >= 2
+    q00, q01, q10, q11 = Q[0], Q[1], Q[n], Q[n + 1]
+    a00, a01, a10, a11 = AL[0], AL[1], AL[n], AL[n + 1]
     f0 = 0
     while f0 < n_frames:
         G = n_frames - f0
@@ -496,13 +515,13 @@ cdef int _band_energy_parallel(const int16_t* x, Py_ssize_t L, Py_ssize_t decim,
                sq if full else NULL, zc if full else NULL)
         for g in range(G):
             if n == 2:
-                # The shipped one-section filter, unrolled (same arithmetic as below).
-                s0 = s[0]
-                s1 = s[1]
-                e = e0[g] + (2.0 * w[g] + Q[0] * s0 + Q[1] * s1) * s0 \
-                    + (2.0 * w[_LANES + g] + Q[2] * s0 + Q[3] * s1) * s1
-                s_new[0] = AL[0] * s0 + AL[1] * s1 + z1[g]
-                s_new[1] = AL[2] * s0 + AL[3] * s1 + z2[g]
+                # The shipped one-section filter, unrolled, the state in locals (the same
+                # arithmetic as the general branch).
+                e = e0[g] + (2.0 * w[g] + q00 * s0 + q01 * s1) * s0 \
+                    + (2.0 * w[_LANES + g] + q10 * s0 + q11 * s1) * s1
+                t0 = a00 * s0 + a01 * s1 + z1[g]
+                s1 = a10 * s0 + a11 * s1 + z2[g]
+                s0 = t0
             else:
                 e = e0[g]
                 for j in range(n):
@@ -518,15 +537,18 @@ cdef int _band_energy_parallel(const int16_t* x, Py_ssize_t L, Py_ssize_t decim,
                 for i in range(n_sec):
                     s_new[2 * i] += z1[i * _LANES + g]
                     s_new[2 * i + 1] += z2[i * _LANES + g]
+                for j in range(n):
+                    s[j] = s_new[j]
             if full:
                 out[3 * (f0 + g)] = sq[g]  # f0 + g < n_frames: the caller's (n, 3) array
                 out[3 * (f0 + g) + 1] = e / <double>M
                 out[3 * (f0 + g) + 2] = zc[g]
             else:
                 out[f0 + g] = e / <double>M  # the caller's (n,) array
-            for j in range(n):
-                s[j] = s_new[j]
         f0 += G
+    if n == 2:
+        s[0] = s0
+        s[1] = s1
     for j in range(n):
         zi[j] = s[j]
     return 0
