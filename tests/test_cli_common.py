@@ -72,9 +72,11 @@ def test_open_audio_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
     fmt = AudioFormat(44100, "pcm", 2, 2)
     p = tmp_path / "s.wav"
     p.write_bytes(wav_bytes(fmt, np.zeros(4410 * 2, np.int16).tobytes()))
-    src = c.open_audio(str(p))
-    assert src.format == fmt and src.total_ms == pytest.approx(100) and c.fmt_name(fmt) == "pcm 44100 Hz 16-bit x2"
-    assert [len(b) for b in src.chunks(40)] == [7056, 7056, 3528]
+    src = c.open_audio(str(p))  # several channels are mixed down to mono on reading
+    assert src.source_format == fmt and src.format == AudioFormat(44100, "pcm", 2)
+    assert src.total_ms == pytest.approx(100)
+    assert src.description == "pcm 44100 Hz 16-bit x2 mixed to mono"
+    assert [len(b) for b in src.chunks(40)] == [3528, 3528, 1764]
     raw = tmp_path / "r.raw"
     raw.write_bytes(b"\x01\x02\x03")  # one and a half PCM samples: the stray byte is dropped
     src = c.open_audio(str(raw), AudioFormat.from_sis("pcm8k16bit"))
@@ -137,3 +139,26 @@ async def test_raw_stream_stray_bytes_and_empty() -> None:
     src = c.open_audio("-", AudioFormat.from_sis("pcm8k16bit"), stdin=io.BytesIO(b""))
     with pytest.raises(c.InputError, match="holds no audio"):
         await _collect(src)
+
+
+async def test_stereo_stream_is_mixed_to_mono() -> None:
+    fmt = AudioFormat(8000, "ulaw", 1, 2)
+    from sis_stream.codec import ulaw_decode, ulaw_encode
+
+    left = np.full(800, 1000, np.int16)
+    right = np.full(800, 3000, np.int16)
+    codes = ulaw_encode(np.stack([left, right], 1).ravel().tobytes())
+    src = c.open_audio("-", stdin=io.BytesIO(wav_bytes(fmt, codes)))
+    assert src.format == AudioFormat.from_sis("pcm8k16bit") and src.total_bytes == 1600
+    mono = np.frombuffer(await _collect(src, 30), "<i2")
+    expect = (np.frombuffer(ulaw_decode(codes), "<i2").reshape(-1, 2).astype(int).mean(1))
+    assert len(mono) == 800 and np.array_equal(mono, np.round(expect).astype(np.int16))
+    assert src.truncated is None
+
+
+def test_to_mono_mixes_channels() -> None:
+    x = np.array([100, 300, -5, -6], np.int16).tobytes()
+    data, fmt = c.to_mono(x, AudioFormat(8000, "pcm", 2, 2))
+    assert np.frombuffer(data, "<i2").tolist() == [200, -6] and fmt.channels == 1  # -5.5 -> -6 (half to even)
+    same = b"\x01\x02"
+    assert c.to_mono(same, AudioFormat(8000, "pcm", 2)) == (same, AudioFormat(8000, "pcm", 2))

@@ -14,7 +14,7 @@ import pytest
 
 from sis_stream.audio import AudioFormat, read_wav, wav_bytes
 from sis_stream.codec import ulaw_decode
-from sis_stream.commands import add_subcommands, bench, convert
+from sis_stream.commands import add_subcommands, bench
 from sis_stream.commands import vad as vad_cmd
 
 
@@ -204,12 +204,6 @@ def test_convert_same_format_is_a_copy(tmp_path: Path) -> None:
     dst = tmp_path / "out.wav"
     assert main(["convert", str(src), str(dst), "--audio-format", "pcm8k16bit", "--to", "pcm8k16bit", "-q"]) == 0
     assert read_wav(dst).data == pcm
-
-
-def test_convert_to_mono_mixes_channels() -> None:
-    x = np.array([100, 300, -5, -6], np.int16).tobytes()
-    data, fmt = convert.to_mono(x, AudioFormat(8000, "pcm", 2, 2))
-    assert np.frombuffer(data, "<i2").tolist() == [200, -6] and fmt.channels == 1
 
 
 def test_convert_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -429,3 +429,22 @@ def test_sentence_and_short_modes(engine: str, speech_wav: tuple[Path, float],
     assert main(["transcribe", str(path), "--mode", "short", "--format", "jsonl"]) == 0
     (seg,) = segments_from_dicts(json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert seg.start_ms == 0 and seg.end_ms == pytest.approx(seconds * 1000, abs=1)
+
+
+@pytest.mark.parametrize("engine", ["none"], indirect=True)
+def test_stereo_44k_wav_is_mixed_and_resampled(engine: str, speech_wav: tuple[Path, float], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # A CD-rate stereo file: mixed to mono, then the client's Transcoder resamples to 16 kHz.
+    pytest.importorskip("sis_stream.transcode")
+    from scipy.signal import resample_poly
+
+    path, seconds = speech_wav
+    pcm = np.frombuffer(open_audio(str(path)).data or b"", "<i2").astype(np.float64)
+    up = np.round(resample_poly(pcm, 441, 160)).astype(np.int16)
+    stereo = tmp_path / "stereo.wav"
+    stereo.write_bytes(wav_bytes(AudioFormat(44100, "pcm", 2, 2), np.stack([up, up // 2], 1).ravel().tobytes()))
+    assert main(["transcribe", str(stereo), "--format", "json"]) == 0
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert doc["input_format"] == "pcm 44100 Hz 16-bit x2 mixed to mono" and doc["session_format"] == "pcm16k16bit"
+    assert len(doc["segments"]) == 2 and doc["audio_ms"] == pytest.approx(seconds * 1000, abs=50)

@@ -16,7 +16,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
+import numpy as np
+
 from ..audio import SIS_FORMATS, AudioFormat, read_wav
+from ..codec import decode
 from ..errors import (
     AudioFormatError,
     AuthError,
@@ -50,6 +53,7 @@ __all__ = [
     "register_secret",
     "scrub",
     "sis_format_arg",
+    "to_mono",
 ]
 
 EXIT_OK: Final = 0
@@ -209,10 +213,13 @@ class AudioSource:
     name : str
         The input as given (``-`` for stdin).
     format : AudioFormat
+        Format of the bytes delivered (mono: several channels are mixed down on the way).
     total_bytes : int or None
-        Known length (files); None for a live stream.
+        Known length in delivered bytes; None for a live stream without a declared size.
     data : bytes or None
         The whole audio for files; None for stdin (read as it arrives).
+    source_format : AudioFormat or None
+        The input's own format when it differs from `format` (multi-channel input).
     """
 
     name: str
@@ -221,6 +228,7 @@ class AudioSource:
     data: bytes | None = None
     _reader: BinaryIO | None = None
     _declared: int | None = None
+    source_format: AudioFormat | None = None
     #: Bytes delivered by :meth:`achunks` so far.
     received: int = 0
     #: Set when a streamed WAV ended before its declared data size (the caller reports it).
@@ -233,8 +241,15 @@ class AudioSource:
         """Length in ms when known."""
         return None if self.total_bytes is None else self.format.duration_ms(self.total_bytes)
 
+    @property
+    def description(self) -> str:
+        """The input's format for messages, e.g. ``pcm 44100 Hz 16-bit x2 mixed to mono``."""
+        if self.source_format is None:
+            return fmt_name(self.format)
+        return fmt_name(self.source_format) + " mixed to mono"
+
     def chunk_bytes(self, ms: int = 100) -> int:
-        """Bytes in `ms` ms of this format (whole sample frames)."""
+        """Bytes in `ms` ms of the delivered format (whole sample frames)."""
         return max(1, self.format.rate_hz * ms // 1000) * self.format.bytes_per_frame
 
     def chunks(self, ms: int = 100) -> Iterator[bytes]:
@@ -253,8 +268,9 @@ class AudioSource:
                 yield c
             return
         assert self._reader is not None
-        n = self.chunk_bytes(ms)
-        bpf = self.format.bytes_per_frame
+        src = self.source_format or self.format
+        n = max(1, src.rate_hz * ms // 1000) * src.bytes_per_frame
+        bpf = src.bytes_per_frame
         carry = b""
         async for block in _threaded_reads(self._reader, n, self._declared):
             buf = carry + block
@@ -262,7 +278,7 @@ class AudioSource:
             carry = buf[cut:]
             if cut:
                 self.received += cut
-                yield buf[:cut]
+                yield buf[:cut] if self.source_format is None else to_mono(buf[:cut], src)[0]
         if self._declared is not None and self.received < self._declared:
             self.truncated = (f"truncated WAV on {self.name}: the header declares {self._declared} "
                               f"bytes of audio, the stream ended after {self.received}")
@@ -390,7 +406,11 @@ def open_audio(name: str, audio_format: AudioFormat | None = None, *,
         if audio_format is not None:
             return AudioSource("stdin", audio_format, None, None, f)
         fmt, declared, _ = _stream_wav_header(f, "stdin")
-        return AudioSource("stdin", fmt, declared, None, f, declared)
+        if fmt.channels == 1:
+            return AudioSource("stdin", fmt, declared, None, f, declared)
+        mono = AudioFormat(fmt.rate_hz, "pcm", 2)
+        total = None if declared is None else declared // fmt.bytes_per_frame * 2
+        return AudioSource("stdin", mono, total, None, f, declared, source_format=fmt)
     if os.path.isdir(name):
         raise InputError(f"input {name} is a directory, expected an audio file")
     with open(name, "rb") as fh:
@@ -411,7 +431,22 @@ def open_audio(name: str, audio_format: AudioFormat | None = None, *,
         raise AudioFormatError(f"{name}: {exc}") from exc
     if not wav.data:
         raise InputError(f"{name} holds no audio (empty data chunk)")
+    if wav.format.channels > 1:
+        data, mono = to_mono(wav.data, wav.format)
+        return AudioSource(name, mono, len(data), data, source_format=wav.format)
     return AudioSource(name, wav.format, len(wav.data), wav.data)
+
+
+def to_mono(data: bytes, fmt: AudioFormat) -> tuple[bytes, AudioFormat]:
+    """Mix interleaved multi-channel audio down to mono 16-bit PCM (mean of the channels,
+    rounded half to even). Mono input is returned unchanged.
+    """
+    if fmt.channels == 1:
+        return data, fmt
+    pcm = np.frombuffer(data if fmt.encoding == "pcm" else decode(data, fmt.encoding), "<i2")
+    frames = pcm.reshape(-1, fmt.channels).astype(np.int32)
+    mixed = np.round(frames.mean(axis=1)).astype("<i2")
+    return mixed.tobytes(), AudioFormat(fmt.rate_hz, "pcm", 2, 1)
 
 
 def fmt_name(fmt: AudioFormat) -> str:

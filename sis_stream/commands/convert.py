@@ -7,10 +7,7 @@ import sys
 import time
 from typing import Any, BinaryIO, Final
 
-import numpy as np
-
 from ..audio import AudioFormat, wav_bytes
-from ..codec import decode
 from ..console import LiveDisplay
 from ._common import (
     EXIT_INPUT,
@@ -18,10 +15,10 @@ from ._common import (
     AudioSource,
     CliError,
     add_debug_flag,
-    fmt_name,
     guarded,
     open_audio,
     sis_format_arg,
+    to_mono,
 )
 
 __all__ = ["HELP", "NAME", "build", "convert_bytes", "register", "run", "to_mono"]
@@ -52,22 +49,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     build(p)
     p.set_defaults(func=run)
     return p
-
-
-def to_mono(data: bytes, fmt: AudioFormat) -> tuple[bytes, AudioFormat]:
-    """Mix interleaved multi-channel audio down to mono 16-bit PCM (mean of the channels).
-
-    Mono input is returned unchanged.
-    """
-    if fmt.channels == 1:
-        return data, fmt
-    if fmt.encoding == "pcm":
-        pcm = np.frombuffer(data, "<i2")
-    else:
-        pcm = np.frombuffer(decode(data, fmt.encoding), "<i2")
-    frames = pcm.reshape(-1, fmt.channels).astype(np.int32)
-    mixed = np.round(frames.mean(axis=1)).astype("<i2")
-    return mixed.tobytes(), AudioFormat(fmt.rate_hz, "pcm", 2, 1)
 
 
 def convert_bytes(data: bytes, src: AudioFormat, dst: AudioFormat,
@@ -155,7 +136,7 @@ def convert_main(args: argparse.Namespace, *, stdin: BinaryIO | None = None,
     display.close()
     if not quiet:
         dt = time.perf_counter() - t0
-        err.write(f"{source.name} ({fmt_name(src)}, {total_ms / 1000:.2f} s) -> {args.output} "
+        err.write(f"{source.name} ({source.description}, {total_ms / 1000:.2f} s) -> {args.output} "
                   f"({args.to.sis_name}, {container}, {len(out)} bytes) in {dt:.3f} s\n")
         err.flush()
     return EXIT_OK

@@ -43,7 +43,6 @@ from ._common import (
     AudioSource,
     CliError,
     add_debug_flag,
-    fmt_name,
     guarded,
     open_audio,
     quiet_loggers,
@@ -545,7 +544,7 @@ async def transcribe_async(args: argparse.Namespace, *, interrupt: asyncio.Event
     writer = TranscriptWriter(out, args.format)
     result: SessionResult | None = None
     try:
-        display.note(f"{source.name}: {fmt_name(source.format)}"
+        display.note(f"{source.name}: {source.description}"
                      + (f", {source.total_ms / 1000:.1f} s" if source.total_ms is not None else "")
                      + f" -> {session_format.sis_name} ({args.mode}, {args.property}) on "
                      + target.describe())
@@ -559,7 +558,7 @@ async def transcribe_async(args: argparse.Namespace, *, interrupt: asyncio.Event
         remove()
         if result is not None:
             result.transcript.meta.update({
-                "input": source.name, "input_format": fmt_name(source.format),
+                "input": source.name, "input_format": source.description,
                 "session_format": session_format.sis_name, "mode": args.mode,
                 "property": args.property, "endpoint": target.describe(),
                 "trace_id": result.trace_id, "interrupted": result.interrupted,

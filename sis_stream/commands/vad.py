@@ -20,7 +20,6 @@ from ._common import (
     EXIT_USAGE,
     CliError,
     add_debug_flag,
-    fmt_name,
     guarded,
     open_audio,
     sis_format_arg,
@@ -131,8 +130,8 @@ def analyse(pcm: np.ndarray, rate_hz: int, *, mode: str = "continuous", vad_head
     return report
 
 
-def _print_table(out: TextIO, name: str, fmt: AudioFormat, r: VadReport) -> None:
-    out.write(f"{name}: {fmt_name(fmt)}, {r.audio_ms / 1000:.2f} s; mode {r.mode}, vad_head "
+def _print_table(out: TextIO, name: str, described: str, r: VadReport) -> None:
+    out.write(f"{name}: {described}, {r.audio_ms / 1000:.2f} s; mode {r.mode}, vad_head "
               f"{r.config['vad_head']} ms, vad_tail {r.config['vad_tail']} ms, max_seconds "
               f"{r.config['max_seconds']} s\n")
     if r.segments:
@@ -198,10 +197,10 @@ def vad_main(args: argparse.Namespace, *, stdin: Any = None, stdout: TextIO | No
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     if args.json:
-        doc = {"input": source.name, "input_format": fmt_name(source.format), **report.to_dict()}
+        doc = {"input": source.name, "input_format": source.description, **report.to_dict()}
         out.write(json.dumps(doc) + "\n")
     else:
-        _print_table(out, source.name, source.format, report)
+        _print_table(out, source.name, source.description, report)
     out.flush()
     if args.plot:
         plot(args.plot, pcm, rate, report)
