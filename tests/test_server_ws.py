@@ -507,3 +507,25 @@ async def test_pocketsphinx_engine_interims_words_and_add_punc() -> None:
                          for w in words)
     assert all(not w["word"].startswith("<") for w in words)
     assert any(not seg["is_final"] for f in res.of("RESULT") for seg in f["segments"])  # truly incremental
+
+
+async def test_connection_age_limit_closes_after_ending_the_session() -> None:
+    clock = FakeClock()
+    settings = none_settings(clock=clock, max_connection_s=100.0, idle_timeout_s=1e6)
+    async with running_server(settings) as srv, HttpClient() as http:
+        async with http.ws_connect(srv.ws(_path(Mode.CONTINUE_STREAM))) as ws:
+            await ws.send_str(START)
+            assert (await ws.receive_json(timeout=5))["resp_type"] == "START"
+            await ws.send_bytes(encode(speech_pcm(SENTENCES[1]), "pcm16k16bit")[:32000])
+            await asyncio.sleep(0.1)
+            clock.advance(99.0)
+            await asyncio.sleep(0.1)
+            clock.advance(2.0)
+            frames = []
+            while True:
+                msg = await ws.receive(timeout=5)
+                if msg.type != WSMsgType.TEXT:
+                    break
+                frames.append(json.loads(msg.data))
+            assert frames[-1]["resp_type"] == "END" and frames[-1]["reason"] == "NORMAL"
+            assert ws.close_code == 1000

@@ -141,9 +141,16 @@ class RasrConnection:
                     await self.ws.close(code=self._close_code)
 
     async def _idle(self) -> None:
+        opened = self.settings.clock()
         try:
             while not self.ws.closed:
                 await asyncio.sleep(self.settings.idle_check_s)
+                if self.settings.clock() - opened >= self.settings.max_connection_s:
+                    # SIS drops connections older than 5 hours (the message is undocumented):
+                    # end an open session like a shutdown would, then close with 1000.
+                    logger.info("connection age limit reached trace_id=%s", self.session.trace_id)
+                    await self.shutdown(close_code=1000)
+                    return
                 frames = self.session.expire_idle()
                 if frames:
                     logger.info("idle timeout trace_id=%s: FATAL_ERROR SIS.0304", self.session.trace_id)
@@ -341,8 +348,8 @@ class RasrConnection:
                     await self.ws.close()
             self.limiter.discard(self)
 
-    async def shutdown(self) -> None:
-        """Graceful end: finish an open session (finals, then END NORMAL), then close with 1001."""
+    async def shutdown(self, close_code: int = 1001) -> None:
+        """Graceful end: finish an open session (finals, then END NORMAL), then close (1001)."""
         rec = self._rec
         st = self.session.state
         if rec is not None and st in (ServerState.STREAMING, ServerState.FINISHED):
@@ -370,7 +377,7 @@ class RasrConnection:
                     break
                 await asyncio.sleep(0.05)
         self._closing = True
-        self._close_code = 1001
+        self._close_code = close_code
         with contextlib.suppress(asyncio.QueueFull):
             self._out.put_nowait(None)
         writer = self._tasks[0] if self._tasks else None
@@ -379,7 +386,7 @@ class RasrConnection:
                 await asyncio.wait_for(asyncio.shield(writer), 5.0)
         if not self.ws.closed:
             with contextlib.suppress(Exception):
-                await self.ws.close(code=1001, message=b"server shutting down")
+                await self.ws.close(code=close_code, message=b"server shutting down" if close_code == 1001 else b"")
 
     async def force_close(self) -> None:
         """Close at once (shutdown timeout ran out)."""

@@ -148,6 +148,8 @@ class ServerSettings:
         How long a graceful shutdown waits for sessions to finish their END.
     max_audio_ms : mapping, optional
         Per-mode audio cap override in ms (``{"continue-stream": 60000}``), for tests.
+    max_connection_s : float
+        A websocket connection is closed after this long on ``clock`` (SIS: at most 5 hours).
     rest_routes : bool
         Install the REST API (``sis_stream.server.rest``) when it is importable (default True).
     """
@@ -177,6 +179,7 @@ class ServerSettings:
     shutdown_timeout_s: float = 10.0
     max_audio_ms: Mapping[str, int] = field(default_factory=dict)
     rest_routes: bool = True
+    max_connection_s: float = 5 * 3600.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -200,6 +203,7 @@ class ServerSettings:
         _positive("max_body_bytes", self.max_body_bytes)
         _positive("max_skew_s", self.max_skew_s, float)
         _positive("shutdown_timeout_s", self.shutdown_timeout_s, float)
+        _positive("max_connection_s", self.max_connection_s, float)
         if self.engine_workers is not None:
             _positive("engine_workers", self.engine_workers)
         if self.engine_queue is not None:
