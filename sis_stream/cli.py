@@ -142,7 +142,7 @@ def _register_command_modules() -> None:
     """Register the subcommands of :mod:`sis_stream.commands` (transcribe, demo, convert, vad,
     bench) when that package is present; ``serve`` stays defined here."""
     try:
-        from .commands import COMMAND_SPECS  # noqa: PLC0415 - optional, owned by its module
+        from .commands import COMMAND_SPECS
     except ImportError as exc:
         logging.getLogger(__name__).debug("sis_stream.commands not available: %s", exc)
         return
