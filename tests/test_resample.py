@@ -346,3 +346,20 @@ def test_native_kernel_buffer_errors():
         bad = dict(args, **change)
         with pytest.raises(error, match=match):
             k.polyphase_process(**bad)
+
+
+def test_kernel_int16_store_rounds_half_to_even_and_counts_clips(backend):
+    # float32 in, int16 out through a one-tap identity filter: the store alone. Ties round to
+    # even, values from 32767.5 up and below -32768.5 saturate and are counted; the vector
+    # (8 at a time) and scalar (tail) paths both see every case.
+    cases = np.array([32767.4, 32767.5, 32766.5, -32768.5, -32768.6, 1e10, -1e10, 0.5, 1.5,
+                      -0.5, -1.5, 2.5, 40000.0, -32767.5, 123.49, -7.5, 32768.0], np.float32)
+    x = np.tile(cases, 3)[:-1]  # 50 samples: 6 vector steps and a 2-sample tail
+    out = np.empty(len(x), np.int16)
+    taps = np.ones((1, 1), np.float32)
+    scratch = np.empty(backend.resample.scratch_length(len(x), 1, 1, len(x)), np.float32)
+    got = backend.resample.polyphase_process(x, taps, np.zeros(0, np.float32), scratch, 0, 1, 1,
+                                             out)
+    r = np.rint(x.astype(np.float64))
+    np.testing.assert_array_equal(out, np.clip(r, -32768, 32767).astype(np.int16))
+    assert got == (len(x), 0, int(np.count_nonzero((r > 32767) | (r < -32768))))
