@@ -68,6 +68,8 @@ def _speech16(text: str) -> np.ndarray:
 
     from sis_stream import espeak
 
+    if not espeak.available():
+        pytest.skip("espeak-ng (espeakng-loader) is not installed: no test speech")
     syn = espeak.synthesize(text, voice="en-us+m3", rate_wpm=150)
     x = resample_poly(syn.samples.astype(np.float64), 320, 441)  # 22050 -> 16000 (test input only)
     return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
@@ -136,6 +138,7 @@ async def running_server(settings: ServerSettings, ssl_context: Any = None) -> A
 @pytest.fixture(scope="session")
 def whisper_registry() -> EngineRegistry:
     """The default property map (English -> whisper, bundled tiny.en), loaded once per session."""
+    pytest.importorskip("faster_whisper")
     reg = EngineRegistry(engine_options={"whisper": {"num_workers": 2}})
     yield reg
     reg.close()

@@ -297,6 +297,7 @@ async def test_200_concurrent_sessions_none_engine() -> None:
     assert all(len(r.finals()) == 1 and not r.of("ERROR") for r in results)
 
 
+@pytest.mark.engine
 async def test_root_lists_property_mapping(whisper_registry) -> None:  # noqa: F811
     async with running_server(ServerSettings(no_auth=True, registry=whisper_registry, rest_routes=False)) as srv, \
             HttpClient() as http:
@@ -316,6 +317,7 @@ async def whisper_server(whisper_registry):  # noqa: F811
         yield srv
 
 
+@pytest.mark.engine
 async def test_whisper_continuous_wer_and_word_times(whisper_server) -> None:
     pcm, marks = _speech_gap_speech()
     async with HttpClient() as http:
@@ -333,6 +335,7 @@ async def test_whisper_continuous_wer_and_word_times(whisper_server) -> None:
     assert finals[1]["result"]["word_info"][0]["start_time"] > marks[1]
 
 
+@pytest.mark.engine
 async def test_whisper_sentence_ulaw_interims_and_punctuation(whisper_server) -> None:
     rate = 16000
     pcm = np.concatenate([silence(300, rate), speech_pcm(SENTENCES[2], rate), silence(900, rate)])
@@ -348,6 +351,7 @@ async def test_whisper_sentence_ulaw_interims_and_punctuation(whisper_server) ->
     assert segs[-1]["is_final"] and all(s["start_time"] == segs[-1]["start_time"] for s in segs)
 
 
+@pytest.mark.engine
 async def test_whisper_short_audio_ws_8k_alaw(whisper_server) -> None:
     """8 kHz audio goes through our G.711 decoder and 2x upsampler to the 16 kHz engine."""
     pcm = np.concatenate([speech_pcm(SENTENCES[1], 8000), silence(300, 8000)])
@@ -357,6 +361,7 @@ async def test_whisper_short_audio_ws_8k_alaw(whisper_server) -> None:
     assert wer(SENTENCES[1], res.text()) <= 0.4, res.text()
 
 
+@pytest.mark.engine
 async def test_chinese_property_not_supported_with_english_model(whisper_server) -> None:
     start = START.replace("english_16k_common", "chinese_16k_general")
     out, _ = await _exchange(whisper_server, _path(Mode.CONTINUE_STREAM), [start], 1)
@@ -484,6 +489,7 @@ async def test_drain_ends_open_sessions_and_refuses_new_starts() -> None:
         assert out[0]["error_code"] == "SIS.0312"  # draining: no new sessions
 
 
+@pytest.mark.engine
 async def test_pocketsphinx_engine_interims_words_and_add_punc() -> None:
     pytest.importorskip("pocketsphinx")
     sentence = "we need more time to finish the project"
