@@ -165,8 +165,9 @@ class RasrConnection:
     # -- session lifecycle ------------------------------------------------------------------------
     def _drop_recognizer(self, reason: str, status: int) -> None:
         rec, self._rec = self._rec, None
-        if self._setup_task is not None and not self._setup_task.done():
-            self._setup_task.cancel()
+        task = self._setup_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
         if rec is not None:
             rec.close()
             audio_ms = rec.audio_samples * 1000 / rec.rate_hz
