@@ -671,3 +671,24 @@ def energy_decide(const double[::1] band, const double[::1] params, double[::1] 
     with nogil:
         _energy_decide_impl(band, n, params, state, out)
     return n
+
+
+def band_decide(const int16_t[::1] x, Py_ssize_t frame_len, Py_ssize_t decim,
+                const double[::1] sos, double[::1] zi, const double[::1] params,
+                double[::1] state, double[::1] band, uint8_t[::1] out):
+    """band_energy() then energy_decide() in one call (the streaming hot path); return n."""
+    cdef Py_ssize_t n_sec = _check_filter_args(frame_len, decim, sos, zi)
+    cdef Py_ssize_t n = x.shape[0] // frame_len
+    if band.shape[0] < n or out.shape[0] < n:
+        raise ValueError(f"band and out must hold >= {n} values, got {band.shape[0]} and {out.shape[0]}")
+    if params.shape[0] != N_PARAMS or state.shape[0] != N_STATE:
+        raise ValueError(
+            f"params must hold {N_PARAMS} values, state {N_STATE}; "
+            f"got {params.shape[0]}, {state.shape[0]}"
+        )
+    if n == 0:
+        return 0
+    with nogil:
+        _band_energy_impl(x, frame_len, decim, n, sos, n_sec, zi, band)
+        _energy_decide_impl(band, n, params, state, out)
+    return n

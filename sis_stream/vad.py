@@ -40,8 +40,9 @@ _EMPTY_PCM.flags.writeable = False
 
 
 def _speech(code: np.ndarray) -> np.ndarray:
-    # Bit 0 of the kernel's uint8 decision code is speech (the bits above: onset look-back).
-    return np.bitwise_and(code, _layout.DECISION_SPEECH).view(bool)
+    # Bit 0 of the kernel's uint8 decision code is speech; the bits above (onset look-back) are
+    # only ever set on speech frames, so "non-zero" is "speech" (a test pins this).
+    return code.astype(bool)
 
 #: Sample rates the VAD accepts (the SIS audio formats).
 SUPPORTED_RATES: Final = (8000, 16000)
@@ -407,6 +408,8 @@ class EnergyVad:
         self._zi = np.zeros(len(self._sos) // 3)
         self._state = np.zeros(_layout.N_STATE)
         self._pending = _EMPTY_PCM
+        self._band = np.empty(0)
+        self._code = np.empty(0, np.uint8)
         self._closed = False
         self._frames_done = 0
 
@@ -512,22 +515,24 @@ class EnergyVad:
         if len(self._pending):
             x = np.concatenate((self._pending, x))
         n = len(x) // self.frame_len
-        out = np.empty(n, np.uint8)
         feat = None
-        if n:
-            kernels = _backend.vad  # looked up at call time (the backend fixture swaps it)
-            if features:
-                feat = np.empty((n, _layout.N_FEATURES))
+        if n > len(self._code):  # internal scratch, grown on demand (callers get copies)
+            self._band = np.empty(n)
+            self._code = np.empty(n, np.uint8)
+        band, code = self._band, self._code
+        kernels = _backend.vad  # looked up at call time (the backend fixture swaps it)
+        if features:
+            feat = np.empty((n, _layout.N_FEATURES))
+            if n:
                 kernels.frame_features(x, self.frame_len, self._decim, self._sos, self._zi, feat)
-                band = np.ascontiguousarray(feat[:, _layout.FEATURE_BAND])
-            else:
-                band = np.empty(n)
-                kernels.band_energy(x, self.frame_len, self._decim, self._sos, self._zi, band)
-            kernels.energy_decide(band, self._params, self._state, out)
-        elif features:
-            feat = np.empty((0, _layout.N_FEATURES))
+                band[:n] = feat[:, _layout.FEATURE_BAND]
+                kernels.energy_decide(band[:n], self._params, self._state, code)
+        elif n:
+            kernels.band_decide(x, self.frame_len, self._decim, self._sos, self._zi,
+                                self._params, self._state, band, code)
         # Copy the tail so the caller's buffer is not kept alive (and can be reused).
         rest = len(x) - n * self.frame_len
         self._pending = np.array(x[n * self.frame_len :], np.int16) if rest else _EMPTY_PCM
         self._frames_done += n
-        return out, feat
+        # A view of the scratch buffer: every caller turns it into a new array at once.
+        return code[:n], feat

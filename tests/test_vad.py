@@ -173,6 +173,27 @@ def test_onset_lookback(backend):
     assert out[first] >> 1 == 2
 
 
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_band_decide_equals_band_energy_then_decide(backend, rate):
+    # The fused hot-path kernel == its two parts, codes and state included; and every non-zero
+    # code has the speech bit (EnergyVad relies on "non-zero is speech").
+    x = _speechlike(rate)
+    L = rate // 100
+    vad = EnergyVad(rate, 10)
+    sos, params = band_sos(rate).ravel(), vad.tuning.params(10)
+    n = len(x) // L
+    zi1, st1, band1, code1 = np.zeros(2), np.zeros(ref_vad.N_STATE), np.empty(n), np.empty(n, np.uint8)
+    zi2, st2, band2, code2 = np.zeros(2), np.zeros(ref_vad.N_STATE), np.empty(n), np.empty(n, np.uint8)
+    assert backend.vad.band_decide(x, L, band_decimation(rate), sos, zi1, params, st1, band1,
+                                   code1) == n
+    backend.vad.band_energy(x, L, band_decimation(rate), sos, zi2, band2)
+    backend.vad.energy_decide(band2, params, st2, code2)
+    np.testing.assert_array_equal(band1, band2)
+    np.testing.assert_array_equal(code1, code2)
+    np.testing.assert_array_equal(st1, st2)
+    assert ((code1 != 0) == ((code1 & ref_vad.DECISION_SPEECH) != 0)).all()
+
+
 def test_process_onsets_matches_process(backend):
     x = _speechlike(16000)
     vad = EnergyVad(16000, 10)
@@ -336,3 +357,10 @@ def test_kernel_argument_errors(backend):
         backend.vad.band_energy(x, 80, 1, sos, np.zeros(2), np.empty(3))
     with pytest.raises(ValueError, match="params must hold 10 values"):
         backend.vad.energy_decide(np.zeros(2), np.zeros(3), np.zeros(6), np.zeros(2, np.uint8))
+    p, st = np.zeros(10), np.zeros(6)
+    with pytest.raises(ValueError, match=r"band and out must hold >= 4 values, got 3 and 4"):
+        backend.vad.band_decide(x, 80, 1, sos, np.zeros(2), p, st, np.zeros(3), np.zeros(4, np.uint8))
+    with pytest.raises(ValueError, match="params must hold 10 values, state 6; got 9, 6"):
+        backend.vad.band_decide(x, 80, 1, sos, np.zeros(2), p[:9], st, np.zeros(4), np.zeros(4, np.uint8))
+    with pytest.raises(ValueError, match="decim must be one of"):
+        backend.vad.band_decide(x, 81, 2, sos, np.zeros(2), p, st, np.zeros(4), np.zeros(4, np.uint8))

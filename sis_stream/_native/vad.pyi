@@ -48,3 +48,16 @@ def band_energy(
 
 def energy_decide(band: Buffer, params: Buffer, state: Buffer, out: Buffer) -> int:
     """Decision code for each band energy (dBFS) into ``out`` (uint8); update ``state``; return n."""
+
+def band_decide(
+    x: Buffer,
+    frame_len: int,
+    decim: int,
+    sos: Buffer,
+    zi: Buffer,
+    params: Buffer,
+    state: Buffer,
+    band: Buffer,
+    out: Buffer,
+) -> int:
+    """band_energy() then energy_decide() in one call (the streaming hot path); return n."""

@@ -37,6 +37,7 @@ __all__ = [
     "S_NFRAMES",
     "S_RUN",
     "S_UP",
+    "band_decide",
     "band_energy",
     "energy_decide",
     "frame_features",
@@ -299,3 +300,23 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
         seen += 1.0
     state[:] = (floor, active, hang, seen, run, up)
     return n
+
+
+def band_decide(x: np.ndarray, frame_len: int, decim: int, sos: np.ndarray, zi: np.ndarray,
+                params: np.ndarray, state: np.ndarray, band: np.ndarray, out: np.ndarray) -> int:
+    """:func:`band_energy` into ``band`` then :func:`energy_decide` into ``out``; return n."""
+    _check_filter_args(frame_len, decim, sos, zi)
+    n = len(x) // frame_len
+    if band.shape[0] < n or out.shape[0] < n:
+        raise ValueError(
+            f"band and out must hold >= {n} values, got {band.shape[0]} and {out.shape[0]}"
+        )
+    if len(params) != N_PARAMS or len(state) != N_STATE:
+        raise ValueError(
+            f"params must hold {N_PARAMS} values, state {N_STATE}; "
+            f"got {len(params)}, {len(state)}"
+        )
+    if n == 0:
+        return 0
+    band_energy(x, frame_len, decim, sos, zi, band)
+    return energy_decide(band[:n], params, state, out)
