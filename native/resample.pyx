@@ -25,6 +25,9 @@ cdef extern from *:
     """
     #include <stdint.h>
     #include <string.h>
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
 
     typedef float sis_rs_v8 __attribute__((vector_size(32)));   /* 8 lanes (2 SSE / 1 AVX) */
     typedef float sis_rs_v16 __attribute__((vector_size(64)));  /* 16 lanes (1 AVX-512) */
@@ -33,7 +36,9 @@ cdef extern from *:
        apart). Tap i of output j reads stream[(s0+i) % M][(s0+i) / M + j], where stream r holds
        buf[r], buf[r+M], ...; with M == 1 the single stream is buf itself (S == 0). One vector
        lane per output: lanes never mix, so each output is the same sequential sum as the scalar
-       tail computes. NV <= 8 independent accumulators hide the multiply-add latency. */
+       tail computes. NV <= 8 independent accumulators hide the multiply-add latency.
+       Zero taps are skipped here and in the scalar tail alike (adding 0 * x changes no finite
+       sum), which halves the work of the half-band stages of a cascade. */
     #define SIS_RS_DEFINE_BLOCK(NAME, VT, W)                                                  \
     static inline __attribute__((always_inline)) void NAME(                                  \
             int NV, const float *tp, Py_ssize_t K, const float *streams, Py_ssize_t S,        \
@@ -46,10 +51,12 @@ cdef extern from *:
         for (Py_ssize_t i = 0; i < K; i++) {                                                  \
             const float *src = streams + r * S + q + j0;                                      \
             const float tv = tp[i];                                                           \
-            for (int v = 0; v < NV; v++) {                                                    \
-                VT xv;                                                                        \
-                memcpy(&xv, src + W * v, sizeof xv);  /* unaligned load */                    \
-                acc[v] += tv * xv;                                                            \
+            if (tv != 0.0f) {  /* zero taps (half-band stages: every second one) skipped */   \
+                for (int v = 0; v < NV; v++) {                                                \
+                    VT xv;                                                                    \
+                    memcpy(&xv, src + W * v, sizeof xv);  /* unaligned load */                \
+                    acc[v] += tv * xv;                                                        \
+                }                                                                             \
             }                                                                                 \
             if (++r == M) { r = 0; q++; }                                                     \
         }                                                                                     \
@@ -141,10 +148,20 @@ cdef extern from *:
         if (vec && M > 1) {
             /* De-interleave buf into M contiguous streams of S samples each. */
             S = (nb + M - 1) / M;
+            Py_ssize_t e0 = 0;
+    #if defined(__SSE2__)
+            if (M == 2) {  /* the half-band stages: 4 even + 4 odd samples per step */
+                for (; e0 + 8 <= nb; e0 += 8) {
+                    const __m128 a = _mm_loadu_ps(buf + e0), b = _mm_loadu_ps(buf + e0 + 4);
+                    _mm_storeu_ps(streams + e0 / 2, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+                    _mm_storeu_ps(streams + S + e0 / 2, _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+                }
+            }
+    #endif
             for (Py_ssize_t r = 0; r < M; r++) {
                 float *dst = streams + r * S;
-                Py_ssize_t k = 0;
-                for (Py_ssize_t e = r; e < nb; e += M) dst[k++] = buf[e];
+                Py_ssize_t k = e0 / M;  /* e0 is a multiple of M */
+                for (Py_ssize_t e = e0 + r; e < nb; e += M) dst[k++] = buf[e];
             }
             base = streams;
         }
@@ -178,6 +195,7 @@ cdef extern from *:
                 float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
                 for (Py_ssize_t i = 0; i < K; i++) {
                     const float t = tp[i];
+                    if (t == 0.0f) continue;  /* as in the vector blocks */
                     a0 = SIS_RS_MADD(use_fma, t, w0[i], a0);
                     a1 = SIS_RS_MADD(use_fma, t, w1[i], a1);
                     a2 = SIS_RS_MADD(use_fma, t, w2[i], a2);
@@ -191,7 +209,8 @@ cdef extern from *:
             for (; j < nj; j++) {
                 const float *w = buf + s0 + j * M;
                 float acc = 0.0f;
-                for (Py_ssize_t i = 0; i < K; i++) acc = SIS_RS_MADD(use_fma, tp[i], w[i], acc);
+                for (Py_ssize_t i = 0; i < K; i++)
+                    if (tp[i] != 0.0f) acc = SIS_RS_MADD(use_fma, tp[i], w[i], acc);
                 y[c + j * L] = acc;
             }
         }
@@ -238,9 +257,6 @@ cdef extern from *:
        rounds any |v| < 2^22 to an integer in float32 arithmetic. The SSE2 path (baseline on
        x86-64) does 8 samples per step: at ~2 ns per sample, the scalar loop was a large part
        of a 20 ms call. */
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    #endif
     static Py_ssize_t sis_rs_store_i16(const float *y, int16_t *out, Py_ssize_t n) {
         Py_ssize_t clips = 0, k = 0;
     #if defined(__SSE2__)
