@@ -117,8 +117,8 @@ def report():
     lines.append("ratios (threads / asyncio) at equal N and frame:")
     for (kind, fms, n), r in sorted(RESULTS.items()):
         t = RESULTS.get(("threads", fms, n))
-        if kind == "asyncio" and t is not None:
-            lines.append(f"  {fms}ms N={n}: CPU x{t['cpu_per_stream_pct'] / max(r['cpu_per_stream_pct'], 1e-9):.2f}, "
+        if kind in ("asyncio", "uvloop") and t is not None:
+            lines.append(f"  {kind} {fms}ms N={n}: CPU x{t['cpu_per_stream_pct'] / max(r['cpu_per_stream_pct'], 1e-9):.2f}, "
                          f"p99 x{t['p99_ms'] / max(r['p99_ms'], 1e-6):.1f}, RSS x"
                          f"{t['rss_per_stream_kib'] / max(r['rss_per_stream_kib'], 1e-3):.2f}")
     text = "\n".join(lines)
@@ -162,7 +162,7 @@ def _summary(kind: str, n: int, frame_ms: int, cpu_s: float, wall_s: float, rss0
 # --- ours: the asyncio pump -------------------------------------------------------------------
 
 
-async def _run_async(url: str, n: int, frame_ms: int) -> dict[str, float]:
+async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> dict[str, float]:
     audio = bytes([0xFF]) * int(8000 * SECONDS)
     rss0 = _rss_kib()
     ready = asyncio.Event()
@@ -201,7 +201,7 @@ async def _run_async(url: str, n: int, frame_ms: int) -> dict[str, float]:
         total += p.count
     # late fraction from the merged histogram (count of errors above 10 ms)
     late = sum(1 for q in _quantile_grid(stats) if q > 0.010)
-    return _summary("asyncio", n, frame_ms, cpu_s, wall, rss0, rss1, stats, int(late * total / 1000), total, sink_s)
+    return _summary(kind, n, frame_ms, cpu_s, wall, rss0, rss1, stats, int(late * total / 1000), total, sink_s)
 
 
 def _quantile_grid(stats: PacingStats) -> list[float]:
@@ -218,7 +218,7 @@ def bench_pump_asyncio(benchmark, sink, n, frame_ms):
 
 def _case(kind: str, sink: str, n: int, frame_ms: int) -> dict[str, float]:
     """Run one case in a fresh interpreter (clean RSS baseline, no leftover threads)."""
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--case", kind, sink, str(n), str(frame_ms)],
+    out = subprocess.run(check=False, args=[sys.executable, str(Path(__file__).resolve()), "--case", kind, sink, str(n), str(frame_ms)],
                          capture_output=True, text=True, timeout=SECONDS * 4 + 180,
                          env={**os.environ, "BENCH_PUMP_SINK_PID": str(SINK_PID[0])})
     if out.returncode != 0:
@@ -226,6 +226,16 @@ def _case(kind: str, sink: str, n: int, frame_ms: int) -> dict[str, float]:
     res = json.loads(out.stdout.strip().splitlines()[-1])
     RESULTS[(kind, frame_ms, n)] = res
     return res
+
+
+@pytest.mark.parametrize("frame_ms", FRAMES_MS)
+@pytest.mark.parametrize("n", N_LIST)
+def bench_pump_uvloop(benchmark, sink, n, frame_ms):
+    """The same pump on uvloop (optional: the client is loop-agnostic)."""
+    pytest.importorskip("uvloop")
+    benchmark.group = f"pump {frame_ms}ms N={n}"
+    res = benchmark.pedantic(_case, args=("uvloop", sink, n, frame_ms), rounds=1, iterations=1)
+    benchmark.extra_info.update(res)
 
 
 # --- anchor: thread per stream, sleep pacing (the official SDK's pattern) ---------------------
@@ -309,6 +319,10 @@ elif __name__ == "__main__" and "--case" in sys.argv:
     SINK_PID[0] = int(os.environ.get("BENCH_PUMP_SINK_PID", "0"))
     if _kind == "asyncio":
         _res = asyncio.run(_run_async(_url, int(_n), int(_fms)))
+    elif _kind == "uvloop":
+        import uvloop
+
+        _res = uvloop.run(_run_async(_url, int(_n), int(_fms), "uvloop"))
     else:
         _res = _run_threads(_url, int(_n), int(_fms))
     print(json.dumps(_res))

@@ -80,6 +80,7 @@ class Faults:
     fatal_after_bytes: dict[int, int] = field(default_factory=dict)
     reject_start: dict[int, str] = field(default_factory=dict)
     refuse_connect: set[int] = field(default_factory=set)  # answer 503 to the upgrade
+    first_segment_ms: dict[int, int] = field(default_factory=dict)  # a shorter first final
 
 
 class FakeSisServer:
@@ -295,7 +296,12 @@ class _Conn:
     async def _recognise(self, final_tail: bool) -> None:
         if self.cfg is None or self.sess.state.name not in ("STREAMING", "DRAINING", "FINISHED"):
             return
-        seg = self.server.segment_ms
+        first = self.server.faults.first_segment_ms.get(self.rec.index)
+
+        def seg_len() -> int:
+            return first if first is not None and self.done_ms == 0 else self.server.segment_ms
+
+        seg = seg_len()
         have_ms = int(len(self.audio) / self._bpms())
         mode = self.sess.mode
         if mode is Mode.SENTENCE_STREAM and not self.voice_started and have_ms > 0 \
@@ -306,6 +312,7 @@ class _Conn:
         while uses_vad and have_ms - self.done_ms >= seg and self.sess.state.name in ("STREAMING", "DRAINING"):
             s, e = self.done_ms, self.done_ms + seg
             self.done_ms = e
+            seg = seg_len()
             await self.send(self.sess.send(ResultResponse((self._segment(s, e, True),), self.trace)))
             self.partial_sent = False
             if mode is Mode.SENTENCE_STREAM:

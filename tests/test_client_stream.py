@@ -238,20 +238,28 @@ async def test_drop_with_small_ring_reports_lost_ms(server, client):
 
 
 async def test_duplicate_finals_are_dropped(server, client):
-    # The server drops after 1.5 s but *before* it was told a final for 1.0-... : replay from 0.
-    server.segment_ms = 400
+    # Finals every 450 ms: the frame 400-500 ms straddles the first final, so the ring replays it.
+    # After the reconnect the server cuts a 50 ms first segment (400-450 ms on the session clock):
+    # it ends where the delivered final ended, so it is a duplicate and never reaches the user.
+    server.segment_ms = 450
     server.faults.drop_after_bytes[0] = 6 * FRAME
+    server.faults.first_segment_ms[1] = 50
     pol = ReconnectPolicy(base_delay_s=0.0, max_delay_s=0.0)
     async with client.stream("continue", U8, pacing=None, reconnect=pol, sleep=no_sleep) as s:
         for f in frames(0, 6):
             await s.send(f)
-        await asyncio.sleep(0.2)
+        evs = []
+        async for ev in s:
+            evs.append(ev)
+            if isinstance(ev, Reconnected):
+                break
+        for f in frames(6, 6):
+            await s.send(f)
         await s.end()
-        evs = await collect(s)
-    fs = finals(evs)
-    ends = [e for _, e, _ in fs]
-    assert ends == sorted(set(ends)), fs  # strictly increasing: no duplicate final reached the user
-    assert fs[0] == (0, 400, "b0")
+        evs += await collect(s)
+    assert server.connections[1].audio == b"".join(frames(4, 8))  # replay from the straddling frame
+    assert finals(evs) == [(0, 450, "b0"), (450, 900, "b4"), (900, 1200, "b9")]
+    assert s.stats.duplicate_finals == 1
 
 
 async def test_reconnect_gives_up_after_attempt_limit(server, client):
