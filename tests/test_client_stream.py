@@ -577,3 +577,82 @@ async def test_same_input_format_is_passed_through(server, client):
         assert s._transcoder is None
         await s.end()
         await collect(s)
+
+
+async def test_forced_rollover_without_a_boundary(server, client):
+    # No final and no idle moment: after the grace period the rollover happens anyway.
+    from sis_stream.transport import RolledOver
+
+    server.segment_ms = 100_000  # no final ever
+    holder: dict = {}
+
+    def clock() -> float:  # 0 until three frames went out, then far past the grace period
+        s = holder.get("s")
+        return 1000.0 if s is not None and s._runner.stats.frames_sent >= 3 else 0.0
+
+    async with client.stream("continue", U8, pacing=None, rollover_after_s=0.5, clock=clock) as s:
+        holder["s"] = s
+        await s.send(b"".join(frames(0, 10)))
+        await s.end()
+        evs = await collect(s)
+    ro = [e for e in evs if isinstance(e, RolledOver)]
+    assert len(ro) == 1 and ro[0].forced
+    assert len(server.connections) == 2
+    assert server.connections[0].audio + server.connections[1].audio == b"".join(frames(0, 10))
+
+
+def test_time_map_gaps_and_keepalive():
+    # conn ms -> user ms through sent frames: a VAD gap and a keepalive frame do not shift times.
+    from sis_stream.transport import _Sent, _TimeMap
+
+    m = _TimeMap(100)
+    m.add(_Sent(b"a" * 800, 0.0, 0.0, 100.0, False))       # user 0-100
+    m.add(_Sent(b"b" * 800, 100.0, 500.0, 100.0, False))   # user 500-600 (400 ms withheld)
+    m.add(_Sent(b"\xff" * 160, 200.0, 600.0, 20.0, True))   # keepalive: user clock stands still
+    m.add(_Sent(b"c" * 800, 220.0, 900.0, 100.0, False))    # user 900-1000
+    assert m.map(50) == (50.0, 50.0)
+    assert m.map(150) == (550.0, 150.0)
+    assert m.map(210) == (600.0, 210.0)
+    assert m.map(270) == (950.0, 270.0)
+    assert m.map(400) == (1080.0, 400.0)  # past the last frame: extrapolated 1:1
+    m.trim(200)  # a final ended at conn 200: the first two frames leave, an anchor stays
+    assert m.map(150) == (550.0, 150.0)
+
+
+def test_replay_ring_bound_and_trim():
+    from sis_stream.transport import _Ring, _Sent
+
+    r = _Ring(300.0)
+    for k in range(5):
+        r.add(_Sent(bytes([k]) * 800, 100.0 * k, 100.0 * k, 100.0, False))
+    assert [s.stream_ms for s in r] == [200.0, 300.0, 400.0] and r.dropped_ms == 200.0
+    assert r.start_stream_ms(500.0) == 200.0
+    r.trim(350.0)  # frames ending at or before 350 ms go; the straddling frame 300-400 stays
+    assert [s.stream_ms for s in r] == [300.0, 400.0] and r.ms == 200.0
+    r.clear()
+    assert len(r) == 0 and r.start_stream_ms(500.0) == 500.0
+
+
+def test_reconnect_policy_backoff_and_validation():
+    p = ReconnectPolicy(base_delay_s=0.5, max_delay_s=2.0, jitter=0.5)
+    assert [p.delay(k, lambda: 0.0) for k in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 2.0]
+    assert p.delay(1, lambda: 1.0) == 0.25
+    with pytest.raises(ValueError, match="max_attempts"):
+        ReconnectPolicy(max_attempts=0)
+    with pytest.raises(ValueError, match="jitter"):
+        ReconnectPolicy(jitter=2)
+    with pytest.raises(ValueError, match="base_delay_s"):
+        ReconnectPolicy(base_delay_s=5, max_delay_s=1)
+    with pytest.raises(ValueError, match="ring_ms"):
+        ReconnectPolicy(ring_ms=-1)
+
+
+def test_ws_url_forms():
+    from sis_stream.transport import ws_url
+
+    assert ws_url("https://sis-ext.cn-north-4.myhuaweicloud.com", "p1", "continue-stream") == \
+        "wss://sis-ext.cn-north-4.myhuaweicloud.com/v1/p1/rasr/continue-stream"
+    assert ws_url("ws://127.0.0.1:8080/prefix/", "p1", "short-audio") == \
+        "ws://127.0.0.1:8080/prefix/v1/p1/asr/short-audio"
+    with pytest.raises(ValueError, match="project_id"):
+        ws_url("wss://x", "a/b", "short-stream")
