@@ -60,7 +60,8 @@ DEFAULT_SENSITIVITY: Final = 0.5
 
 #: Column of :func:`frame_features` output: frame energy, dBFS (0 dBFS = full-scale square).
 FEATURE_ENERGY: Final = _layout.FEATURE_ENERGY
-#: Column of :func:`frame_features` output: band-limited (300-3400 Hz) energy, dBFS.
+#: Column of :func:`frame_features` output: band-limited (300 Hz high-pass, see :func:`band_sos`)
+#: energy, dBFS.
 FEATURE_BAND: Final = _layout.FEATURE_BAND
 #: Column of :func:`frame_features` output: zero-crossing rate (0..1).
 FEATURE_ZCR: Final = _layout.FEATURE_ZCR
@@ -332,11 +333,14 @@ class EnergyVad:
     """Streaming energy VAD: adaptive noise floor, hysteresis, onset run and hangover.
 
     Every complete frame gets one decision. A frame is speech when its band-limited
-    (300-3400 Hz) energy rises `on_db` above a tracked noise floor (and above an absolute gate);
-    it stays speech while the energy is above floor + `off_db`; after it falls silent the
-    decision stays True for the hangover. The noise floor follows dips quickly and rises slowly
-    (capped while in speech), so it adapts to stationary noise (hum, fan, line noise) within a
-    fraction of a second and does not climb into long utterances.
+    (:func:`band_sos`) energy rises `on_db` above a tracked noise floor (and above an absolute
+    gate); it stays speech while the energy is above floor + `off_db`; after it falls silent the
+    decision stays True for the hangover. The noise floor follows the noise's typical level
+    (time constants of about half a second, see :class:`VadTuning`) and its rise is capped while
+    in speech, so it adapts to stationary noise (hum, fan, line noise) and to babble within a
+    second and does not climb into long utterances. :meth:`process_onsets` also reports, per
+    onset, how many frames before it the energy had already started rising (the Endpointer
+    moves segment starts back by that much).
 
     The feature kernel and the decision loop run natively (``sis_stream._native.vad``) or on
     their numpy twins; all state (filter state, floor, hysteresis, hangover, the buffered
