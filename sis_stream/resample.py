@@ -74,13 +74,14 @@ def output_length(n_in: int, in_rate: int, out_rate: int) -> int:
 class _Stage:
     # One stage of a multi-stage cascade ahead of the last one (a half-band decimator): its
     # filter, explicit kernel state (history, phase) and scratch; float32 output.
-    __slots__ = ("filter", "up", "down", "taps", "k", "history", "phase", "scratch", "cap")
+    __slots__ = ("filter", "up", "down", "taps", "k", "history", "phase", "scratch", "cap", "z")
 
     def __init__(self, f: PolyphaseFilter) -> None:
         self.filter = f
         self.up, self.down, self.taps, self.k = f.up, f.down, f.taps, f.taps_per_phase
         self.history = np.zeros(self.k - 1, np.float32)
         self.scratch = np.empty(0, np.float32)
+        self.z = np.empty(0, np.float32)  # output buffer, reused (never leaves the resampler)
         self.cap = -1
         self.phase = f.centre
 
@@ -93,19 +94,21 @@ class _Stage:
         return (self.phase + (n_out - 1) * self.down) // self.up + 1
 
     def run(self, x: np.ndarray, n_out: int = -1) -> np.ndarray:
-        # All available outputs of chunk x (or exactly n_out of them) as float32.
+        # All available outputs of chunk x (or exactly n_out of them) as float32: a view of
+        # this stage's buffer, valid until its next run.
         n = len(x)
         if n_out < 0:
             span = n * self.up - self.phase
             n_out = (span + self.down - 1) // self.down if span > 0 else 0
-        z = np.empty(n_out, np.float32)
-        if n > self.cap:
+        if n > self.cap or n_out > len(self.z):
             self.cap = max(n, 2 * self.cap, 512)
             n_out_max = -(-(self.cap * self.up) // self.down) + 1
             self.scratch = np.empty(
                 _backend.resample.scratch_length(self.cap, self.k, self.down, n_out_max),
                 np.float32,
             )
+            self.z = np.empty(max(n_out_max, n_out), np.float32)
+        z = self.z[:n_out]
         _, self.phase, _ = _backend.resample.polyphase_process(
             x, self.taps, self.history, self.scratch, self.phase, self.up, self.down, z
         )
