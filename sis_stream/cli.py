@@ -105,11 +105,19 @@ def _serve(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.max_sessions is not None:
         kwargs["max_sessions"] = args.max_sessions
+    if args.fetch_allow is not None:
+        from .server.fetch import parse_fetch_allow
+
+        try:
+            kwargs["fetch_allow"] = parse_fetch_allow(args.fetch_allow)
+        except ValueError as exc:
+            raise _UsageError(str(exc)) from None
     settings = ServerSettings(
         host=args.host, port=args.port, credentials_file=args.credentials, data_dir=args.data_dir,
         tls_cert=args.tls_cert, tls_key=args.tls_key, no_auth=args.no_auth,
         engine_overrides=tuple(args.engine or ()), engine_options=options,
-        engine_workers=args.workers, interim_interval_s=args.interim_interval, **kwargs)
+        engine_workers=args.workers, interim_interval_s=args.interim_interval,
+        flash_store=args.flash_store, transcriber_workers=args.transcriber_workers, **kwargs)
     return run(settings)
 
 
@@ -131,6 +139,10 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
                    help="engine constructor option, e.g. whisper.model_dir=/models/base; repeatable")
     p.add_argument("--max-sessions", type=int, metavar="N", help="concurrency limit (SIS.0312 beyond)")
     p.add_argument("--workers", type=int, metavar="N", help="engine worker threads (default: cores)")
+    p.add_argument("--fetch-allow", metavar="HOST[:PORT],...",
+                   help="hosts data_url may be fetched from (default: loopback when listening on loopback)")
+    p.add_argument("--flash-store", type=Path, metavar="DIR", help="folder standing in for OBS (flash ASR)")
+    p.add_argument("--transcriber-workers", type=int, metavar="N", help="concurrent transcriber jobs")
     p.add_argument("--interim-interval", type=float, default=1.0, metavar="S",
                    help="minimum seconds between interim results of one stream (default 1.0)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")

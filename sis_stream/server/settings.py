@@ -152,6 +152,14 @@ class ServerSettings:
         A websocket connection is closed after this long on ``clock`` (SIS: at most 5 hours).
     rest_routes : bool
         Install the REST API (``sis_stream.server.rest``) when it is importable (default True).
+    fetch_allow : tuple of str, optional
+        Hosts (``HOST`` or ``HOST:PORT``) the transcriber / legacy ASR may download ``data_url``
+        from. None (default): the loopback hosts when listening on loopback, nothing otherwise.
+    flash_store : Path, optional
+        Folder standing in for OBS for flash ASR (``obs_bucket_name`` = sub-folder,
+        ``obs_object_key`` = file).
+    transcriber_workers : int, optional
+        Concurrent recording-file transcription jobs (default: the REST module's default).
     """
 
     host: str = DEFAULT_HOST
@@ -180,6 +188,9 @@ class ServerSettings:
     max_audio_ms: Mapping[str, int] = field(default_factory=dict)
     rest_routes: bool = True
     max_connection_s: float = 5 * 3600.0
+    fetch_allow: tuple[str, ...] | None = None
+    flash_store: Path | None = None
+    transcriber_workers: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -188,7 +199,7 @@ class ServerSettings:
             raise ValueError(f"port must be an int in 0..65535, got {self.port!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: give both or neither")
-        for name in ("credentials_file", "data_dir", "tls_cert", "tls_key"):
+        for name in ("credentials_file", "data_dir", "tls_cert", "tls_key", "flash_store"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, Path):
                 object.__setattr__(self, name, Path(v))
@@ -208,6 +219,12 @@ class ServerSettings:
             _positive("engine_workers", self.engine_workers)
         if self.engine_queue is not None:
             _positive("engine_queue", self.engine_queue)
+        if self.transcriber_workers is not None:
+            _positive("transcriber_workers", self.transcriber_workers)
+        if self.fetch_allow is not None:
+            if isinstance(self.fetch_allow, str):
+                raise TypeError("fetch_allow must be a sequence of 'HOST[:PORT]' strings, got one str")
+            object.__setattr__(self, "fetch_allow", tuple(self.fetch_allow))
         if not callable(self.clock):
             raise TypeError(f"clock must be callable, got {type(self.clock).__name__}")
         if self.token_secret is not None and (not isinstance(self.token_secret, bytes) or len(self.token_secret) < 32):
