@@ -377,6 +377,16 @@ cdef _group_fn _group = (sis_vad_group_avx512 if _isa == 2 else
 LANES_ISA = ("avx512f", "avx2+fma", "baseline")[2 - _isa]
 
 
+def _select_lanes_isa_for_test(str name):
+    """Test hook: run the frame-parallel loop built for `name` (this CPU must support it)."""
+    global _group
+    cdef int want = {"baseline": 0, "avx2+fma": 1, "avx512f": 2}[name]
+    if want > _isa:
+        raise ValueError(f"this CPU cannot run the {name} build (best: {LANES_ISA})")
+    _group = (sis_vad_group_avx512 if want == 2 else
+              sis_vad_group_avx2 if want == 1 else sis_vad_group_generic)
+
+
 cdef int _state_space(const double* sos, Py_ssize_t n_sec, double* A, double* B, double* C,
                       double* D) except -1 nogil:
     # (A, B, C, D) of the cascade in transposed-direct-form-II state coordinates, state

@@ -129,6 +129,34 @@ def test_native_features_equal_reference(n_frames):
 
 
 @needs_native
+@pytest.mark.parametrize("isa", ["baseline", "avx2+fma", "avx512f"])
+def test_every_lanes_build_equals_reference(isa):
+    # Each run-time-selected build of the frame-parallel loop (one-pass AVX-512, two-pass AVX2,
+    # baseline), one- and two-section filters, both decimations, against the twin.
+    nat = _backend.load("native").vad
+    order = ["baseline", "avx2+fma", "avx512f"]
+    if order.index(isa) > order.index(nat.LANES_ISA):
+        pytest.skip(f"this CPU runs {nat.LANES_ISA}")
+    rng = np.random.default_rng(5)
+    two = np.vstack([band_sos(8000), [0.2, 0.4, 0.2, 1.0, -0.3, 0.1]])
+    try:
+        nat._select_lanes_isa_for_test(isa)
+        for sos in (band_sos(8000), two):
+            for L, decim in ((160, 1), (320, 2)):
+                x = np.round(rng.normal(0, 3000, 41 * L)).astype(np.int16)
+                res = []
+                for mod in (nat, ref_vad):
+                    zi = np.array([3.0, -1.0, 20.0, 5.0])[: 2 * len(sos)]
+                    band = np.empty(41)
+                    mod.band_energy(x, L, decim, sos.ravel(), zi, band)
+                    res.append((band, zi))
+                np.testing.assert_allclose(res[0][0], res[1][0], atol=FEATURE_TOL_DB)
+                np.testing.assert_allclose(res[0][1], res[1][1], rtol=1e-4, atol=1e-2)
+    finally:
+        nat._select_lanes_isa_for_test(nat.LANES_ISA)
+
+
+@needs_native
 def test_native_decisions_equal_reference():
     # Same band energies in -> identical decision codes and state (float64 arithmetic in the
     # same order), look-back codes included.
