@@ -14,10 +14,10 @@ MAX_FRAME_LEN = 480
 MAX_SECTIONS = 4
 DECIMATIONS = (1, 2)
 P_ON_DB, P_OFF_DB, P_MIN_DBFS, P_FALL, P_RISE, P_RISE_MAX_DB, P_HANGOVER, P_ONSET = range(8)
-P_LOOKBACK_DB, P_LOOKBACK_MAX = 8, 9
-N_PARAMS = 10
-S_FLOOR, S_ACTIVE, S_HANG, S_NFRAMES, S_RUN, S_UP = range(6)
-N_STATE = 6
+P_LOOKBACK_DB, P_LOOKBACK_MAX, P_ON_MAX_DB, P_DEV_FACTOR, P_DEV_BETA, P_DEV_INIT = range(8, 14)
+N_PARAMS = 14
+S_FLOOR, S_ACTIVE, S_HANG, S_NFRAMES, S_RUN, S_UP, S_DEV = range(7)
+N_STATE = 7
 DECISION_SPEECH = 1
 DECISION_LOOKBACK_SHIFT = 1
 MAX_LOOKBACK = 127
@@ -614,9 +614,10 @@ cdef int _energy_decide_impl(const double[::1] band, Py_ssize_t n, const double[
                              double[::1] state, uint8_t[::1] out) except -1 nogil:
     cdef double on = p[0], off = p[1], gate = p[2], fall = p[3], rise = p[4]
     cdef double rise_max = p[5], hang_max = p[6], onset = p[7], lb_db = p[8], lb_max = p[9]
+    cdef double on_max = p[10], dev_k = p[11], dev_beta = p[12], dev_init = p[13]
     cdef double floor = state[0], active = state[1], hang = state[2], seen = state[3]
-    cdef double run = state[4], up = state[5]
-    cdef double b, d, thr, r
+    cdef double run = state[4], up = state[5], dev = state[6]
+    cdef double b, d, thr, r, on_eff
     cdef int code
     cdef Py_ssize_t i
     if lb_max > _MAX_LOOKBACK:
@@ -625,14 +626,21 @@ cdef int _energy_decide_impl(const double[::1] band, Py_ssize_t n, const double[
         b = band[i]
         if seen == 0.0:
             floor = b
+            dev = dev_init
+        # Entry threshold above the floor: dev_k times the noise's deviation, within [on, on_max].
+        on_eff = dev_k * dev
+        if on_eff < on:
+            on_eff = on
+        if on_eff > on_max:
+            on_eff = on_max
         code = 0
         if active != 0.0:
-            thr = floor + off
+            thr = floor + off + (on_eff - on)  # the hysteresis gap on - off is kept
             if thr < gate:
                 thr = gate
             active = 1.0 if b > thr else 0.0
         else:
-            thr = floor + on
+            thr = floor + on_eff
             if thr < gate:
                 thr = gate
             run = run + 1.0 if b > thr else 0.0
@@ -652,6 +660,13 @@ cdef int _energy_decide_impl(const double[::1] band, Py_ssize_t n, const double[
             thr = gate
         up = up + 1.0 if b > thr else 0.0
         d = b - floor
+        if active == 0.0 and hang == 0.0:
+            # Noise deviation: mean |band - floor| over non-speech frames, each term capped at
+            # the threshold (a missed quiet speech frame must not inflate it).
+            r = d if d >= 0.0 else -d
+            if r > on_eff:
+                r = on_eff
+            dev += dev_beta * (r - dev)
         if d < 0.0:
             floor += fall * d
         elif active != 0.0:
@@ -666,6 +681,7 @@ cdef int _energy_decide_impl(const double[::1] band, Py_ssize_t n, const double[
     state[3] = seen
     state[4] = run
     state[5] = up
+    state[6] = dev
     return 0
 
 

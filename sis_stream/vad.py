@@ -163,9 +163,11 @@ class VadTuning:
     Attributes
     ----------
     on_db : float
-        Band energy must exceed the noise floor by this much to enter speech.
+        Entry threshold: band energy must exceed the noise floor by this much to enter speech.
+        With `dev_factor` > 0 this is the threshold's lower bound (see below).
     off_db : float
-        ... and stay above floor + `off_db` to remain in speech (hysteresis, ``off_db <= on_db``).
+        ... and stay above floor + `off_db` to remain in speech (hysteresis, ``off_db <= on_db``);
+        when the threshold adapts, `off_db` moves with it (the gap ``on_db - off_db`` is kept).
     min_dbfs : float
         Absolute gate: frames whose band energy is below this are never speech.
     fall : float
@@ -173,7 +175,7 @@ class VadTuning:
     rise : float
         Floor smoothing factor (0..1] per 20 ms when a frame is above the floor and not speech.
         With `fall` of the same order the floor tracks the noise's *typical* level (not its
-        minima), so fluctuating noise such as babble stays below floor + `on_db`.
+        minima).
     rise_max_db_per_s : float
         Cap on the floor's rise while in speech, dB per second (slow: speech must not become
         the floor).
@@ -185,13 +187,24 @@ class VadTuning:
     lookback_db : float
         Onset look-back: the frames just before an onset whose band energy was already
         `lookback_db` above the floor are counted (the onset of speech usually rises through
-        the noise before it clears `on_db`); :class:`sis_stream.endpoint.Endpointer` moves a
-        segment's start back over them.
+        the noise before it clears the threshold); :class:`sis_stream.endpoint.Endpointer`
+        moves a segment's start back over them.
     lookback_ms : int
         Longest onset look-back (at most 127 frames).
+    on_max_db : float or None
+        Upper bound of the adaptive entry threshold (None: `on_db`, a fixed threshold).
+    dev_factor : float
+        Adaptive entry threshold: `dev_factor` times the noise deviation (the smoothed
+        ``|band - floor|`` of non-speech frames), clamped to [`on_db`, `on_max_db`]. Steady
+        noise (white, hum) gets the low threshold, fluctuating noise (babble) the high one.
+        0 disables it.
+    dev_smoothing : float
+        Smoothing factor (0..1] per 20 ms of the noise deviation.
+    dev_init_db : float
+        Noise deviation assumed at the first frame.
 
     The smoothing factors are given per 20 ms and converted to the frame duration in use
-    (``1 - (1 - a) ** (frame_ms / 20)``), so the floor's time constants do not depend on it.
+    (``1 - (1 - a) ** (frame_ms / 20)``), so the time constants do not depend on it.
     """
 
     on_db: float
@@ -204,6 +217,10 @@ class VadTuning:
     onset_ms: int
     lookback_db: float = 2.0
     lookback_ms: int = 200
+    on_max_db: float | None = None
+    dev_factor: float = 0.0
+    dev_smoothing: float = 0.05
+    dev_init_db: float = 2.0
 
     @classmethod
     def from_sensitivity(cls, sensitivity: float) -> VadTuning:
@@ -218,13 +235,14 @@ class VadTuning:
         -------
         VadTuning
         """
-        # Tuned on benchmarks/bench_vad.py (espeak-ng speech in white/pink/babble/hum noise):
-        # sensitivity 0.5 gives on 6 dB / off 3 dB / gate -65 dBFS / 150 ms hangover. The floor
-        # follows the noise's typical level (fall 0.05, rise 0.03 per 20 ms: time constants of
-        # 0.4 and 0.65 s); a minimum tracker (fast fall) sat under babble's dips, and babble's
-        # peaks then read as speech.
+        # Tuned on benchmarks/bench_vad.py (espeak-ng speech in white/pink/babble/hum noise).
+        # The floor follows the noise's typical level (fall 0.05, rise 0.03 per 20 ms: time
+        # constants of 0.4 and 0.65 s); a minimum tracker (fast fall) sat under babble's dips.
+        # The entry threshold is 3x the noise deviation within [on, on_max]: sensitivity 0.5
+        # gives 3.5..7 dB (steady noise gets 3.5 dB, babble about 7), hysteresis 3 dB, gate
+        # -65 dBFS, 150 ms hangover.
         s = float(sensitivity)
-        on = 8.0 - 4.0 * s
+        on = 4.5 - 2.0 * s
         return cls(
             on_db=on,
             off_db=on - 3.0,
@@ -236,6 +254,10 @@ class VadTuning:
             onset_ms=0,
             lookback_db=2.0,
             lookback_ms=200,
+            on_max_db=9.0 - 4.0 * s,
+            dev_factor=3.0,
+            dev_smoothing=0.05,
+            dev_init_db=2.0,
         )
 
     def params(self, frame_ms: int) -> np.ndarray:
@@ -252,6 +274,11 @@ class VadTuning:
         p[_layout.P_ONSET] = max(1, round(self.onset_ms / frame_ms) + 1)
         p[_layout.P_LOOKBACK_DB] = self.lookback_db
         p[_layout.P_LOOKBACK_MAX] = min(_layout.MAX_LOOKBACK, round(self.lookback_ms / frame_ms))
+        on_max = self.on_db if self.on_max_db is None else self.on_max_db
+        p[_layout.P_ON_MAX_DB] = max(on_max, self.on_db)
+        p[_layout.P_DEV_FACTOR] = self.dev_factor
+        p[_layout.P_DEV_BETA] = 1.0 - (1.0 - self.dev_smoothing) ** per_frame
+        p[_layout.P_DEV_INIT] = self.dev_init_db
         return p
 
 
@@ -333,8 +360,9 @@ class EnergyVad:
     """Streaming energy VAD: adaptive noise floor, hysteresis, onset run and hangover.
 
     Every complete frame gets one decision. A frame is speech when its band-limited
-    (:func:`band_sos`) energy rises `on_db` above a tracked noise floor (and above an absolute
-    gate); it stays speech while the energy is above floor + `off_db`; after it falls silent the
+    (:func:`band_sos`) energy rises above a tracked noise floor by a threshold that adapts to
+    how much the noise fluctuates (and above an absolute gate); it stays speech while the
+    energy is above a lower, hysteresis threshold; after it falls silent the
     decision stays True for the hangover. The noise floor follows the noise's typical level
     (time constants of about half a second, see :class:`VadTuning`) and its rise is capped while
     in speech, so it adapts to stationary noise (hum, fan, line noise) and to babble within a

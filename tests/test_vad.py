@@ -262,14 +262,18 @@ def test_band_filter_rejects_hum(backend, rate):
 # with a 150 ms hangover. One string per sensitivity preset and rate (webrtcvad
 # test_process_file style). Regenerated for the issue-5 detector changes (band filter = one
 # 300 Hz high-pass at 8 kHz, 16 kHz decimated by a pair mean; floor fall/rise 0.05/0.03 per
-# 20 ms instead of 0.3/0.02 per frame): the only change is the end of the second burst at
-# 8 kHz, sensitivity 0.5, one frame earlier (the bursts and their onsets are unchanged).
-_G0 = "0000000000000000111111111111111111111110000111111111111000000000001111111111111111111111111100000000"
+# 20 ms instead of 0.3/0.02 per frame; entry threshold 3x the noise deviation within
+# [on_db, on_max_db] instead of a fixed on_db). Against the strings before issue 5 (one per
+# preset, _G0 at 0.0 and _G1 at 0.5 and 1.0, both rates) the onsets are unchanged; the second
+# burst's end moves one frame later at 0.0 (both rates) and at 1.0 / 8 kHz, and the first
+# burst's end one frame later at 1.0 / 16 kHz: the steady noise of this signal now gets the
+# lower end of the adaptive threshold.
 _G1 = "0000000000000000111111111111111111111110000111111111111100000000001111111111111111111111111100000000"
 GOLDEN = {
-    (0.0, 8000): _G0, (0.0, 16000): _G0,
-    (0.5, 8000): _G0, (0.5, 16000): _G1,
-    (1.0, 8000): _G1, (1.0, 16000): _G1,
+    (0.0, 8000): _G1, (0.0, 16000): _G1,
+    (0.5, 8000): _G1, (0.5, 16000): _G1,
+    (1.0, 8000): "0000000000000000111111111111111111111110000111111111111110000000001111111111111111111111111100000000",
+    (1.0, 16000): "0000000000000000111111111111111111111111000111111111111100000000001111111111111111111111111100000000",
 }
 
 
@@ -383,12 +387,12 @@ def test_kernel_argument_errors(backend):
         backend.vad.frame_features(x, 80, 1, sos, np.zeros(2), np.empty((3, 3)))
     with pytest.raises(ValueError, match=r"out must have shape \(>= 4,\), got \(3,\)"):
         backend.vad.band_energy(x, 80, 1, sos, np.zeros(2), np.empty(3))
-    with pytest.raises(ValueError, match="params must hold 10 values"):
-        backend.vad.energy_decide(np.zeros(2), np.zeros(3), np.zeros(6), np.zeros(2, np.uint8))
-    p, st = np.zeros(10), np.zeros(6)
+    with pytest.raises(ValueError, match="params must hold 14 values, state 7"):
+        backend.vad.energy_decide(np.zeros(2), np.zeros(3), np.zeros(7), np.zeros(2, np.uint8))
+    p, st = np.zeros(14), np.zeros(7)
     with pytest.raises(ValueError, match=r"band and out must hold >= 4 values, got 3 and 4"):
         backend.vad.band_decide(x, 80, 1, sos, np.zeros(2), p, st, np.zeros(3), np.zeros(4, np.uint8))
-    with pytest.raises(ValueError, match="params must hold 10 values, state 6; got 9, 6"):
-        backend.vad.band_decide(x, 80, 1, sos, np.zeros(2), p[:9], st, np.zeros(4), np.zeros(4, np.uint8))
+    with pytest.raises(ValueError, match="params must hold 14 values, state 7; got 13, 7"):
+        backend.vad.band_decide(x, 80, 1, sos, np.zeros(2), p[:13], st, np.zeros(4), np.zeros(4, np.uint8))
     with pytest.raises(ValueError, match="decim must be one of"):
         backend.vad.band_decide(x, 81, 2, sos, np.zeros(2), p, st, np.zeros(4), np.zeros(4, np.uint8))

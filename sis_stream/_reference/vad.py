@@ -21,6 +21,9 @@ __all__ = [
     "N_FEATURES",
     "N_PARAMS",
     "N_STATE",
+    "P_DEV_BETA",
+    "P_DEV_FACTOR",
+    "P_DEV_INIT",
     "P_FALL",
     "P_HANGOVER",
     "P_LOOKBACK_DB",
@@ -29,9 +32,11 @@ __all__ = [
     "P_OFF_DB",
     "P_ONSET",
     "P_ON_DB",
+    "P_ON_MAX_DB",
     "P_RISE",
     "P_RISE_MAX_DB",
     "S_ACTIVE",
+    "S_DEV",
     "S_FLOOR",
     "S_HANG",
     "S_NFRAMES",
@@ -59,8 +64,8 @@ MAX_SECTIONS: Final = 4
 DECIMATIONS: Final = (1, 2)
 
 # Detector parameter vector (float64, N_PARAMS); shared with native/vad.pyx.
-P_ON_DB: Final = 0  #: band energy must exceed floor + this to enter speech (dB)
-P_OFF_DB: Final = 1  #: ... and stay above floor + this to remain in speech (dB)
+P_ON_DB: Final = 0  #: entry threshold above the floor, lower bound (dB; see P_DEV_FACTOR)
+P_OFF_DB: Final = 1  #: stay in speech above floor + this + (threshold - P_ON_DB) (dB)
 P_MIN_DBFS: Final = 2  #: absolute gate: never speech below this band energy (dBFS)
 P_FALL: Final = 3  #: floor smoothing factor when the frame is below the floor (0..1]
 P_RISE: Final = 4  #: floor smoothing factor when above the floor and not speech (0..1]
@@ -69,7 +74,11 @@ P_HANGOVER: Final = 6  #: frames kept as speech after the detector falls silent
 P_ONSET: Final = 7  #: consecutive above-threshold frames needed to enter speech (>= 1)
 P_LOOKBACK_DB: Final = 8  #: onset look-back: frames above floor + this (dB) before the onset ...
 P_LOOKBACK_MAX: Final = 9  #: ... are counted back from it, at most this many (<= MAX_LOOKBACK)
-N_PARAMS: Final = 10
+P_ON_MAX_DB: Final = 10  #: entry threshold above the floor, upper bound (dB, >= P_ON_DB)
+P_DEV_FACTOR: Final = 11  #: entry threshold = this x noise deviation, within [P_ON_DB, P_ON_MAX_DB]
+P_DEV_BETA: Final = 12  #: smoothing factor of the noise deviation (per frame, 0..1]
+P_DEV_INIT: Final = 13  #: noise deviation at the first frame (dB)
+N_PARAMS: Final = 14
 
 # Detector state vector (float64, N_STATE); shared with native/vad.pyx.
 S_FLOOR: Final = 0  #: noise-floor estimate, dBFS
@@ -78,7 +87,8 @@ S_HANG: Final = 2  #: hangover frames left
 S_NFRAMES: Final = 3  #: frames seen so far (the first one initialises the floor)
 S_RUN: Final = 4  #: consecutive frames above the entry threshold while not active
 S_UP: Final = 5  #: consecutive frames (up to the previous one) above floor + lookback dB
-N_STATE: Final = 6
+S_DEV: Final = 6  #: noise deviation: smoothed |band - floor| over non-speech frames (dB)
+N_STATE: Final = 7
 
 # Decision codes written by energy_decide (uint8): bit 0 is speech; on the frame where the
 # detector enters speech, the bits above hold how many frames before it already rose above the
@@ -244,17 +254,22 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
                   out: np.ndarray) -> int:
     """Decision code for each band energy (dBFS) into ``out`` (uint8); update ``state``; return n.
 
-    The detector is a recursion over frames (noise floor, hysteresis, onset count, hangover), so
-    this twin is a plain loop over frames, written from the rules in ``sis_stream.vad``:
+    The detector is a recursion over frames (noise floor, noise deviation, hysteresis, onset
+    count, hangover), so this twin is a plain loop over frames, written from the rules in
+    ``sis_stream.vad``:
 
-    - the first frame initialises the floor to its band energy;
-    - thresholds are ``max(floor + on, min_dbfs)`` to enter (after ``onset`` consecutive frames
-      above it) and ``max(floor + off, min_dbfs)`` to stay;
+    - the first frame initialises the floor to its band energy and the deviation to dev_init;
+    - the entry threshold above the floor is ``dev_factor * deviation`` clamped to
+      ``[on, on_max]``; speech starts above ``max(floor + threshold, min_dbfs)`` (after ``onset``
+      consecutive frames above it) and continues above
+      ``max(floor + off + (threshold - on), min_dbfs)``;
     - a speech frame re-arms the hangover; after the detector falls silent, ``hangover`` more
       frames are still reported as speech;
     - onset look-back: ``up`` counts the consecutive frames before the current one whose band
       energy was above ``max(floor + lookback_db, min_dbfs)`` (each judged against the floor of
       its own time); the frame that enters speech reports ``min(up, lookback_max)``;
+    - on frames that are neither speech nor hangover, the deviation moves by ``dev_beta`` toward
+      ``min(|band - floor|, threshold)``;
     - the floor then moves toward the frame: by ``fall * d`` when below it, by ``rise * d`` when
       above and not active, by ``min(rise * d, rise_max_db)`` when active (``d`` = band - floor).
 
@@ -267,18 +282,20 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
             f"params must hold {N_PARAMS} values, state {N_STATE}, out >= {n}; "
             f"got {len(params)}, {len(state)}, {len(out)}"
         )
-    on, off, gate, fall, rise, rise_max, hang_max, onset, lb_db, lb_max = (float(v) for v in params)
+    (on, off, gate, fall, rise, rise_max, hang_max, onset, lb_db, lb_max, on_max, dev_k, dev_beta,
+     dev_init) = (float(v) for v in params)
     lb_max = min(lb_max, float(MAX_LOOKBACK))
-    floor, active, hang, seen, run, up = (float(v) for v in state)
+    floor, active, hang, seen, run, up, dev = (float(v) for v in state)
     for i in range(n):
         b = float(band[i])
         if seen == 0.0:
-            floor = b
+            floor, dev = b, dev_init
+        thr_on = min(max(dev_k * dev, on), on_max)
         code = 0
         if active:
-            active = 1.0 if b > max(floor + off, gate) else 0.0
+            active = 1.0 if b > max(floor + off + (thr_on - on), gate) else 0.0
         else:
-            run = run + 1.0 if b > max(floor + on, gate) else 0.0
+            run = run + 1.0 if b > max(floor + thr_on, gate) else 0.0
             if run >= onset:
                 active, run = 1.0, 0.0
                 code = int(min(up, lb_max)) << DECISION_LOOKBACK_SHIFT
@@ -291,6 +308,8 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
         out[i] = code
         up = up + 1.0 if b > max(floor + lb_db, gate) else 0.0
         d = b - floor
+        if not active and hang == 0.0:
+            dev += dev_beta * (min(abs(d), thr_on) - dev)
         if d < 0.0:
             floor += fall * d
         elif active:
@@ -298,7 +317,7 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
         else:
             floor += rise * d
         seen += 1.0
-    state[:] = (floor, active, hang, seen, run, up)
+    state[:] = (floor, active, hang, seen, run, up, dev)
     return n
 
 
