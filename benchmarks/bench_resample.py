@@ -100,13 +100,13 @@ def _report(request):
     if not _ROWS:
         return
     lines = [f"resample speed: anchor time / {OURS} time per paired round (> 1: ours faster)",
-             f"{'group':28} {'anchor':20} {'n':>3} {'ours best':>10} {'anchor best':>11} "
-             f"{'x median':>8} {'x best':>7} {'x cpu':>6}  target"]
+             (f"{'group':31} {'anchor':20} {'n':>3} {'ours best':>10} {'anchor best':>11} "
+             f"{'x median':>8} {'x best':>7} {'x cpu':>6}  target")]
     for r in _ROWS:
         t = r["target"]
         verdict = "-" if t is None else f">= {t:g}x {'ok' if r['ratio_median'] >= t else 'MISSED'}"
         lines.append(
-            f"{r['group']:28} {r['anchor']:20} {r['rounds']:>3} {r['ours_min_ms']:>8.2f}ms "
+            f"{r['group']:31} {r['anchor']:20} {r['rounds']:>3} {r['ours_min_ms']:>8.2f}ms "
             f"{r['anchor_min_ms']:>9.2f}ms {r['ratio_median']:>8.2f} {r['ratio_min']:>7.2f} "
             f"{r['ratio_cpu_median']:>6.2f}  {verdict}"
         )
@@ -165,10 +165,10 @@ def bench_oneshot_60s(benchmark, anchor, pair, dt):
     x = _speechlike(SECONDS * pair[0], pair[0], dtype)
     benchmark.group = _g("one-shot 60s", pair, dt)
     if anchor == "soxr HQ":
-        theirs = lambda: soxr.resample(x, *pair, "HQ")  # noqa: E731
+        theirs = lambda: soxr.resample(x, *pair, "HQ")
     else:
         # resample_poly works in float64; int16 input is converted as part of the call.
-        theirs = lambda: signal.resample_poly(x.astype(np.float32), pair[1], pair[0])  # noqa: E731
+        theirs = lambda: signal.resample_poly(x.astype(np.float32), pair[1], pair[0])
     one_round, finish = _paired(
         benchmark.group, lambda: resample(x, *pair), theirs, anchor,
         ONESHOT_TARGET.get(pair) if anchor == "soxr HQ" else None,
@@ -200,5 +200,79 @@ def bench_quality_table(capsys):
         lines.append(f"{pair:12} {dt:8} {who:14} {fmt(r['ripple_db'], 5):>12} "
                      f"{fmt(r['gain_09_db'], 3):>9} {fmt(r['alias_db']):>7} "
                      f"{fmt(r['image_db']):>7} {fmt(r['snr_1k_db']):>8}")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+
+
+PROFILE_PAIRS = [(8000, 16000), (16000, 8000), (48000, 16000), (44100, 16000)]
+
+
+def _profile_call(pair: tuple[int, int]) -> tuple[int, dict[str, float]]:
+    # CPU us per call of each part (see bench_call_profile); internals on purpose.
+    n = pair[0] // 50
+    x = _speechlike(n, pair[0], np.int16)
+    rs = StreamResampler(*pair, dtype=np.int16)
+    for _ in range(3):
+        rs.process(x)  # steady state: the phase repeats every call
+    kern = _backend.resample
+    stages = [*rs._pre, rs]
+    calls = []
+    xin = x
+    for st in stages:
+        if st is rs:
+            f, hist, scratch = rs._filter, rs._history.copy(), rs._scratch
+            phase = rs._phase
+            dt_out = np.int16
+        else:
+            f, hist, scratch, phase, dt_out = st.filter, st.history.copy(), st.scratch, \
+                st.phase, np.float32
+        span = len(xin) * f.up - phase
+        n_out = (span + f.down - 1) // f.down if span > 0 else 0
+        out = np.empty(n_out, dt_out)
+        calls.append((xin, f, hist, scratch, phase, out))
+        # real samples for the next stage (np.empty garbage may hold slow denormals)
+        kern.polyphase_process(xin, f.taps, hist.copy(), scratch, phase, f.up, f.down, out)
+        xin = out.copy()
+
+    def kernels():
+        for xi, f, hist, scratch, phase, out in calls:
+            kern.polyphase_process(xi, f.taps, hist, scratch, phase, f.up, f.down, out)
+
+    xi0, f0, hist0, scratch0, _, out0 = calls[0]
+    sx = soxr.ResampleStream(*pair, 1, dtype=np.int16, quality="HQ")
+    n_last = len(calls[-1][5])
+    timings = {
+        "process()": lambda: rs.process(x),
+        "kernel calls": kernels,
+        "kernel entry": lambda: kern.polyphase_process(
+            xi0[:0], f0.taps, hist0, scratch0, 0, f0.up, f0.down, out0[:0]),
+        "np.empty(out)": lambda: np.empty(n_last, np.int16),
+        "soxr chunk": lambda: sx.resample_chunk(x),
+    }
+    row = {}
+    for name, fn in timings.items():
+        best = float("inf")
+        for _ in range(7):
+            c0 = time.process_time()
+            for _ in range(2000):
+                fn()
+            best = min(best, (time.process_time() - c0) / 2000)
+        row[name] = best * 1e6
+    return len(stages), row
+
+
+def bench_call_profile(capsys):
+    # Not a pytest-benchmark timing: where one 20 ms int16 call goes (CPU time, best of 7 runs
+    # of 2000 calls each): StreamResampler.process in total, the kernel calls alone (the same
+    # arguments process passes, in steady state), the kernel entry alone (an empty chunk:
+    # argument parsing and the five buffer views), the output allocation, and soxr's call.
+    rows = []
+    for pair in PROFILE_PAIRS:
+        n_stages, row = _profile_call(pair)
+        rows.append((_g("", pair).strip(), n_stages, row))
+    header = f"{'pair':10} {'stages':>6} " + " ".join(f"{k:>14}" for k in rows[0][2])
+    lines = ["one 20 ms int16 call, CPU us (best of 7 x 2000 calls):", header]
+    for name, n_st, row in rows:
+        lines.append(f"{name:10} {n_st:>6} " + " ".join(f"{v:>14.2f}" for v in row.values()))
     with capsys.disabled():
         print("\n" + "\n".join(lines))

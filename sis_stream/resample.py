@@ -38,7 +38,7 @@ _INT16: Final = np.dtype(np.int16)
 _FLOAT32: Final = np.dtype(np.float32)
 _DTYPE_ERR: Final = "StreamResampler({}) expects a 1-D numpy.ndarray of dtype {}, got {}"
 #: Input samples per kernel call in the one-shot path (keeps the working set in cache).
-_ONESHOT_BLOCK: Final = 8192
+_ONESHOT_BLOCK: Final = 32768
 
 
 def output_length(n_in: int, in_rate: int, out_rate: int) -> int:
