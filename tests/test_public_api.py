@@ -1,0 +1,31 @@
+"""The package's public names resolve, and the audio core does not import aiohttp."""
+
+import subprocess
+import sys
+
+import pytest
+
+import sis_stream
+
+
+@pytest.mark.parametrize("name", sis_stream.__all__)
+def test_every_public_name_resolves(name):
+    assert getattr(sis_stream, name) is not None
+
+
+def test_unknown_attribute_raises():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        sis_stream.nope  # noqa: B018
+
+
+def test_audio_core_import_is_light():
+    # A gateway that only transcodes must not pay for aiohttp/asyncio client machinery.
+    code = "import sys, sis_stream; print('aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_lazy_client_name_is_the_client_class():
+    from sis_stream.client import RasrClient
+
+    assert sis_stream.RasrClient is RasrClient
