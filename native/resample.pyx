@@ -84,8 +84,8 @@ cdef extern from *:
        k+32, ... in order, then the 16 lanes are added in one fixed tree. The order of operations
        depends only on K, never on the chunk or on the neighbouring outputs, so stream ==
        one-shot stays bit for bit, and every ISA variant does the same operations (AVX2+FMA and
-       AVX-512 agree). Four outputs run interleaved to hide the multiply-add latency; each keeps
-       its own accumulators. */
+       AVX-512 agree). Up to four outputs of a class run interleaved to hide the multiply-add
+       latency; each keeps its own accumulators. */
     #define SIS_RS_DOT_MIN_L 16
     /* The 16 lanes are kept as two 8-lane halves (lanes 0-7, 8-15): the same arithmetic as one
        16-lane vector, but a type every variant maps to registers (one ymm each on AVX2). */
@@ -103,33 +103,47 @@ cdef extern from *:
             memcpy(&tv_, (t) + i + 8, sizeof tv_); memcpy(&xv_, (w) + i + 8, sizeof xv_);     \
             a##h += tv_ * xv_;                                                                \
         } while (0)
+    #define SIS_RS_DOT_STEP_T(a, w) do {  /* tap vectors tl_, th_ already loaded */        \
+            sis_rs_v8 xv_;                                                                    \
+            memcpy(&xv_, (w) + i, sizeof xv_); a##l += tl_ * xv_;                             \
+            memcpy(&xv_, (w) + i + 8, sizeof xv_); a##h += th_ * xv_;                         \
+        } while (0)
     static inline __attribute__((always_inline)) void sis_rs_run_dot(const float *taps,
             Py_ssize_t K, const float *buf, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
             float *y, Py_ssize_t n_out) {
         const sis_rs_v8 zero = {0};
-        Py_ssize_t m = 0, u = phase;
-        for (; m + 4 <= n_out; m += 4) {
-            const Py_ssize_t u1 = u + M, u2 = u1 + M, u3 = u2 + M;
-            const float *t0 = taps + (u % L) * K, *t1 = taps + (u1 % L) * K;
-            const float *t2 = taps + (u2 % L) * K, *t3 = taps + (u3 % L) * K;
-            const float *w0 = buf + u / L, *w1 = buf + u1 / L, *w2 = buf + u2 / L, *w3 = buf + u3 / L;
-            sis_rs_v8 a0l = zero, a0h = zero, a1l = zero, a1h = zero;
-            sis_rs_v8 a2l = zero, a2h = zero, a3l = zero, a3h = zero;
-            for (Py_ssize_t i = 0; i < K; i += 16) {
-                SIS_RS_DOT_STEP(a0, t0, w0);
-                SIS_RS_DOT_STEP(a1, t1, w1);
-                SIS_RS_DOT_STEP(a2, t2, w2);
-                SIS_RS_DOT_STEP(a3, t3, w3);
+        /* Class by class (outputs m = c + j*L share the phase row, windows M apart), so a
+           long call reads each tap row once per call instead of once per output (the whole
+           table is L * K floats, ~200 KB, beyond L1) and four outputs share each tap load. */
+        for (Py_ssize_t c = 0; c < L && c < n_out; c++) {
+            const Py_ssize_t u0 = phase + c * M;
+            const float *tp = taps + (u0 % L) * K, *w = buf + u0 / L;
+            const Py_ssize_t nj = (n_out - c + L - 1) / L;
+            Py_ssize_t j = 0;
+            for (; j + 4 <= nj; j += 4) {
+                const float *w0 = w + j * M, *w1 = w0 + M, *w2 = w1 + M, *w3 = w2 + M;
+                sis_rs_v8 a0l = zero, a0h = zero, a1l = zero, a1h = zero;
+                sis_rs_v8 a2l = zero, a2h = zero, a3l = zero, a3h = zero;
+                for (Py_ssize_t i = 0; i < K; i += 16) {
+                    sis_rs_v8 tl_, th_;
+                    memcpy(&tl_, tp + i, sizeof tl_);
+                    memcpy(&th_, tp + i + 8, sizeof th_);
+                    SIS_RS_DOT_STEP_T(a0, w0);
+                    SIS_RS_DOT_STEP_T(a1, w1);
+                    SIS_RS_DOT_STEP_T(a2, w2);
+                    SIS_RS_DOT_STEP_T(a3, w3);
+                }
+                y[c + j * L] = sis_rs_hsum16(a0l, a0h);
+                y[c + (j + 1) * L] = sis_rs_hsum16(a1l, a1h);
+                y[c + (j + 2) * L] = sis_rs_hsum16(a2l, a2h);
+                y[c + (j + 3) * L] = sis_rs_hsum16(a3l, a3h);
             }
-            y[m] = sis_rs_hsum16(a0l, a0h); y[m + 1] = sis_rs_hsum16(a1l, a1h);
-            y[m + 2] = sis_rs_hsum16(a2l, a2h); y[m + 3] = sis_rs_hsum16(a3l, a3h);
-            u = u3 + M;
-        }
-        for (; m < n_out; m++, u += M) {
-            const float *t0 = taps + (u % L) * K, *w0 = buf + u / L;
-            sis_rs_v8 a0l = zero, a0h = zero;
-            for (Py_ssize_t i = 0; i < K; i += 16) SIS_RS_DOT_STEP(a0, t0, w0);
-            y[m] = sis_rs_hsum16(a0l, a0h);
+            for (; j < nj; j++) {
+                const float *w0 = w + j * M;
+                sis_rs_v8 a0l = zero, a0h = zero;
+                for (Py_ssize_t i = 0; i < K; i += 16) SIS_RS_DOT_STEP(a0, tp, w0);
+                y[c + j * L] = sis_rs_hsum16(a0l, a0h);
+            }
         }
     }
 
