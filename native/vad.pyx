@@ -108,8 +108,9 @@ cdef int _band_energy_impl(const int16_t[::1] x, Py_ssize_t frame_len, Py_ssize_
     return 0
 
 # The frame-parallel inner loop is plain C: Cython keeps Python loop variables alive after the
-# loop, which stops GCC from vectorising the lane loops. The same body is compiled twice, for
-# the baseline ISA and (GCC/Clang on x86) for AVX2+FMA, chosen once at run time.
+# loop, which stops GCC from vectorising the lane loops. The same body is compiled three times,
+# for the baseline ISA and (GCC/Clang on x86) for AVX2+FMA and AVX-512F, chosen once at run time
+# (the GNU vector extensions below lower to whatever each target has).
 cdef extern from *:
     """
     #include <stdint.h>
@@ -123,7 +124,6 @@ cdef extern from *:
     typedef float sis_v16 __attribute__((vector_size(64)));  /* all 16 lanes (2 AVX / 1 AVX-512) */
     typedef int16_t sis_v8s __attribute__((vector_size(16)));
     typedef int32_t sis_v8i __attribute__((vector_size(32)));
-    typedef int64_t sis_v4q __attribute__((vector_size(32)));
     #define SIS_VAD_NV (SIS_VAD_LANES / 8)
 
     /* Sum of squares of x[0..L-1], exact (products <= 2^30, int64 sums). */
