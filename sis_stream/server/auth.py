@@ -45,6 +45,7 @@ from ..protocol import Authenticator, Principal, error_body
 __all__ = [
     "ANONYMOUS",
     "AUDIO_MS",
+    "record_audio",
     "INTERFACE",
     "INTERFACE_ATTR",
     "METRICS_DONE",
@@ -101,6 +102,11 @@ def _put(request: web.Request, key: str, value: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
         request[key] = value
+
+
+def record_audio(request: web.Request, audio_ms: float) -> None:
+    """Record the audio a handler processed, for the per-project usage accounting."""
+    _put(request, AUDIO_MS, float(audio_ms))
 
 
 def _route_handler(request: web.Request) -> Any:

@@ -86,7 +86,7 @@ def _read(path: Path) -> bytes:
 
 async def handle_flash(request: Any) -> Any:
     """``POST /v1/{project_id}/asr/flash?...``."""
-    from .auth import AUDIO_MS
+    from .auth import record_audio
     from .rest import json_response
     from .rest_short import (
         _engine_for,
@@ -145,7 +145,7 @@ async def handle_flash(request: Any) -> Any:
                 result["word_info"] = word_info_json(h)
             sentences.append({"start_time": h.start_ms, "end_time": h.end_ms, "result": result})
         flash_result.append({"channel_id": ch, "sentences": sentences})
-    request[AUDIO_MS] = float(audio.duration_ms) * len(channels)
+    record_audio(request, float(audio.duration_ms) * len(channels))
     return json_response({"trace_id": str(uuid.uuid4()), "audio_duration": audio.duration_ms,
                           "flash_result": flash_result})
 

@@ -551,7 +551,7 @@ async def _short_audio_pcm(data: bytes, audio_format: str, rate_hz: int | None) 
 
 async def handle_short_audio(request: Any) -> Any:
     """``POST /v1/{project_id}/asr/short-audio``."""
-    from .auth import AUDIO_MS
+    from .auth import record_audio
     from .rest import json_response, read_json
     from .vocab import get_vocabulary_words
 
@@ -562,7 +562,7 @@ async def handle_short_audio(request: Any) -> Any:
     pcm, duration_ms = await _short_audio_pcm(req.audio, req.audio_format, req.rate_hz)
     hyp = await recognize_pcm(request.app, pcm, prop=req.property, hot_words=words,
                               word_info=req.need_word_info, add_punc=req.add_punc, digit_norm=req.digit_norm)
-    request[AUDIO_MS] = float(duration_ms)
+    record_audio(request, duration_ms)
     result: dict[str, Any] = {"text": hyp.text, "score": hyp.score}
     if req.need_word_info:
         result["word_info"] = word_info_json(hyp)
@@ -575,7 +575,7 @@ _LEGACY_ENCODE_TYPES: Final = ("wav", "mp3", "wma", "amr", "ac3", "ogg", "aac", 
 async def handle_legacy_sentence(request: Any) -> Any:
     """``POST /v1.0/voice/asr/sentence`` (seed 003): ``data`` or ``url``, ``encode_type``,
     ``sample_rate`` (``"8k"`` default / ``"16k"``) -> ``{"result": {"words": ...}}``."""
-    from .auth import AUDIO_MS
+    from .auth import record_audio
     from .fetch import fetch_url
     from .rest import FETCH_POLICY, REST_SETTINGS, json_response, read_json
 
@@ -603,7 +603,7 @@ async def handle_legacy_sentence(request: Any) -> Any:
     # sample_rate describes wav audio; other encodings carry their own rate.
     pcm, duration_ms = await _short_audio_pcm(audio, encode_type, rate_hz if encode_type == "wav" else None)
     hyp = await recognize_pcm(request.app, pcm, prop=prop, add_punc=True)
-    request[AUDIO_MS] = float(duration_ms)
+    record_audio(request, duration_ms)
     return json_response({"result": {"words": hyp.text}})
 
 
