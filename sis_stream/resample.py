@@ -190,6 +190,7 @@ class StreamResampler:
         "_n_out",
         "_clips",
         "_closed",
+        "_fast",
     )
 
     def __init__(
@@ -254,8 +255,33 @@ class StreamResampler:
         AudioFormatError
             `chunk` is not 1-D.
         """
-        # Hot path for 20 ms frames: every check that can be cached or left to the kernel is
-        # (the kernel rejects non-1-D and non-contiguous buffers; _process_odd diagnoses).
+        # Hot path for 20 ms frames through a single stage: one flag (open, not a pass-through,
+        # no cascade) and the dtype identity; every other check is left to the kernel (it
+        # rejects non-1-D and non-contiguous buffers before touching any state, and
+        # _process_full diagnoses). Everything else takes the full path.
+        if self._fast and type(chunk) is np.ndarray and chunk.dtype is self.dtype:
+            try:
+                n = len(chunk)
+                phase, up, down = self._phase, self._up, self._down
+                span = n * up - phase
+                n_out = (span + down - 1) // down if span > 0 else 0  # _outputs_available
+                out = np.empty(n_out, self.dtype)
+                if n > self._cap:
+                    self._grow(n)
+                _, self._phase, clips = _backend.resample.polyphase_process(
+                    chunk, self._taps, self._history, self._scratch, phase, up, down, out
+                )
+            except (TypeError, ValueError):
+                return self._process_full(chunk)
+            self._n_in += n
+            self._n_out += n_out
+            if clips:
+                self._clips += clips
+            return out
+        return self._process_full(chunk)
+
+    def _process_full(self, chunk: np.ndarray) -> np.ndarray:
+        # process() with every check, any configuration (cascade, pass-through, closed).
         if self._closed:
             raise StreamClosedError("process() after flush(); call reset() to start a new stream")
         dt = self.dtype
@@ -269,11 +295,10 @@ class StreamResampler:
             raise AudioFormatError(f"expected a mono 1-D chunk, got shape {chunk.shape}") from None
         x = chunk
         try:
-            if self._pre:
-                # The kernel validates before it touches any state: a chunk the first stage
-                # refuses (non-contiguous) changes nothing and goes to _process_odd.
-                for st in self._pre:
-                    x = st.run(x)
+            # The kernel validates before it touches any state: a chunk the first stage
+            # refuses (non-contiguous) changes nothing and goes to _process_odd.
+            for st in self._pre:
+                x = st.run(x)
             phase, up, down = self._phase, self._up, self._down
             span = len(x) * up - phase
             n_out = (span + down - 1) // down if span > 0 else 0  # _outputs_available, inlined
@@ -309,6 +334,7 @@ class StreamResampler:
         if self._closed:
             raise StreamClosedError("flush() after flush(); call reset() to start a new stream")
         self._closed = True
+        self._fast = False
         remaining = output_length(self._n_in, self.in_rate, self.out_rate) - self._n_out
         if remaining <= 0 or self._passthrough:
             return np.empty(0, self.dtype)
@@ -340,6 +366,8 @@ class StreamResampler:
         self._n_out = 0
         self._clips = 0
         self._closed = False
+        # process() hot path: open, a real single-stage conversion
+        self._fast = not self._passthrough and not self._pre
 
     # -- properties ---------------------------------------------------------------------------
 
