@@ -370,3 +370,34 @@ def test_kernel_int16_store_rounds_half_to_even_and_counts_clips(backend):
     r = np.rint(x.astype(np.float64))
     np.testing.assert_array_equal(out, np.clip(r, -32768, 32767).astype(np.int16))
     assert got == (len(x), 0, int(np.count_nonzero((r > 32767) | (r < -32768))))
+
+
+@pytest.mark.parametrize("pair", [(48000, 16000), (48000, 8000), (44100, 8000), (32000, 8000)],
+                         ids=lambda p: f"{p[0]}-{p[1]}")
+def test_cascade_plan_and_alignment(pair):
+    # Large ratios run half-band decimators first: the stages chain, each half-band filter has
+    # every second tap zero (except the centre), and the cascade stays delay-compensated: an
+    # impulse at input i peaks at output i * out / in; delay sums the stages' delays.
+    stages = plan(*pair)
+    assert len(stages) >= 2 and stages[0].in_rate == pair[0] and stages[-1].out_rate == pair[1]
+    for a, b in zip(stages, stages[1:]):
+        assert a.out_rate == b.in_rate
+    for f in stages[:-1]:
+        assert (f.up, f.down) == (1, 2)
+        h, c = f.prototype, f.centre
+        assert h[c] != 0 and np.all(h[c + 2 :: 2] == 0) and np.all(h[c - 2 :: -2] == 0)
+        assert np.all(h[c + 1 :: 2] != 0)
+    n_in = pair[0] // 10
+    x = np.zeros(n_in, np.float32)
+    step = pair[0] // np.gcd(*pair)
+    i = n_in // 2 - (n_in // 2) % step  # lands on a whole output sample
+    x[i] = 1.0
+    y = resample(x, *pair)
+    assert int(np.argmax(y)) == i * pair[1] // pair[0]
+    rs = StreamResampler(*pair)
+    expected = sum(f.centre / f.down * pair[1] / f.out_rate for f in stages)
+    assert rs.delay == pytest.approx(expected)
+    assert rs.taps_per_phase == stages[-1].taps_per_phase + int(np.ceil(
+        sum(f.taps_per_phase * f.out_rate / pair[1] for f in stages[:-1])))
+    x = _signal(5000, pair[0], np.int16, seed=9)  # stream == one-shot also with 7-sample chunks
+    np.testing.assert_array_equal(_stream(StreamResampler(*pair), x, 7), resample(x, *pair))
