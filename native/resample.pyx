@@ -36,7 +36,7 @@ cdef extern from *:
        apart). Tap i of output j reads stream[(s0+i) % M][(s0+i) / M + j], where stream r holds
        buf[r], buf[r+M], ...; with M == 1 the single stream is buf itself (S == 0). One vector
        lane per output: lanes never mix, so each output is the same sequential sum as the scalar
-       tail computes. NV <= 8 independent accumulators hide the multiply-add latency.
+       tail computes. NV <= 12 independent accumulators hide the multiply-add latency.
        Zero taps are skipped here and in the scalar tail alike (adding 0 * x changes no finite
        sum), which halves the work of the half-band stages of a cascade. */
     #define SIS_RS_DEFINE_BLOCK(NAME, VT, W)                                                  \
@@ -44,7 +44,7 @@ cdef extern from *:
             int NV, const float *tp, Py_ssize_t K, const float *streams, Py_ssize_t S,        \
             Py_ssize_t M, Py_ssize_t r0, Py_ssize_t q0, Py_ssize_t j0, float *y,              \
             Py_ssize_t c, Py_ssize_t L) {                                                     \
-        VT acc[8];                                                                            \
+        VT acc[12];                                                                           \
         const VT zero = {0};                                                                  \
         for (int v = 0; v < NV; v++) acc[v] = zero;                                           \
         Py_ssize_t r = r0, q = q0;                                                            \
@@ -187,18 +187,43 @@ cdef extern from *:
             /* stream / offset of tap 0 (M == 1: one stream, offset s0) */
             const Py_ssize_t r0 = (M > 1) ? s0 % M : 0, q0 = (M > 1) ? s0 / M : s0;
             Py_ssize_t j = 0;
-            if (vec && wide) {
-                for (; j + 128 <= nj; j += 128) sis_rs_block16(8, tp, K, base, S, M, r0, q0, j, y, c, L);
-                for (; j + 64 <= nj; j += 64) sis_rs_block16(4, tp, K, base, S, M, r0, q0, j, y, c, L);
-                for (; j + 32 <= nj; j += 32) sis_rs_block16(2, tp, K, base, S, M, r0, q0, j, y, c, L);
-                for (; j + 16 <= nj; j += 16) sis_rs_block16(1, tp, K, base, S, M, r0, q0, j, y, c, L);
-            } else if (vec) {
-                for (; j + 64 <= nj; j += 64) sis_rs_block8(8, tp, K, base, S, M, r0, q0, j, y, c, L);
-                for (; j + 32 <= nj; j += 32) sis_rs_block8(4, tp, K, base, S, M, r0, q0, j, y, c, L);
-                for (; j + 16 <= nj; j += 16) sis_rs_block8(2, tp, K, base, S, M, r0, q0, j, y, c, L);
+            /* Vector blocks of NV <= 12 accumulators, the class's vectors split evenly over
+               as few blocks as possible: a 20 ms call's 160 outputs per class are one block of
+               10 x 16 lanes instead of 8 + 2, whose 2-accumulator block was bound by the
+               multiply-add latency. NV is a constant in each case (registers, unrolling). */
+    #define SIS_RS_BLOCK_CASES(FN)                                                            \
+            switch (nv) {                                                                     \
+                case 12: FN(12, tp, K, base, S, M, r0, q0, j, y, c, L); break;                \
+                case 11: FN(11, tp, K, base, S, M, r0, q0, j, y, c, L); break;                \
+                case 10: FN(10, tp, K, base, S, M, r0, q0, j, y, c, L); break;                \
+                case 9: FN(9, tp, K, base, S, M, r0, q0, j, y, c, L); break;                  \
+                case 8: FN(8, tp, K, base, S, M, r0, q0, j, y, c, L); break;                  \
+                case 7: FN(7, tp, K, base, S, M, r0, q0, j, y, c, L); break;                  \
+                case 6: FN(6, tp, K, base, S, M, r0, q0, j, y, c, L); break;                  \
+                case 5: FN(5, tp, K, base, S, M, r0, q0, j, y, c, L); break;                  \
+                case 4: FN(4, tp, K, base, S, M, r0, q0, j, y, c, L); break;                  \
+                case 3: FN(3, tp, K, base, S, M, r0, q0, j, y, c, L); break;                  \
+                case 2: FN(2, tp, K, base, S, M, r0, q0, j, y, c, L); break;                  \
+                default: FN(1, tp, K, base, S, M, r0, q0, j, y, c, L); break;                 \
             }
-            if (vec)
-                for (; j + 8 <= nj; j += 8) sis_rs_block8(1, tp, K, base, S, M, r0, q0, j, y, c, L);
+            if (vec) {
+                const Py_ssize_t W = wide ? 16 : 8;
+                Py_ssize_t left = (nj - j) / W;  /* whole vectors of this class */
+                while (left > 0) {
+                    /* 12 vectors of accumulators fit the 32 zmm / 16 ymm registers; the
+                       baseline (SSE, 2 registers per 8-lane vector) takes 6. */
+                    const Py_ssize_t cap = (wide || use_fma) ? 12 : 6;
+                    const Py_ssize_t nblocks = (left + cap - 1) / cap;
+                    const Py_ssize_t nv = (left + nblocks - 1) / nblocks;
+                    if (wide) { SIS_RS_BLOCK_CASES(sis_rs_block16) }
+                    else { SIS_RS_BLOCK_CASES(sis_rs_block8) }
+                    j += nv * W;
+                    left -= nv;
+                }
+                if (wide)
+                    for (; j + 8 <= nj; j += 8) sis_rs_block8(1, tp, K, base, S, M, r0, q0, j, y, c, L);
+            }
+    #undef SIS_RS_BLOCK_CASES
             /* Scalar tail, four outputs at a time for instruction-level parallelism. Each
                multiply-add is written out so that it rounds like a vector lane does: fused
                (one rounding) where the vector path is contracted to FMA, else two roundings.
