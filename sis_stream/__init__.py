@@ -14,8 +14,10 @@ from .errors import __all__ as _errors_all
 from .framing import Framer
 from .pacing import Pacer
 from .protocol import AkSk, Mode, StartConfig, Token
-from .resample import StreamResampler, resample
-from .transcode import Transcoder, transcode
+# Only the classes: the one-shot functions share their submodules' names (sis_stream.resample,
+# sis_stream.transcode), and a package attribute of that name would shadow the submodule.
+from .resample import StreamResampler
+from .transcode import Transcoder
 from .vad import EnergyVad
 
 __version__ = "0.1.0"
@@ -63,9 +65,7 @@ __all__ = [
     "alaw_encode",
     "alaw_decode",
     "StreamResampler",
-    "resample",
     "Transcoder",
-    "transcode",
     "EnergyVad",
     "Endpointer",
     "Framer",

@@ -29,3 +29,14 @@ def test_lazy_client_name_is_the_client_class():
     from sis_stream.client import RasrClient
 
     assert sis_stream.RasrClient is RasrClient
+
+
+@pytest.mark.parametrize("name", ["audio", "codec", "resample", "transcode", "vad", "endpoint",
+                                  "framing", "pacing", "protocol", "client", "server"])
+def test_submodules_are_not_shadowed(name):
+    # `import sis_stream.resample as m` binds the package attribute: it must be the module.
+    import importlib
+    import types
+
+    importlib.import_module(f"sis_stream.{name}")
+    assert isinstance(getattr(sis_stream, name), types.ModuleType)
