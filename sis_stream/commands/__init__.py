@@ -1,9 +1,9 @@
 """The ``sis-stream`` subcommands of the main job: transcribe, demo, convert, vad, bench.
 
 Each module has ``NAME``, ``HELP``, ``build(parser)`` (adds its arguments), ``run(args) -> int``
-(never raises: errors become one line on stderr and an exit code, see :mod:`._common`) and
-``register(subparsers)``. :func:`add_subcommands` registers them all on an argparse subparsers
-object; :data:`COMMAND_SPECS` lists ``(name, help, build, run)`` for registries such as
+(never raises: errors become one line on stderr and an exit code, see :mod:`._common`).
+:func:`add_subcommands` registers them all on an argparse subparsers object;
+:data:`COMMAND_SPECS` lists ``(name, help, build, run)`` for registries such as
 :data:`sis_stream.cli.COMMANDS`.
 
 Exit codes: 0 success, 2 usage error, 3 input error, 4 auth error, 5 server/protocol error,
@@ -59,5 +59,7 @@ def add_subcommands(subparsers: Any) -> None:
     subparsers
         The object ``ArgumentParser.add_subparsers()`` returned.
     """
-    for m in _MODULES:
-        m.register(subparsers)
+    for name, help_text, build, run in COMMAND_SPECS:
+        p = subparsers.add_parser(name, help=help_text, description=help_text)
+        build(p)
+        p.set_defaults(func=run)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ._common import EXIT_OK, EXIT_USAGE, CliError, add_debug_flag, guarded
 
-__all__ = ["CASES", "HELP", "NAME", "Case", "Row", "build", "register", "run", "run_cases"]
+__all__ = ["CASES", "HELP", "NAME", "Case", "Row", "build", "run", "run_cases"]
 
 NAME: Final = "bench"
 HELP: Final = "quick throughput check: G.711, resampler and VAD vs audioop/soxr/scipy/webrtcvad"
@@ -208,13 +208,6 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON rows")
     add_debug_flag(p)
 
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``bench`` to an argparse subparsers object (sets ``func``)."""
-    p = subparsers.add_parser(NAME, help=HELP, description=HELP)
-    build(p)
-    p.set_defaults(func=run)
-    return p
 
 
 def bench_main(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:

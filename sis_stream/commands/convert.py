@@ -21,7 +21,7 @@ from ._common import (
     to_mono,
 )
 
-__all__ = ["HELP", "NAME", "build", "convert_bytes", "register", "run", "to_mono"]
+__all__ = ["HELP", "NAME", "build", "convert_bytes", "run", "to_mono"]
 
 NAME: Final = "convert"
 HELP: Final = "transcode and resample audio to a SIS format (e.g. --to ulaw8k8bit); WAV or raw out"
@@ -42,13 +42,6 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     add_debug_flag(p)
 
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``convert`` to an argparse subparsers object (sets ``func``)."""
-    p = subparsers.add_parser(NAME, help=HELP, description=HELP)
-    build(p)
-    p.set_defaults(func=run)
-    return p
 
 
 def convert_bytes(data: bytes, src: AudioFormat, dst: AudioFormat,

@@ -27,7 +27,7 @@ from .transcribe import (
     stream_audio,
 )
 
-__all__ = ["DEFAULT_TEXT", "HELP", "NAME", "build", "phone_audio", "register", "run"]
+__all__ = ["DEFAULT_TEXT", "HELP", "NAME", "build", "phone_audio", "run"]
 
 NAME: Final = "demo"
 HELP: Final = ("synthesise an English sentence, send it as 8 kHz u-law phone audio through the "
@@ -51,13 +51,6 @@ def build(p: argparse.ArgumentParser) -> None:
     p.set_defaults(punctuation=True)  # the demo shows sentences as whisper writes them
     add_debug_flag(p)
 
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``demo`` to an argparse subparsers object (sets ``func``)."""
-    p = subparsers.add_parser(NAME, help=HELP, description=HELP)
-    build(p)
-    p.set_defaults(func=run)
-    return p
 
 
 def phone_audio(text: str, voice: str = "en-us+m3", rate_wpm: int = 150) -> tuple[bytes, float]:

@@ -58,7 +58,7 @@ __all__ = [
     "SessionResult",
     "Target",
     "build",
-    "register",
+    
     "resolve_target",
     "run",
     "session_format_for",
@@ -155,13 +155,6 @@ def build(p: argparse.ArgumentParser) -> None:
     r.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
     add_debug_flag(p)
 
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``transcribe`` to an argparse subparsers object (sets ``func``)."""
-    p = subparsers.add_parser(NAME, help=HELP, description=HELP)
-    build(p)
-    p.set_defaults(func=run)
-    return p
 
 
 # --- where to send: embedded server or a remote SIS ---------------------------------------------

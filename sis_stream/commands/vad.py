@@ -26,7 +26,7 @@ from ._common import (
 )
 from .convert import convert_bytes
 
-__all__ = ["HELP", "NAME", "VadReport", "analyse", "build", "register", "run"]
+__all__ = ["HELP", "NAME", "VadReport", "analyse", "build", "run"]
 
 NAME: Final = "vad"
 HELP: Final = "SIS endpoint detection over a file: speech segments and events as a table or JSON"
@@ -55,13 +55,6 @@ def build(p: argparse.ArgumentParser) -> None:
                    help="draw waveform, energy and decisions to this image (needs matplotlib)")
     add_debug_flag(p)
 
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``vad`` to an argparse subparsers object (sets ``func``)."""
-    p = subparsers.add_parser(NAME, help=HELP, description=HELP)
-    build(p)
-    p.set_defaults(func=run)
-    return p
 
 
 @dataclass
