@@ -30,6 +30,9 @@ NATIVE, REFERENCE = "sis_stream[native]", "sis_stream[reference]"
 NATIVE_OUT = "sis_stream[native] out="
 # The native bytes kernel called directly (no codec.py wrapper): shows the wrapper's share.
 KERNEL = "native kernel, no wrapper"
+# codec's pure-Python wrapper over the native kernels: what the public function was before the
+# compiled front-ends (native/g711.pyx) took its place; shows what the front-end saves.
+PY_WRAPPER = "python wrapper, native kernel"
 
 
 def _speechlike(n: int, seed: int = 711) -> np.ndarray:
@@ -86,6 +89,7 @@ def _comparisons() -> list[Comparison]:
                         rows.append(Comparison(group, NATIVE_OUT, anchor))
                     else:
                         rows.append(Comparison(group, KERNEL, anchor))
+                        rows.append(Comparison(group, PY_WRAPPER, anchor))
     return rows
 
 
@@ -208,3 +212,15 @@ def test_bytes_kernel_without_wrapper(benchmark, backend, ratios, law, size, op)
     data = PCM_BYTES[size] if op == "encode" else CODE_BYTES[(law, size)]
     _run(benchmark, size, getattr(backend.g711, f"{law}_{op}_bytes"), data)
     ratios.record(benchmark, KERNEL)
+
+
+@pytest.mark.parametrize("op", ["encode", "decode"])
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("law", LAWS)
+def test_bytes_python_wrapper(benchmark, backend, ratios, law, size, op):
+    if backend.kind != "native":
+        pytest.skip("reported for the native backend only")
+    benchmark.group = f"{law} {op} {size} bytes"
+    data = PCM_BYTES[size] if op == "encode" else CODE_BYTES[(law, size)]
+    _run(benchmark, size, codec._PY_WRAPPERS[f"{law}_{op}"], data)
+    ratios.record(benchmark, PY_WRAPPER)

@@ -3,6 +3,8 @@
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.ref cimport PyObject
 
 from _types cimport code8_t, int16_t, load_le16, pcm16_t, store_le16, uint16_t, uint32_t
 
@@ -292,3 +294,67 @@ def alaw_encode_bytes(pcm) -> bytes:
 def alaw_decode_bytes(codes) -> bytes:
     """Decode a C-contiguous buffer of A-law codes to little-endian int16 PCM bytes."""
     return _decode_bytes(codes, _ALAW_DEC_LE, _ALAW_DEC2_LE)
+
+
+
+# --- compiled front-ends for the public codec functions -------------------------------------
+# A Python-level wrapper frame costs about as much as decoding a whole 20 ms frame, so
+# sis_stream.codec binds these as its public ulaw_decode & co when _backend selected this module.
+# Each handles only the hot case, ``bytes`` input without ``out``, in C; every other call goes,
+# unchanged, to the Python wrapper the codec registered (``_bind_front_ends``), which owns all
+# validation and error messages. The fast path is taken only while ``_backend.g711`` is this
+# module: the test fixture that swaps in the reference kernels then reaches them through the
+# wrapper, exactly as the pure-Python wrapper would.
+
+cdef dict _backend_ns = None  # sis_stream._backend.__dict__
+cdef object _self_module = None  # this module, as _backend holds it
+cdef object _py_ulaw_encode = None
+cdef object _py_ulaw_decode = None
+cdef object _py_alaw_encode = None
+cdef object _py_alaw_decode = None
+
+
+def _bind_front_ends(backend_ns, self_module, ulaw_encode, ulaw_decode, alaw_encode,
+                     alaw_decode):
+    """Register the codec's Python wrappers and the ``_backend`` namespace (called by codec)."""
+    global _backend_ns, _self_module
+    global _py_ulaw_encode, _py_ulaw_decode, _py_alaw_encode, _py_alaw_decode
+    _backend_ns = backend_ns
+    _self_module = self_module
+    _py_ulaw_encode, _py_ulaw_decode = ulaw_encode, ulaw_decode
+    _py_alaw_encode, _py_alaw_decode = alaw_encode, alaw_decode
+
+
+cdef inline bint _native_selected() except -1:
+    # One dict look-up with an interned key: is this module still _backend's g711 kernel?
+    if _backend_ns is None:
+        raise RuntimeError("sis_stream._native.g711 front-ends used before sis_stream.codec bound them")
+    return PyDict_GetItemWithError(_backend_ns, "g711") == <PyObject*>_self_module
+
+
+def _ulaw_encode_front(pcm, out=None):
+    """Compiled front-end of :func:`sis_stream.codec.ulaw_encode` (docstring set by the codec)."""
+    if out is None and type(pcm) is bytes and not (PyBytes_GET_SIZE(pcm) & 1) and _native_selected():
+        return _encode_bytes(pcm, _ULAW_ENC)
+    return _py_ulaw_encode(pcm, out)
+
+
+def _alaw_encode_front(pcm, out=None):
+    """Compiled front-end of :func:`sis_stream.codec.alaw_encode` (docstring set by the codec)."""
+    if out is None and type(pcm) is bytes and not (PyBytes_GET_SIZE(pcm) & 1) and _native_selected():
+        return _encode_bytes(pcm, _ALAW_ENC)
+    return _py_alaw_encode(pcm, out)
+
+
+def _ulaw_decode_front(codes, out=None):
+    """Compiled front-end of :func:`sis_stream.codec.ulaw_decode` (docstring set by the codec)."""
+    if out is None and type(codes) is bytes and _native_selected():
+        return _decode_bytes(codes, _ULAW_DEC_LE, _ULAW_DEC2_LE)
+    return _py_ulaw_decode(codes, out)
+
+
+def _alaw_decode_front(codes, out=None):
+    """Compiled front-end of :func:`sis_stream.codec.alaw_decode` (docstring set by the codec)."""
+    if out is None and type(codes) is bytes and _native_selected():
+        return _decode_bytes(codes, _ALAW_DEC_LE, _ALAW_DEC2_LE)
+    return _py_alaw_decode(codes, out)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Final, Literal, TypeVar, overload
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -328,6 +330,57 @@ def alaw_decode(codes: Any, out: Any = None) -> Any:
         return _backend.g711.alaw_decode_bytes(codes)
     return _decode(codes, out, "alaw")
 
+
+#: The pure-Python wrappers above: the whole contract, and what the compiled front-ends delegate
+#: every call but the hot one to (the public names below are these when g711 runs on numpy).
+_PY_WRAPPERS: Final = {
+    "ulaw_encode": ulaw_encode,
+    "ulaw_decode": ulaw_decode,
+    "alaw_encode": alaw_encode,
+    "alaw_decode": alaw_decode,
+}
+
+
+def _native_g711() -> ModuleType | None:
+    """The compiled g711 kernel module if ``_backend`` selected it at import, else None."""
+    if _backend.NO_EXTENSIONS or "g711" in _backend.NATIVE_IMPORT_ERRORS:
+        return None
+    return _backend.g711
+
+
+def _bind_front_ends(native: ModuleType) -> dict[str, Callable[..., Any]]:
+    """Give the native module our wrappers and return its compiled front-ends, dressed as ours.
+
+    A Python frame around the native call costs about as much as decoding a 20 ms frame, so the
+    public functions are compiled front-ends (``native/g711.pyx``) that decode or encode
+    ``bytes`` without ``out=`` in C while ``_backend.g711`` is the native module, and hand every
+    other call to the wrapper of the same name above. Semantics are therefore the wrappers'.
+    """
+    native._bind_front_ends(
+        _backend.__dict__,
+        native,
+        *(_PY_WRAPPERS[n] for n in ("ulaw_encode", "ulaw_decode", "alaw_encode", "alaw_decode")),
+    )
+    fronts: dict[str, Callable[..., Any]] = {}
+    for name, wrapper in _PY_WRAPPERS.items():
+        front = getattr(native, f"_{name}_front")
+        front.__name__ = front.__qualname__ = name
+        front.__module__ = __name__
+        front.__doc__ = wrapper.__doc__
+        front.__wrapped__ = wrapper  # inspect.signature() and help() show the wrapper's
+        fronts[name] = front
+    return fronts
+
+
+if not TYPE_CHECKING and (_native := _native_g711()) is not None:
+    _fronts = _bind_front_ends(_native)
+    ulaw_encode = _fronts["ulaw_encode"]
+    ulaw_decode = _fronts["ulaw_decode"]
+    alaw_encode = _fronts["alaw_encode"]
+    alaw_decode = _fronts["alaw_decode"]
+    del _fronts
+if not TYPE_CHECKING:
+    del _native
 
 _ENCODERS: Final = {"ulaw": ulaw_encode, "alaw": alaw_encode}
 _DECODERS: Final = {"ulaw": ulaw_decode, "alaw": alaw_decode}

@@ -25,3 +25,19 @@ def alaw_encode_bytes(pcm: Buffer) -> bytes:
 
 def alaw_decode_bytes(codes: Buffer) -> bytes:
     """Decode a C-contiguous buffer of A-law codes to little-endian int16 PCM bytes."""
+
+# Compiled front-ends that sis_stream.codec binds as its public functions when this module is the
+# selected backend (bytes without ``out`` decoded/encoded in C; everything else delegated to the
+# codec's Python wrappers registered with ``_bind_front_ends``).
+def _bind_front_ends(
+    backend_ns: dict[str, object] | None,
+    self_module: object,
+    ulaw_encode: object,
+    ulaw_decode: object,
+    alaw_encode: object,
+    alaw_decode: object,
+) -> None: ...
+def _ulaw_encode_front(pcm: object, out: object = None) -> object: ...
+def _alaw_encode_front(pcm: object, out: object = None) -> object: ...
+def _ulaw_decode_front(codes: object, out: object = None) -> object: ...
+def _alaw_decode_front(codes: object, out: object = None) -> object: ...
