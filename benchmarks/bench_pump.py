@@ -201,7 +201,15 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
         total += p.count
     # late fraction from the merged histogram (count of errors above 10 ms)
     late = sum(1 for q in _quantile_grid(stats) if q > 0.010)
-    return _summary(kind, n, frame_ms, cpu_s, wall, rss0, rss1, stats, int(late * total / 1000), total, sink_s)
+    res = _summary(kind, n, frame_ms, cpu_s, wall, rss0, rss1, stats, int(late * total / 1000), total, sink_s)
+    try:  # the shared pacing timer (absent in older versions of the client): frames woken per timer
+        from sis_stream.transport import PacingScheduler
+
+        sched = PacingScheduler.for_loop(asyncio.get_running_loop(), opts.pacing_coalesce_s)
+        res["wakeups_per_fire"] = sched.wakeups / max(sched.fires, 1)
+    except ImportError:
+        pass
+    return res
 
 
 def _quantile_grid(stats: PacingStats) -> list[float]:

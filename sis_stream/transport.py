@@ -10,7 +10,8 @@
 # -> the bounded EventQueue). No thread is involved; everything runs on the caller's loop.
 #
 #   user send() --transcode--> Framer (bounded, overflow policy) --pop--> [VAD gate] --> ring
-#        --(await sleep(pacer.delay(clock())))--> ws.send_bytes --> pacer.sent(clock())
+#        --(await the loop's PacingScheduler until the pacer's deadline)--> ws.send_bytes
+#        --> pacer.sent(clock())     (an injected clock/sleep: await sleep(pacer.delay(clock())))
 #   ws messages --> ClientSession --> time mapping / duplicate filter --> EventQueue --> user
 #
 # Clocks. Three time lines exist:
@@ -37,8 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import random
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -86,6 +90,7 @@ __all__ = [
     "DEFAULT_ROLLOVER_AFTER_S",
     "EVENT_OVERFLOW_POLICIES",
     "EventQueue",
+    "PacingScheduler",
     "ReconnectPolicy",
     "Reconnected",
     "RolledOver",
@@ -107,6 +112,8 @@ DEFAULT_ROLLOVER_AFTER_S: Final = CONNECTION_LIMIT_S - 900.0
 ROLLOVER_GRACE_S: Final = 600.0
 #: Named overflow policies of :class:`EventQueue`.
 EVENT_OVERFLOW_POLICIES: Final = ("block", "drop_partial", "error")
+#: Upper bound of ``TransportOptions.pacing_coalesce_s`` (how early a frame may be sent).
+MAX_PACING_COALESCE_S: Final = 0.01
 _DEFAULT_PORTS: Final = {"ws": 80, "http": 80, "wss": 443, "https": 443}
 
 
@@ -192,6 +199,11 @@ class TransportOptions:
         Waits for the START and END answers (default 18 s, the SDK's constant).
     extra_headers : tuple of (str, str)
         Added to the upgrade (e.g. ``("X-Language", "en-us")``); signed with AK/SK too.
+    pacing_coalesce_s : float
+        Paced frames of all streams on one event loop wait on one shared timer
+        (:class:`PacingScheduler`); when it fires, every frame due within this window is sent
+        too, up to this much early (default 0.001 s; 0 wakes each deadline on its own; at most
+        0.01 s). Only used with the default clock and sleep.
     """
 
     verify_tls: bool = True
@@ -205,8 +217,12 @@ class TransportOptions:
     start_timeout_s: float = 18.0
     end_timeout_s: float = 18.0
     extra_headers: tuple[tuple[str, str], ...] = ()
+    pacing_coalesce_s: float = 0.001
 
     def __post_init__(self) -> None:
+        pc = self.pacing_coalesce_s
+        if isinstance(pc, bool) or not isinstance(pc, (int, float)) or not 0 <= pc <= MAX_PACING_COALESCE_S:
+            raise ValueError(f"pacing_coalesce_s must lie in [0, {MAX_PACING_COALESCE_S:g}] s, got {pc!r}")
         if not isinstance(self.verify_tls, bool):
             raise TypeError(f"verify_tls must be a bool, got {type(self.verify_tls).__name__}")
         for name in ("connect_timeout_s", "close_timeout_s", "start_timeout_s", "end_timeout_s"):
@@ -541,6 +557,104 @@ class _Ring:
         return len(self._e)
 
 
+# --- shared pacing timer -----------------------------------------------------------------------
+
+
+class PacingScheduler:
+    """One timer per event loop for the paced sends of all streams on it.
+
+    ``asyncio.sleep`` per frame costs every stream its own ``TimerHandle`` (a Python object,
+    pushed on the loop's heap with Python-level comparisons) and, when N streams are due at
+    different instants, one event-loop iteration (an ``epoll_wait``) per frame. Here the
+    deadlines (absolute, from each stream's :class:`~sis_stream.pacing.Pacer`: the schedule
+    stays drift-free) go into one heap of plain tuples, and a single loop timer is armed for the
+    earliest one. When it fires, every waiter due within ``coalesce_s`` is woken in the same
+    loop iteration, so 1000 streams with phases spread over a frame need at most one timer per
+    ``coalesce_s`` instead of 1000 per frame. A waiter is never woken late by the coalescing,
+    and at most ``coalesce_s`` early.
+
+    The heap is bounded by the number of waiting streams (one entry per paced stream; a
+    cancelled waiter's entry leaves the heap when its deadline passes). Use
+    :meth:`for_loop` to get the loop's shared instance.
+
+    Parameters
+    ----------
+    loop : asyncio.AbstractEventLoop
+    coalesce_s : float
+        Wake-up window in seconds (0 <= coalesce_s <= 0.01).
+    """
+
+    _instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, PacingScheduler]] = \
+        weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, coalesce_s: float = 0.001) -> None:
+        if isinstance(coalesce_s, bool) or not isinstance(coalesce_s, (int, float)) \
+                or not 0 <= coalesce_s <= MAX_PACING_COALESCE_S:
+            raise ValueError(f"coalesce_s must lie in [0, {MAX_PACING_COALESCE_S:g}] s, got {coalesce_s!r}")
+        # weak: the per-loop cache is keyed weakly by the loop, so no strong path back to it
+        self._loop_ref = weakref.ref(loop)
+        self.coalesce_s = float(coalesce_s)
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        #: Loop timers fired and waiters woken so far (wakeups / fires = coalescing factor).
+        self.fires = 0
+        self.wakeups = 0
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop, coalesce_s: float = 0.001) -> PacingScheduler:
+        """The shared scheduler of ``loop`` for this ``coalesce_s`` (created on first use)."""
+        per_loop = cls._instances.get(loop)
+        if per_loop is None:
+            per_loop = cls._instances[loop] = {}
+        sched = per_loop.get(coalesce_s)
+        if sched is None:
+            sched = per_loop[coalesce_s] = cls(loop, coalesce_s)
+        return sched
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def wait_until(self, when: float) -> asyncio.Future[None]:
+        """A future resolved (with None) once ``loop.time() >= when - coalesce_s``.
+
+        Await it; cancelling it (or the awaiting task) is safe.
+        """
+        loop = self._loop_ref()
+        if loop is None:
+            raise RuntimeError("PacingScheduler used after its event loop was garbage-collected")
+        fut = loop.create_future()
+        heapq.heappush(self._heap, (when, next(self._seq), fut))
+        if when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = loop.call_at(when - self.coalesce_s, self._fire)
+        return fut
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        loop = self._loop_ref()
+        if loop is None:
+            return
+        self.fires += 1
+        heap = self._heap
+        horizon = loop.time() + self.coalesce_s
+        pop = heapq.heappop
+        woken = 0
+        while heap and heap[0][0] <= horizon:
+            fut = pop(heap)[2]
+            if not fut.done():
+                fut.set_result(None)
+                woken += 1
+        self.wakeups += woken
+        if heap:
+            self._timer_at = heap[0][0]
+            self._timer = loop.call_at(self._timer_at - self.coalesce_s, self._fire)
+
+
 # --- the runner ----------------------------------------------------------------------------------
 
 
@@ -618,6 +732,10 @@ class StreamRunner:
         self._clock = clock if clock is not None else self._loop.time
         self._sleep = sleep
         self._rng = rng
+        # The shared timer needs loop time and a real sleep; injected ones (tests) are used as is.
+        self._sched: PacingScheduler | None = None
+        if pacer is not None and sleep is asyncio.sleep and (clock is None or clock == self._loop.time):
+            self._sched = PacingScheduler.for_loop(self._loop, options.pacing_coalesce_s)
         fmt = framer.audio_format
         self._bytes_per_ms = fmt.bytes_per_second / 1000.0
         lo = fmt.shard_limits[0]
@@ -885,9 +1003,13 @@ class StreamRunner:
                 # be late, so the schedule restarts here with no catch-up burst.
                 self.pacer.reanchor(self._clock())
                 self._starved = False
-            d = self.pacer.delay(self._clock())
+            now = self._clock()
+            d = self.pacer.delay(now)
             if d > 0:
-                await self._sleep(d)
+                if self._sched is not None:
+                    await self._sched.wait_until(now + d)
+                else:
+                    await self._sleep(d)
             if self._lost:
                 return False
         dur = len(data) / self._bytes_per_ms
@@ -897,12 +1019,24 @@ class StreamRunner:
         self._ring.add(s)
         self.stats.ring_dropped_ms = self._ring.dropped_ms
         self._map.add(s)
-        ok = await self._send_audio(data)
+        # _send_audio inlined (one coroutine less per frame on the hot path)
+        ok = False
+        for f in self._session.send(AudioFrame(data)):  # type: ignore[union-attr]
+            try:
+                await self._ws.send_bytes(f)
+            except (ConnectionResetError, aiohttp.ClientError) as exc:
+                self._mark_lost(exc)
+                ok = False
+                break
+            ok = True
+            self.stats.frames_sent += 1
+            self.stats.bytes_sent += len(f)
+        now = self._clock()
         if ok and self.pacer is not None:
-            self.pacer.sent(self._clock())
+            self.pacer.sent(now)
         if not keepalive:
             self._last_sent_user_end = user_ms + dur
-        self._last_send_at = self._clock()
+        self._last_send_at = now
         return ok
 
     async def _send_loop(self) -> str:
