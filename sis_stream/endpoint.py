@@ -66,7 +66,7 @@ from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 import numpy as np
 
 from .errors import AudioFormatError, StreamClosedError
-from .vad import SUPPORTED_FRAME_MS, SUPPORTED_RATES, EnergyVad, VadTuning
+from .vad import SUPPORTED_FRAME_MS, SUPPORTED_RATES, EnergyVad, VadTuning, _as_pcm
 
 __all__ = [
     "AUDIO_CAP_MS",
@@ -539,7 +539,7 @@ class Endpointer:
         """
         if self._state is State.CLOSED:
             raise StreamClosedError("Endpointer.process() after flush(); call reset() first")
-        x = _as_pcm16(chunk)
+        x = _as_pcm(chunk, "pcm", "Endpointer.process")
         self._received += len(x)
         if self._state is State.ENDED:
             return []  # sentence over or cap reached: SIS ignores later audio
@@ -726,23 +726,3 @@ class Endpointer:
             self._buf = self._buf[keep - self._buf_start :]
             self._buf_start = keep
 
-
-def _as_pcm16(chunk: Any) -> np.ndarray:
-    if isinstance(chunk, np.ndarray):
-        if chunk.dtype != np.int16:
-            raise TypeError(f"Endpointer.process: PCM arrays must be int16, got {chunk.dtype}")
-        if chunk.ndim != 1:
-            raise AudioFormatError(
-                f"Endpointer.process: PCM must be 1-D (mono), got shape {chunk.shape}"
-            )
-        return chunk
-    if isinstance(chunk, (bytes, bytearray, memoryview)):
-        n_bytes = memoryview(chunk).nbytes
-        if n_bytes % 2:
-            raise AudioFormatError(
-                f"Endpointer.process: int16 PCM bytes must have an even length, got {n_bytes}"
-            )
-        return np.frombuffer(chunk, dtype="<i2").astype(np.int16, copy=False)
-    raise TypeError(
-        f"Endpointer.process: expected an int16 numpy array or PCM bytes, got {type(chunk).__name__}"
-    )
