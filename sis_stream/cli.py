@@ -24,8 +24,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
+from .commands._common import EXIT_AUTH, EXIT_INPUT, EXIT_OK, EXIT_SERVER, EXIT_USAGE
 from .errors import (
     AudioFormatError,
     AuthError,
@@ -47,11 +47,6 @@ __all__ = [
     "main",
 ]
 
-EXIT_OK: Final = 0
-EXIT_USAGE: Final = 2
-EXIT_INPUT: Final = 3
-EXIT_AUTH: Final = 4
-EXIT_SERVER: Final = 5
 
 
 @dataclass
