@@ -196,27 +196,32 @@ async def test_without_keepalive_the_idle_rule_fires():
 # --- reconnect with replay ---------------------------------------------------------------------
 
 
-async def _drop_run(server, client, ring_ms):
-    server.faults.drop_after_bytes[0] = 15 * FRAME
-    pol = ReconnectPolicy(ring_ms=ring_ms, base_delay_s=0.0, max_delay_s=0.0)
+async def _drop_run(server, client, pol, before=15, after=10):
+    # Send `before` frames, let the link drop right after them, wait for the reconnect, then
+    # send `after` more frames and end the stream.
+    server.faults.drop_after_bytes[0] = before * FRAME
     async with client.stream("continue", U8, pacing=None, reconnect=pol, sleep=no_sleep) as s:
-        for f in frames(0, 15):
+        for f in frames(0, before):
             await s.send(f)
         evs = []
         async for ev in s:
             evs.append(ev)
             if isinstance(ev, Reconnected):
                 break
-        for f in frames(15, 10):
+        for f in frames(before, after):
             await s.send(f)
         await s.end()
         evs += await collect(s)
     return s, evs
 
 
+def _no_delay(**kwargs):
+    return ReconnectPolicy(base_delay_s=0.0, max_delay_s=0.0, **kwargs)
+
+
 async def test_drop_mid_utterance_replays_ring_exactly(server, client):
     # The drop comes after 1.5 s; the final for 0-1 s was delivered, so the ring holds 1.0-1.5 s.
-    s, evs = await _drop_run(server, client, ring_ms=30_000)
+    s, evs = await _drop_run(server, client, _no_delay(ring_ms=30_000))
     rec = next(e for e in evs if isinstance(e, Reconnected))
     assert rec.lost_ms == 0 and rec.replayed_ms == 500.0 and rec.attempt == 1
     # Conn 2 got exactly the replay (frames 10-14) then the new audio (15-24).
@@ -229,7 +234,7 @@ async def test_drop_mid_utterance_replays_ring_exactly(server, client):
 
 async def test_drop_with_small_ring_reports_lost_ms(server, client):
     # Ring of 300 ms: frames 10 and 11 (200 ms after the last final) cannot be replayed.
-    _s, evs = await _drop_run(server, client, ring_ms=300)
+    _s, evs = await _drop_run(server, client, _no_delay(ring_ms=300))
     rec = next(e for e in evs if isinstance(e, Reconnected))
     assert rec.lost_ms == 200.0 and rec.replayed_ms == 300.0
     assert server.connections[1].audio == b"".join(frames(12, 13))
@@ -242,21 +247,8 @@ async def test_duplicate_finals_are_dropped(server, client):
     # After the reconnect the server cuts a 50 ms first segment (400-450 ms on the session clock):
     # it ends where the delivered final ended, so it is a duplicate and never reaches the user.
     server.segment_ms = 450
-    server.faults.drop_after_bytes[0] = 6 * FRAME
     server.faults.first_segment_ms[1] = 50
-    pol = ReconnectPolicy(base_delay_s=0.0, max_delay_s=0.0)
-    async with client.stream("continue", U8, pacing=None, reconnect=pol, sleep=no_sleep) as s:
-        for f in frames(0, 6):
-            await s.send(f)
-        evs = []
-        async for ev in s:
-            evs.append(ev)
-            if isinstance(ev, Reconnected):
-                break
-        for f in frames(6, 6):
-            await s.send(f)
-        await s.end()
-        evs += await collect(s)
+    s, evs = await _drop_run(server, client, _no_delay(), before=6, after=6)
     assert server.connections[1].audio == b"".join(frames(4, 8))  # replay from the straddling frame
     assert finals(evs) == [(0, 450, "b0"), (450, 900, "b4"), (900, 1200, "b9")]
     assert s.stats.duplicate_finals == 1
