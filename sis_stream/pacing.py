@@ -38,6 +38,7 @@ DEFAULT_BURST_S: Final = 1.0
 DEFAULT_MAX_CATCHUP_S: Final = 1.0
 
 _NS_PER_S: Final = 1_000_000_000
+_log10 = math.log10
 # Lateness this small is float rounding of the caller's clock arithmetic, never a stall.
 _STALL_TOLERANCE_S: Final = 1e-9
 # Speeds are held as exact fractions num/den with a bounded denominator (1.5 -> 3/2).
@@ -113,13 +114,29 @@ class PacingStats:
         ValueError
             If `error_s` is NaN or infinite.
         """
-        if not math.isfinite(error_s):
+        # One call per frame of every paced stream: _index inlined, no min()/max() calls.
+        if error_s > 0.0:
+            if error_s < 1e-6:
+                i = self._ZERO
+            elif error_s == math.inf:
+                raise ValueError(f"pacing error must be finite, got {error_s!r}")
+            else:
+                k = int((_log10(error_s) + 6.0) * 20.0)  # -LOG10_LO, PER_DECADE
+                i = self._ZERO + 1 + (k if k < self._N_SIDE else self._N_SIDE - 1)
+        elif error_s > -1e-6:
+            i = self._ZERO
+        elif error_s > -math.inf:
+            k = int((_log10(-error_s) + 6.0) * 20.0)
+            i = self._ZERO - 1 - (k if k < self._N_SIDE else self._N_SIDE - 1)
+        else:  # -inf or NaN (NaN fails every comparison above)
             raise ValueError(f"pacing error must be finite, got {error_s!r}")
-        self._counts[self._index(error_s)] += 1
+        self._counts[i] += 1
         self._count += 1
         self._sum += error_s
-        self._min = min(self._min, error_s)
-        self._max = max(self._max, error_s)
+        if error_s < self._min:
+            self._min = error_s
+        if error_s > self._max:
+            self._max = error_s
 
     def merge(self, other: PacingStats) -> None:
         """Add every value recorded by `other` to these statistics (exact, for aggregation).

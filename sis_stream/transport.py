@@ -41,7 +41,9 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
 import random
+import struct
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -50,6 +52,13 @@ from typing import Any, Final, NamedTuple, Protocol
 
 import aiohttp
 from yarl import URL
+
+try:  # the fast audio-frame writer (see _FastWriter); absent -> aiohttp's send_bytes is used
+    from aiohttp._websocket.helpers import websocket_mask as _ws_mask
+    from aiohttp._websocket.writer import WebSocketWriter as _AiohttpWriter
+except ImportError:  # pragma: no cover - other aiohttp layouts
+    _ws_mask = None
+    _AiohttpWriter = None
 
 from .errors import (
     BufferFullError,
@@ -62,7 +71,6 @@ from .errors import (
 from .framing import SILENCE_BYTE, Framer
 from .pacing import Pacer
 from .protocol import (
-    AudioFrame,
     ClientSession,
     ConnectionClosed,
     Ended,
@@ -435,8 +443,15 @@ class EventQueue:
 
 
 class _Sent(NamedTuple):
-    """One frame put on the wire. A tuple of atomic values, so the GC stops tracking it: a
-    thousand streams with full replay rings add no gen-2 collection pauses to the pacing."""
+    """Layout of one frame put on the wire (ring entries are indexed by the constants below).
+
+    The runner stores PLAIN tuples of this layout, not ``_Sent`` instances: the GC untracks an
+    exact tuple of atomic values at its first look, but never a tuple subclass (CPython only
+    untracks ``PyTuple_CheckExact`` objects). As NamedTuples, a thousand streams' rings and time
+    maps pushed ~20,000 tracked objects a second into the oldest generation, and the full
+    collections this triggered (100-200 ms each at N=1000) were the pacing p99. ``_Ring`` and
+    ``_TimeMap`` accept either form.
+    """
 
     data: bytes
     stream_ms: float
@@ -450,13 +465,19 @@ class _Sent(NamedTuple):
 
 
 class _Mapped(NamedTuple):
-    """A frame's place on the connection's clock (no audio bytes: the map only maps times)."""
+    """Layout of a frame's place on the connection's clock (no audio bytes: the map only maps
+    times). Stored as plain tuples, like :class:`_Sent`."""
 
     conn_ms: float
     stream_ms: float
     user_ms: float
     dur_ms: float
     keepalive: bool
+
+
+# field indexes of the _Sent / _Mapped layouts
+_DATA = _CONN = 0
+_STREAM, _USER, _DUR, _KA = 1, 2, 3, 4
 
 
 @dataclass
@@ -484,38 +505,39 @@ class _TimeMap:
     """conn ms -> (user ms, stream ms) through the frames sent on one connection (bounded)."""
 
     def __init__(self, max_entries: int) -> None:
-        self._e: deque[_Mapped] = deque()
+        self._e: deque[tuple[float, float, float, float, bool]] = deque()  # _Mapped layout
         self._max = max_entries
         self._anchor: tuple[float, float, float] | None = None  # conn, user, stream at the cut
         self.conn_pos = 0.0
 
-    def add(self, s: _Sent) -> None:
-        self._e.append(_Mapped(self.conn_pos, s.stream_ms, s.user_ms, s.dur_ms, s.keepalive))
-        self.conn_pos += s.dur_ms
+    def add(self, s: tuple) -> None:
+        """Map the next frame on this connection (``s`` in the :class:`_Sent` layout)."""
+        dur = s[_DUR]
+        self._e.append((self.conn_pos, s[_STREAM], s[_USER], dur, s[_KA]))
+        self.conn_pos += dur
         if len(self._e) > self._max:
             self._cut()
 
     def _cut(self) -> None:
-        s = self._e.popleft()
-        user_dur = 0.0 if s.keepalive else s.dur_ms
-        self._anchor = (s.conn_ms + s.dur_ms, s.user_ms + user_dur, s.stream_ms + s.dur_ms)
+        conn, stream, user, dur, ka = self._e.popleft()
+        self._anchor = (conn + dur, user + (0.0 if ka else dur), stream + dur)
 
     def trim(self, conn_end: float) -> None:
-        while self._e and self._e[0].conn_ms + self._e[0].dur_ms <= conn_end:
+        while self._e and self._e[0][_CONN] + self._e[0][_DUR] <= conn_end:
             self._cut()
 
     def map(self, t: float) -> tuple[float, float]:
-        for s in reversed(self._e):
-            if s.conn_ms <= t:
-                d = min(t - s.conn_ms, s.dur_ms)
-                extra = t - s.conn_ms - d  # past the last frame: extrapolate 1:1
-                return (s.user_ms + (0.0 if s.keepalive else d) + extra, s.stream_ms + d + extra)
+        for conn, stream, user, dur, ka in reversed(self._e):
+            if conn <= t:
+                d = min(t - conn, dur)
+                extra = t - conn - d  # past the last frame: extrapolate 1:1
+                return (user + (0.0 if ka else d) + extra, stream + d + extra)
         if self._anchor is not None:
             c, u, st = self._anchor
             return (u + (t - c), st + (t - c))
         if self._e:
-            s = self._e[0]
-            return (s.user_ms + (t - s.conn_ms), s.stream_ms + (t - s.conn_ms))
+            conn, stream, user = self._e[0][:3]
+            return (user + (t - conn), stream + (t - conn))
         return (t, t)
 
 
@@ -524,33 +546,35 @@ class _Ring:
 
     def __init__(self, cap_ms: float) -> None:
         self.cap_ms = cap_ms
-        self._e: deque[_Sent] = deque()
+        self._e: deque[tuple] = deque()  # _Sent layout
         self.ms = 0.0
         self.dropped_ms = 0.0
 
-    def add(self, s: _Sent) -> None:
+    def add(self, s: tuple) -> None:
+        """Keep frame ``s`` (:class:`_Sent` layout) for replay."""
+        dur = s[_DUR]
         if self.cap_ms <= 0:
-            self.dropped_ms += s.dur_ms
+            self.dropped_ms += dur
             return
         self._e.append(s)
-        self.ms += s.dur_ms
+        self.ms += dur
         while self.ms > self.cap_ms + 1e-9 and self._e:
-            old = self._e.popleft()
-            self.ms -= old.dur_ms
-            self.dropped_ms += old.dur_ms
+            old = self._e.popleft()[_DUR]
+            self.ms -= old
+            self.dropped_ms += old
 
     def trim(self, stream_end: float) -> None:
-        while self._e and self._e[0].stream_ms + self._e[0].dur_ms <= stream_end + 1e-6:
-            self.ms -= self._e.popleft().dur_ms
+        while self._e and self._e[0][_STREAM] + self._e[0][_DUR] <= stream_end + 1e-6:
+            self.ms -= self._e.popleft()[_DUR]
 
     def clear(self) -> None:
         self._e.clear()
         self.ms = 0.0
 
     def start_stream_ms(self, next_stream_ms: float) -> float:
-        return self._e[0].stream_ms if self._e else next_stream_ms
+        return self._e[0][_STREAM] if self._e else next_stream_ms
 
-    def __iter__(self) -> Iterator[_Sent]:
+    def __iter__(self) -> Iterator[tuple]:
         return iter(list(self._e))
 
     def __len__(self) -> int:
@@ -594,13 +618,16 @@ class PacingScheduler:
         # weak: the per-loop cache is keyed weakly by the loop, so no strong path back to it
         self._loop_ref = weakref.ref(loop)
         self.coalesce_s = float(coalesce_s)
-        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._heap: list[tuple[float, int]] = []  # (when, token)
+        self._futs: dict[int, asyncio.Future[None]] = {}  # token -> waiter (wait_until)
+        self._cbs: dict[int, Callable[[int], bool]] = {}  # token -> callback (call_at)
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         #: Loop timers fired and waiters woken so far (wakeups / fires = coalescing factor).
         self.fires = 0
         self.wakeups = 0
+        self._firing = False
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop, coalesce_s: float = 0.001) -> PacingScheduler:
@@ -625,13 +652,44 @@ class PacingScheduler:
         if loop is None:
             raise RuntimeError("PacingScheduler used after its event loop was garbage-collected")
         fut = loop.create_future()
-        heapq.heappush(self._heap, (when, next(self._seq), fut))
-        if when < self._timer_at:
+        self._futs[self._push(loop, when)] = fut
+        return fut
+
+    def call_at(self, when: float, callback: Callable[[int], bool]) -> int:
+        """Call ``callback(token)`` from the shared timer once ``loop.time() >= when - coalesce_s``.
+
+        The callback-driven form of :meth:`wait_until`, for a sender that does its per-frame
+        work synchronously (no task wake-up per frame). It runs inside the timer callback, so
+        it must be short and should not raise (an exception goes to the loop's exception
+        handler); it returns whether it did anything (counted in :attr:`wakeups`). There is
+        no cancel: a caller that no longer wants the call ignores it, by comparing the token
+        (the int returned here) with the one it armed last. A callback that calls
+        :meth:`call_at` again for a time already due runs on the next timer, i.e. after the
+        loop has polled its sockets.
+
+        Returns
+        -------
+        int
+            The token passed to ``callback``.
+        """
+        loop = self._loop_ref()
+        if loop is None:
+            raise RuntimeError("PacingScheduler used after its event loop was garbage-collected")
+        token = self._push(loop, when)
+        self._cbs[token] = callback
+        return token
+
+    def _push(self, loop: asyncio.AbstractEventLoop, when: float) -> int:
+        # Heap entries are (float, int) tuples: the GC untracks them at its first look, so the
+        # per-frame entries of a thousand streams never reach the older generations.
+        token = next(self._seq)
+        heapq.heappush(self._heap, (when, token))
+        if when < self._timer_at and not self._firing:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = when
             self._timer = loop.call_at(when - self.coalesce_s, self._fire)
-        return fut
+        return token
 
     def _fire(self) -> None:
         self._timer = None
@@ -643,16 +701,104 @@ class PacingScheduler:
         heap = self._heap
         horizon = loop.time() + self.coalesce_s
         pop = heapq.heappop
-        woken = 0
+        # Take every due entry first: a callback re-arming for a due time lands in the heap
+        # and runs on the next timer, never in this pass (it cannot starve the loop).
+        due = []
         while heap and heap[0][0] <= horizon:
-            fut = pop(heap)[2]
-            if not fut.done():
-                fut.set_result(None)
-                woken += 1
-        self.wakeups += woken
-        if heap:
-            self._timer_at = heap[0][0]
-            self._timer = loop.call_at(self._timer_at - self.coalesce_s, self._fire)
+            due.append(pop(heap)[1])
+        self._firing = True
+        woken = 0
+        futs, cbs = self._futs, self._cbs
+        try:
+            for token in due:
+                fut = futs.pop(token, None)
+                if fut is not None:
+                    if not fut.done():
+                        fut.set_result(None)
+                        woken += 1
+                    continue
+                try:
+                    if cbs.pop(token)(token):
+                        woken += 1
+                except Exception as exc:  # noqa: BLE001 - one bad callback must not stop the timer
+                    loop.call_exception_handler({"message": "PacingScheduler callback failed",
+                                                 "exception": exc})
+        finally:
+            self._firing = False
+            self.wakeups += woken
+            if heap:
+                self._timer_at = heap[0][0]
+                self._timer = loop.call_at(self._timer_at - self.coalesce_s, self._fire)
+
+
+class _FastWriter:
+    """Writes binary (audio) frames of one aiohttp client websocket straight to its transport.
+
+    aiohttp's ``send_bytes`` is a coroutine per frame (``send_bytes`` -> ``send_frame`` ->
+    ``_write_websocket_frame`` -> ``transport.write``). For an uncompressed, masked client
+    connection the frame is a 4-byte header (for 126..65535 bytes), a 4-byte mask and the
+    masked payload (RFC 6455 §5.2-5.3); built here with aiohttp's own mask helper (C when
+    built) and one ``transport.write``. The masks come from ``os.urandom`` (drawn 4 KiB at a
+    time), as RFC 6455 §10.3 asks for an unpredictable mask.
+
+    Only used when the connection is an aiohttp ``WebSocketWriter`` with masking on and no
+    compression, and only while aiohttp's protocol is not pausing writes (flow control): then
+    the caller falls back to ``await ws.send_bytes`` (which drains). Text frames (START, END)
+    always go through aiohttp.
+    """
+
+    __slots__ = ("_pool", "_pos", "protocol", "transport", "writer")
+
+    _H1 = struct.Struct("!BB").pack
+    _H2 = struct.Struct("!BBH").pack
+    _H3 = struct.Struct("!BBQ").pack
+    _POOL = 4096
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.transport = writer.transport
+        self.protocol = writer.protocol
+        self._pool = b""
+        self._pos = self._POOL
+
+    @classmethod
+    def for_ws(cls, ws: Any) -> _FastWriter | None:
+        """The fast writer of ``ws``, or None when its writer is not the known aiohttp kind."""
+        if _ws_mask is None or _AiohttpWriter is None:
+            return None
+        w = getattr(ws, "_writer", None)
+        if type(w) is not _AiohttpWriter or w.use_mask is not True or w.compress:
+            return None
+        if not isinstance(getattr(w, "transport", None), asyncio.WriteTransport) \
+                or not hasattr(w.protocol, "writing_paused") or not hasattr(w, "_closing"):
+            return None
+        return cls(w)
+
+    def ready(self) -> bool:
+        """Whether :meth:`write` may be used now (writes are not paused by flow control)."""
+        return not self.protocol.writing_paused
+
+    def write(self, payload: bytes) -> bool:
+        """Write one masked binary frame; False when the connection is closing (lost)."""
+        if self.writer._closing or self.transport.is_closing():
+            return False
+        pos = self._pos
+        if pos >= self._POOL:
+            self._pool = os.urandom(self._POOL)
+            pos = 0
+        self._pos = pos + 4
+        mask = self._pool[pos:pos + 4]
+        n = len(payload)
+        if n < 126:
+            head = self._H1(0x82, 0x80 | n)
+        elif n < 65536:
+            head = self._H2(0x82, 0xFE, n)
+        else:
+            head = self._H3(0x82, 0xFF, n)
+        body = bytearray(payload)
+        _ws_mask(mask, body)
+        self.transport.write(head + mask + body)
+        return True
 
 
 # --- the runner ----------------------------------------------------------------------------------
@@ -777,6 +923,12 @@ class StreamRunner:
         self.ready = asyncio.Event()
         self._gated_frame = b""
         self._gated_user_ms = 0.0
+        # fast path (see _pump_fast): direct frame writer of the connection, generation of the
+        # armed scheduler callback (bumped to disarm), the future the send task waits on
+        self._fastw: _FastWriter | None = None
+        self._fast_token = -1  # token of the armed scheduler callback (-1: none)
+        self._fast_cb: Callable[[int], bool] | None = None  # _fast_step while pumping
+        self._fast_fut: asyncio.Future[bool] | None = None
         self.error: BaseException | None = None
         self.trace_id: str | None = None
 
@@ -915,6 +1067,7 @@ class StreamRunner:
 
     async def _run_connection(self, ws: Any) -> str:
         self._ws = ws
+        self._fastw = _FastWriter.for_ws(ws)
         self.stats.connections += 1
         self._session = ClientSession(self.mode)
         self._started = self._loop.create_future()
@@ -938,7 +1091,7 @@ class StreamRunner:
             self._first_connection = False
             for s in self._ring:  # replay
                 self._map.add(s)
-                await self._send_audio(s.data)
+                await self._send_audio(s[_DATA])
             self._starved = True  # the schedule (re)starts with the first frame on this connection
             return await self._send_loop()
         finally:
@@ -959,17 +1112,25 @@ class StreamRunner:
                 self._mark_lost(exc)
 
     async def _send_audio(self, data: bytes) -> bool:
+        """Send one audio frame now (no pacing, no bookkeeping); False if dropped or lost."""
         assert self._session is not None
-        frames = self._session.send(AudioFrame(data))
-        for f in frames:
+        frame = self._session.send_audio(data)
+        if frame is None:
+            return False
+        fw = self._fastw
+        if fw is not None and fw.ready():
+            if not fw.write(frame):
+                self._mark_lost(None)
+                return False
+        else:
             try:
-                await self._ws.send_bytes(f)  # type: ignore[arg-type]
+                await self._ws.send_bytes(frame)  # type: ignore[union-attr]
             except (ConnectionResetError, aiohttp.ClientError) as exc:
                 self._mark_lost(exc)
                 return False
-            self.stats.frames_sent += 1
-            self.stats.bytes_sent += len(f)
-        return bool(frames)
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(frame)
+        return True
 
     def _mark_lost(self, exc: BaseException | None) -> None:
         logger.debug("transport lost: %r", exc)
@@ -1013,24 +1174,8 @@ class StreamRunner:
             if self._lost:
                 return False
         dur = len(data) / self._bytes_per_ms
-        s = _Sent(data, self._stream_pos, user_ms if not keepalive else self._user_pos, dur, keepalive)
-        self._stream_pos += dur
-        self.stats.audio_ms_sent += dur
-        self._ring.add(s)
-        self.stats.ring_dropped_ms = self._ring.dropped_ms
-        self._map.add(s)
-        # _send_audio inlined (one coroutine less per frame on the hot path)
-        ok = False
-        for f in self._session.send(AudioFrame(data)):  # type: ignore[union-attr]
-            try:
-                await self._ws.send_bytes(f)
-            except (ConnectionResetError, aiohttp.ClientError) as exc:
-                self._mark_lost(exc)
-                ok = False
-                break
-            ok = True
-            self.stats.frames_sent += 1
-            self.stats.bytes_sent += len(f)
+        self._record_frame(data, user_ms if not keepalive else self._user_pos, dur, keepalive)
+        ok = await self._send_audio(data)
         now = self._clock()
         if ok and self.pacer is not None:
             self.pacer.sent(now)
@@ -1039,8 +1184,119 @@ class StreamRunner:
         self._last_send_at = now
         return ok
 
+    def _record_frame(self, data: bytes, user_ms: float, dur: float, keepalive: bool) -> None:
+        """Replay ring, time map and counters for a frame about to be sent."""
+        s = (data, self._stream_pos, user_ms, dur, keepalive)  # _Sent layout, a plain tuple
+        self._stream_pos += dur
+        self.stats.audio_ms_sent += dur
+        self._ring.add(s)
+        self.stats.ring_dropped_ms = self._ring.dropped_ms
+        self._map.add(s)
+
+    # -- fast path ---------------------------------------------------------------------------------
+    #
+    # The common case of a paced stream (shared timer, no VAD gate, a plain aiohttp connection
+    # that is not pausing writes, whole frames buffered, nothing else to do) is run without
+    # waking the send task per frame: the task arms a PacingScheduler callback and waits on one
+    # future; the callback sends every frame that is due (the same bookkeeping as _send_one,
+    # the frame written straight to the transport), re-arms itself for the next deadline and
+    # hands back to the task (resolves the future) as soon as anything needs the general loop:
+    # empty framer, lost/ended/error, END with cancel, rollover due, flow control. The task
+    # then runs one iteration of the general loop, which deals with it, and re-enters.
+
+    #: At most this many frames per callback (a catch-up burst then yields to the loop).
+    _FAST_BATCH: Final = 8
+
+    def _fast_possible(self) -> bool:
+        return self._sched is not None and self.gate is None and self._fastw is not None
+
+    async def _pump_fast(self) -> bool:
+        """Run the fast path until it hands back; True when a frame was dropped or lost (the
+        connection is over, as when _send_one returns False)."""
+        fut: asyncio.Future[bool] = self._loop.create_future()
+        self._fast_fut = fut
+        self._fast_token = -1
+        # one bound method per pump, not per frame (dropped afterwards: no runner <-> method cycle)
+        self._fast_cb = self._fast_step
+        self._fast_run()
+        try:
+            return await fut
+        finally:
+            self._fast_token = -1  # disarm a pending callback
+            self._fast_fut = None
+            self._fast_cb = None
+
+    def _fast_step(self, token: int) -> bool:
+        if token != self._fast_token:
+            return False  # stale (disarmed)
+        self._fast_token = -1
+        self._fast_run()
+        return True
+
+    def _fast_run(self) -> None:
+        try:
+            self._fast_send()
+        except BaseException as exc:  # noqa: BLE001 - raised in the send task, like _send_one
+            self._fast_token = -1
+            fut = self._fast_fut
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+
+    def _fast_send(self) -> None:
+        pacer, sched, fw, framer, clock = self.pacer, self._sched, self._fastw, self.framer, self._clock
+        cb = self._fast_cb
+        assert pacer is not None and sched is not None and fw is not None and self._session is not None
+        assert cb is not None
+        ended, rollover_at, bpms = self._ended, self._rollover_at, self._bytes_per_ms
+        failed = False
+        for _ in range(self._FAST_BATCH):
+            now = clock()
+            if self._lost or self.error is not None or self._server_finished \
+                    or (self._end_requested and self._cancel) or (ended is not None and ended.done()) \
+                    or (rollover_at is not None and now >= rollover_at) or not fw.ready() \
+                    or not framer.frames_ready:  # empty: the general loop waits for input
+                break
+            user_ms = self._user_pos
+            if self._starved or (self._last_sent_user_end is not None
+                                 and abs(user_ms - self._last_sent_user_end) > 1e-6):
+                pacer.reanchor(now)  # as in _send_one: no catch-up burst after starvation
+                self._starved = False
+            d = pacer.delay(now)
+            if d > sched.coalesce_s:
+                self._fast_token = sched.call_at(now + d, cb)
+                return
+            data = framer.pop()
+            if data is None:
+                break
+            self._room.set()
+            dur = len(data) / bpms
+            self._user_pos = user_ms + dur
+            self._silence_boundary = False
+            self._record_frame(data, user_ms, dur, False)
+            frame = self._session.send_audio(data)
+            ok = frame is not None and fw.write(frame)
+            now = clock()
+            if ok:
+                self.stats.frames_sent += 1
+                self.stats.bytes_sent += len(frame)  # type: ignore[arg-type]
+                pacer.sent(now)
+            self._last_sent_user_end = user_ms + dur
+            self._last_send_at = now
+            if not ok:
+                if frame is not None:
+                    self._mark_lost(None)
+                failed = True
+                break
+        else:  # batch limit: more frames are due; continue on the next timer
+            self._fast_token = sched.call_at(clock(), cb)
+            return
+        fut = self._fast_fut
+        if fut is not None and not fut.done():
+            fut.set_result(failed)
+
     async def _send_loop(self) -> str:
         self._last_send_at = self._clock()
+        fast_next = True
         while True:
             if self.error is not None:
                 return _DONE
@@ -1057,6 +1313,12 @@ class StreamRunner:
                     return await self._rollover(forced=True)
             if self._end_requested and self._cancel:
                 return await self._finish(cancel=True)
+            if fast_next and self._fast_possible():
+                if await self._pump_fast():
+                    return _LOST
+                fast_next = False  # the next iteration runs the general loop once
+                continue
+            fast_next = True
             self._wakeup.clear()
             frames = self._next_frames()
             if frames == [] and self.keepalive_s is not None and \

@@ -806,6 +806,8 @@ class ClientSession:
         self.frames_sent = 0
         self.bytes_sent = 0
         self.dropped_frames = 0
+        # largest legal audio frame of the config last STARTed (for the send_audio fast path)
+        self._audio_max = -1
 
     @property
     def state(self) -> ClientState:
@@ -860,6 +862,32 @@ class ClientSession:
             self._state = ClientState.ERROR
             raise
 
+    def send_audio(self, data: bytes) -> bytes | None:
+        """The binary frame to write for one audio frame, or None when it is dropped.
+
+        Same rules, errors and counters as ``send(AudioFrame(data))``, without the event
+        object and the list (the per-frame path of a pump sending thousands of frames a
+        second): in STREAMING a legal ``bytes`` frame is checked against the shard maximum
+        cached at START and returned as is; every other case goes through :meth:`send`.
+
+        Returns
+        -------
+        bytes or None
+            ``data`` to write, or None when the frame is dropped (the server already ended
+            the session).
+
+        Raises
+        ------
+        LocalProtocolError, TypeError
+            As :meth:`send`.
+        """
+        if self._state is ClientState.STREAMING and type(data) is bytes and len(data) <= self._audio_max:
+            self.frames_sent += 1
+            self.bytes_sent += len(data)
+            return data
+        out = self.send(AudioFrame(data))
+        return out[0] if out else None  # type: ignore[return-value]
+
     def _send(self, event: object) -> list[str | bytes]:
         if isinstance(event, AudioFrame):
             if self._state is ClientState.STARTING and not self.early_audio:
@@ -881,6 +909,7 @@ class ClientSession:
                                          f"{self.mode.value}")
             self._step(Trigger.SEND_START, LocalProtocolError)
             self._config = event.config
+            self._audio_max = shard_limits(event.config.rate_hz)[1]
             self.trace_id = None
             return [StartCommand(event.config).to_json()]
         if isinstance(event, EndOfStream):
