@@ -1,14 +1,27 @@
 """Pump load: N concurrent real-time 8 kHz u-law streams from one process into a loopback sink.
 
-Ours: the asyncio pump (one event loop, Framer + absolute-deadline Pacer per stream, no threads).
-Anchor: the official SDK's pattern, one thread per stream with ``websocket-client`` and
-``time.sleep(frame)`` after every send (drift accumulates). Both send to the same sink, which runs
-in a separate process on 127.0.0.1 (so the measured CPU is the client's only).
+Ours: the asyncio pump (one event loop, Framer + absolute-deadline Pacer per stream, no threads;
+the shared pacing timer drives the sends, see docs/client.md "Fast path"). Anchor: the official
+SDK's pattern, one thread per stream with ``websocket-client`` and ``time.sleep(frame)`` after
+every send (drift accumulates). Both send to the same sink, which runs in a separate process on
+127.0.0.1 (so the measured CPU is the client's only).
 
-Reported per run: CPU per stream (% of one core, over the streaming phase), RSS growth per stream,
-pacing error p50/p99/max (actual - scheduled send time; the anchor's schedule is the ideal
-``t0 + k * frame``). Load is bounded: ``BENCH_PUMP_N`` (default ``100,500,1000``) streams for
-``BENCH_PUMP_SECONDS`` (default 8) of audio each.
+Pinned cores: on a machine with >= 2 CPUs the client process of every case is pinned to one CPU
+and the sink to another (``os.sched_setaffinity``), so "one core" means one core and the sink
+never competes with the client. ``BENCH_PUMP_PIN=0`` turns pinning off; the output says which.
+
+Reported per run: client CPU in % of ONE core, over the whole run (``CPU total %``: setup of the
+streams excluded, the END handshakes and closes included) and over the steady window (``steady
+%core``: from one frame after the last stream started until one frame before the first one ends,
+so only paced sends), the steady CPU per frame (``us/frame``), RSS growth per stream, pacing error
+p50/p99/max (actual - scheduled send time; the anchor's schedule is the ideal ``t0 + k * frame``),
+full (gen-2) GC collections during the streaming phase and the longest one. The client collects
+its garbage once (``gc.collect()``) after the streams are set up, so the setup's garbage does not
+trigger a full collection inside the measured window; full collections that the streaming itself
+triggers are counted. Load is bounded: ``BENCH_PUMP_N`` (default ``100,500,1000``) streams for
+``BENCH_PUMP_SECONDS`` (default 8) of audio each; ``BENCH_PUMP_KINDS`` (default
+``asyncio,threads``; add ``uvloop`` for the optional uvloop run); ``BENCH_PUMP_FRAMES`` (default
+``100,20``) frame sizes in ms.
 
 Run: ``/work/venv/bin/python -m pytest benchmarks/bench_pump.py -q -s``
 """
@@ -16,6 +29,7 @@ Run: ``/work/venv/bin/python -m pytest benchmarks/bench_pump.py -q -s``
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -37,7 +51,10 @@ from sis_stream.transport import TransportOptions, ws_url
 PROJECT = "benchproject"
 N_LIST = [int(x) for x in os.environ.get("BENCH_PUMP_N", "100,500,1000").split(",")]
 SECONDS = float(os.environ.get("BENCH_PUMP_SECONDS", "8"))
-FRAMES_MS = [100, 20]
+FRAMES_MS = [int(x) for x in os.environ.get("BENCH_PUMP_FRAMES", "100,20").split(",")]
+KINDS = os.environ.get("BENCH_PUMP_KINDS", "asyncio,threads").split(",")
+#: CPUs of the client and the sink (None: not pinned).
+PIN = (0, 1) if os.environ.get("BENCH_PUMP_PIN", "1") != "0" and len(os.sched_getaffinity(0)) >= 2 else None
 CFG = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
 RESULTS: dict[tuple[str, int, int], dict[str, float]] = {}
 SINK_PID = [0]
@@ -57,8 +74,17 @@ def _sink_cpu() -> float:
 # --- the sink (separate process) ------------------------------------------------------------------
 
 
+def _pin(cpu_index: int) -> None:
+    """Pin this process to the ``cpu_index``-th CPU it may run on (no-op when not pinning)."""
+    if PIN is not None:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[PIN[cpu_index]]})
+
+
 def _sink_main() -> None:
     from aiohttp import WSMsgType, web
+
+    _pin(1)
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None, autoping=True)
@@ -105,14 +131,19 @@ def report():
     yield
     if not RESULTS:
         return
-    lines = ["", "pump load (8 kHz u-law, real time, loopback sink in another process)",
-             (f"{'client':<8} {'frame':>5} {'N':>5} {'CPU/stream %core':>16} {'CPU total %':>11} "
-             f"{'RSS/stream KiB':>14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late>10ms %':>11} {'sink CPU %':>10} "
-             f"{'us/frame':>8} {'wall/audio':>10}")]
+    pinned = (f"client pinned to CPU #{PIN[0]}, sink to CPU #{PIN[1]}" if PIN is not None
+              else "NOT pinned (client and sink share the CPUs)")
+    lines = ["", f"pump load (8 kHz u-law, real time, loopback sink in another process; {pinned}; "
+             f"{SECONDS:g} s of audio per stream)",
+             (f"{'client':<8} {'frame':>5} {'N':>5} {'CPU total %':>11} {'steady %core':>12} {'us/frame':>8} "
+              f"{'RSS/stream KiB':>14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late>10ms %':>11} "
+              f"{'gen2 GCs':>8} {'GC max ms':>9} {'sink CPU %':>10} {'wall/audio':>10}")]
     for (kind, fms, n), r in sorted(RESULTS.items()):
-        lines.append(f"{kind:<8} {fms:>4}ms {n:>5} {r['cpu_per_stream_pct']:>16.3f} {r['cpu_total_pct']:>11.1f} "
+        lines.append(f"{kind:<8} {fms:>4}ms {n:>5} {r['cpu_total_pct']:>11.1f} {r.get('steady_cpu_pct', float('nan')):>12.1f} "
+                     f"{r.get('steady_us_per_frame', float('nan')):>8.1f} "
                      f"{r['rss_per_stream_kib']:>14.1f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-                     f"{r['max_ms']:>8.3f} {r['late_pct']:>11.2f} {r['sink_cpu_pct']:>10.1f} {r['us_per_frame']:>8.1f} "
+                     f"{r['max_ms']:>8.3f} {r['late_pct']:>11.2f} {r.get('gen2_collections', float('nan')):>8.0f} "
+                     f"{r.get('gc_max_ms', float('nan')):>9.1f} {r['sink_cpu_pct']:>10.1f} "
                      f"{r['wall_over_audio']:>10.2f}")
     lines.append("ratios (threads / asyncio) at equal N and frame:")
     for (kind, fms, n), r in sorted(RESULTS.items()):
@@ -136,6 +167,49 @@ def _rss_kib() -> float:
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+class _GcWatch:
+    """Full (generation 2) collections and their pause times while installed."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self.at: list[float] = []  # start of each, seconds after the watch was installed
+        self._t = 0.0
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> _GcWatch:
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._cb)
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._t = time.perf_counter()
+            self.at.append(self._t - self._t0)
+        else:
+            self.pauses.append(time.perf_counter() - self._t)
+
+    def update(self, res: dict[str, float]) -> None:
+        res["gen2_collections"] = float(len(self.pauses))
+        res["gc_max_ms"] = 1e3 * max(self.pauses, default=0.0)
+        res["gc_at_s"] = [round(t, 2) for t in self.at]  # type: ignore[assignment]
+
+
+def _steady_window(frame_ms: int) -> tuple[float, float]:
+    """Offsets (s after the start barrier) of the steady window: every stream is sending."""
+    margin = max(frame_ms / 1000, 0.25)
+    return frame_ms / 1000 + margin, SECONDS - margin
+
+
+def _steady(res: dict[str, float], cpu_s: float, wall_s: float, frames: int) -> None:
+    res["steady_cpu_pct"] = 100 * cpu_s / wall_s if wall_s > 0 else float("nan")
+    res["steady_us_per_frame"] = 1e6 * cpu_s / frames if frames else float("nan")
+    res["steady_frames_per_s"] = frames / wall_s if wall_s > 0 else float("nan")
 
 
 def _summary(kind: str, n: int, frame_ms: int, cpu_s: float, wall_s: float, rss0: float, rss1: float,
@@ -165,7 +239,8 @@ def _summary(kind: str, n: int, frame_ms: int, cpu_s: float, wall_s: float, rss0
 async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> dict[str, float]:
     audio = bytes([0xFF]) * int(8000 * SECONDS)
     rss0 = _rss_kib()
-    ready = asyncio.Event()
+    ready = asyncio.Event()  # every stream started
+    go = asyncio.Event()  # start sending
     started = 0
     opts = TransportOptions(start_timeout_s=60, end_timeout_s=60, connect_timeout_s=60)
     async with RasrClient(url, PROJECT, Token("bench"), options=opts) as client:
@@ -179,7 +254,7 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
                 started += 1
                 if started == n:
                     ready.set()
-                await ready.wait()
+                await go.wait()
                 # streams start at phases spread over one frame (live calls are not aligned)
                 await asyncio.sleep(i / n * frame_ms / 1000)
                 await s.send(audio)
@@ -190,9 +265,18 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
 
         tasks = [asyncio.create_task(one(i)) for i in range(n)]
         await ready.wait()
+        gc.collect()  # the setup's garbage must not trigger a full collection in the window
+        go.set()
+        gcw = _GcWatch().__enter__()
         cpu0, t0, rss1, sink0 = _cpu(), time.perf_counter(), _rss_kib(), _sink_cpu()
+        w0, w1 = _steady_window(frame_ms)
+        await asyncio.sleep(max(0.0, t0 + w0 - time.perf_counter()))
+        c0, f0, a0 = _cpu(), sum(s.stats.frames_sent for s in streams), time.perf_counter()
+        await asyncio.sleep(max(0.0, t0 + w1 - time.perf_counter()))
+        c1, f1, a1 = _cpu(), sum(s.stats.frames_sent for s in streams), time.perf_counter()
         await asyncio.gather(*tasks)
         cpu_s, wall, sink_s = _cpu() - cpu0, time.perf_counter() - t0, _sink_cpu() - sink0
+        gcw.__exit__()
     stats = PacingStats()
     late = total = 0
     for s in streams:
@@ -202,6 +286,8 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
     # late fraction from the merged histogram (count of errors above 10 ms)
     late = sum(1 for q in _quantile_grid(stats) if q > 0.010)
     res = _summary(kind, n, frame_ms, cpu_s, wall, rss0, rss1, stats, int(late * total / 1000), total, sink_s)
+    _steady(res, c1 - c0, a1 - a0, f1 - f0)
+    gcw.update(res)
     try:  # the shared pacing timer (absent in older versions of the client): frames woken per timer
         from sis_stream.transport import PacingScheduler
 
@@ -219,6 +305,8 @@ def _quantile_grid(stats: PacingStats) -> list[float]:
 @pytest.mark.parametrize("frame_ms", FRAMES_MS)
 @pytest.mark.parametrize("n", N_LIST)
 def bench_pump_asyncio(benchmark, sink, n, frame_ms):
+    if "asyncio" not in KINDS:
+        pytest.skip("not in BENCH_PUMP_KINDS")
     benchmark.group = f"pump {frame_ms}ms N={n}"
     res = benchmark.pedantic(_case, args=("asyncio", sink, n, frame_ms), rounds=1, iterations=1)
     benchmark.extra_info.update(res)
@@ -240,6 +328,8 @@ def _case(kind: str, sink: str, n: int, frame_ms: int) -> dict[str, float]:
 @pytest.mark.parametrize("n", N_LIST)
 def bench_pump_uvloop(benchmark, sink, n, frame_ms):
     """The same pump on uvloop (optional: the client is loop-agnostic)."""
+    if "uvloop" not in KINDS:
+        pytest.skip("not in BENCH_PUMP_KINDS")
     pytest.importorskip("uvloop")
     benchmark.group = f"pump {frame_ms}ms N={n}"
     res = benchmark.pedantic(_case, args=("uvloop", sink, n, frame_ms), rounds=1, iterations=1)
@@ -292,11 +382,22 @@ def _run_threads(url: str, n: int, frame_ms: int) -> dict[str, float]:
                for i in range(n)]
     for t in threads:
         t.start()
+    give_up = time.monotonic() + 120
+    while barrier.n_waiting < n and not barrier.broken and time.monotonic() < give_up:
+        time.sleep(0.05)
+    gc.collect()  # as in the asyncio run: the setup's garbage stays out of the window
+    gcw = _GcWatch().__enter__()
     barrier.wait(timeout=120)
     cpu0, t0, rss1, sink0 = _cpu(), time.perf_counter(), _rss_kib(), _sink_cpu()
+    w0, w1 = _steady_window(frame_ms)
+    time.sleep(max(0.0, t0 + w0 - time.perf_counter()))
+    c0, f0, a0 = _cpu(), sum(len(e) for e in errs), time.perf_counter()
+    time.sleep(max(0.0, t0 + w1 - time.perf_counter()))
+    c1, f1, a1 = _cpu(), sum(len(e) for e in errs), time.perf_counter()
     for t in threads:
         t.join()
     cpu_s, wall, sink_s = _cpu() - cpu0, time.perf_counter() - t0, _sink_cpu() - sink0
+    gcw.__exit__()
     stats = PacingStats()
     late = total = 0
     for e in errs:
@@ -309,12 +410,16 @@ def _run_threads(url: str, n: int, frame_ms: int) -> dict[str, float]:
     planned = n * int(SECONDS * 1000 / frame_ms)
     res = _summary("threads", n, frame_ms, cpu_s, wall, rss0, rss1, stats, late, total, sink_s)
     res["sent_pct"] = 100 * total / planned
+    _steady(res, c1 - c0, a1 - a0, f1 - f0)
+    gcw.update(res)
     return res
 
 
 @pytest.mark.parametrize("frame_ms", FRAMES_MS)
 @pytest.mark.parametrize("n", N_LIST)
 def bench_pump_threads(benchmark, sink, n, frame_ms):
+    if "threads" not in KINDS:
+        pytest.skip("not in BENCH_PUMP_KINDS")
     benchmark.group = f"pump {frame_ms}ms N={n}"
     res = benchmark.pedantic(_case, args=("threads", sink, n, frame_ms), rounds=1, iterations=1)
     benchmark.extra_info.update(res)
@@ -325,6 +430,7 @@ if __name__ == "__main__" and "--sink" in sys.argv:
 elif __name__ == "__main__" and "--case" in sys.argv:
     _kind, _url, _n, _fms = sys.argv[2:6]
     SINK_PID[0] = int(os.environ.get("BENCH_PUMP_SINK_PID", "0"))
+    _pin(0)
     if _kind == "asyncio":
         _res = asyncio.run(_run_async(_url, int(_n), int(_fms)))
     elif _kind == "uvloop":
