@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from types import ModuleType
 from typing import Final
 
 import numpy as np
@@ -219,7 +221,7 @@ class StreamResampler:
             self._taps = np.ones((1, 1), np.float32)
             self._k = 1
         else:
-            *pre, self._filter = plan(self.in_rate, self.out_rate, self.quality)
+            *pre, self._filter = plan(self.in_rate, self.out_rate, self.quality, self.dtype)
             self._pre = tuple(_Stage(f) for f in pre)
             self._up, self._down = self._filter.up, self._filter.down
             self._taps = self._filter.taps
@@ -540,3 +542,38 @@ def resample(x: ArrayLike, in_rate: int, out_rate: int, quality: str = "hq") -> 
         raise AudioFormatError(f"expected a mono 1-D signal, got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=dt)
     return StreamResampler(in_rate, out_rate, quality, dt)._oneshot(arr)
+
+
+#: The Python StreamResampler.process (what the compiled front-end hands every other call to).
+_PY_PROCESS: Final = StreamResampler.process
+
+
+def _native_resample() -> ModuleType | None:
+    """The compiled resample kernel module if ``_backend`` selected it at import, else None."""
+    if _backend.NO_EXTENSIONS or "resample" in _backend.NATIVE_IMPORT_ERRORS:
+        return None
+    return _backend.resample
+
+
+def _bind_front_end(native: ModuleType) -> Callable[..., np.ndarray]:
+    """Give the native module the Python method and return its front-end, dressed as the method.
+
+    A Python frame around the native call costs about as much as a 20 ms chunk's arithmetic,
+    so when ``_backend`` selected the compiled kernel at import, ``StreamResampler.process`` is
+    the kernel module's compiled front-end: it runs the hot case (open single-stage stream, 1-D
+    ndarray of the stream's dtype, scratch big enough, ``_backend.resample`` still native) in C
+    and hands every other call to the Python method above, so semantics are the method's.
+    """
+    native._bind_front_ends(_backend.__dict__, native, _PY_PROCESS)
+    front = native._stream_process_front
+    front.__name__ = "process"
+    front.__qualname__ = "StreamResampler.process"
+    front.__module__ = __name__
+    front.__doc__ = _PY_PROCESS.__doc__
+    front.__wrapped__ = _PY_PROCESS  # inspect.signature() and help() show the method's
+    return front
+
+
+if (_native := _native_resample()) is not None:
+    StreamResampler.process = _bind_front_end(_native)  # type: ignore[method-assign]
+del _native
