@@ -66,8 +66,11 @@ cdef extern from *:
             }                                                                                 \
             if (++r == M) { r = 0; q++; }                                                     \
         }                                                                                     \
-        for (int v = 0; v < NV; v++)                                                          \
-            for (int k = 0; k < W; k++) y[c + (j0 + W * v + k) * L] = acc[v][k];             \
+        if (L == 1)  /* one class: its outputs are contiguous, whole-vector stores */          \
+            for (int v = 0; v < NV; v++) memcpy(y + j0 + W * v, &acc[v], sizeof acc[v]);      \
+        else                                                                                  \
+            for (int v = 0; v < NV; v++)                                                      \
+                for (int k = 0; k < W; k++) y[c + (j0 + W * v + k) * L] = acc[v][k];         \
     }
     SIS_RS_DEFINE_BLOCK(sis_rs_block8, sis_rs_v8, 8)
     SIS_RS_DEFINE_BLOCK(sis_rs_block16, sis_rs_v16, 16)
@@ -474,6 +477,7 @@ cdef int _process(object ox, object oo, _Arr* ax, _Arr* at, _Arr* ah, _Arr* as_,
     cdef Py_ssize_t n_in, K, H, n_out, nb, last, k, clips = 0
     cdef float* buf
     cdef float* y
+    cdef float* yo
     cdef const float* taps
     cdef const int16_t* xi
     cdef const float* xf
@@ -537,16 +541,17 @@ cdef int _process(object ox, object oo, _Arr* ax, _Arr* at, _Arr* ah, _Arr* as_,
         elif n_in > 0:
             memcpy(buf + H, xf, n_in * sizeof(float))
         if n_out > 0:
+            # float32 output is computed in place (yo = out); int16 goes through y and the
+            # rounding store. The de-interleaved streams sit after y in scratch either way.
+            yo = <float*>ao.data if ko == b'f' else y
             if _ISA_LEVEL == 2:
-                sis_rs_run_avx512(taps, K, buf, nb, y + n_out, phase, up, down, y, n_out)
+                sis_rs_run_avx512(taps, K, buf, nb, y + n_out, phase, up, down, yo, n_out)
             elif _ISA_LEVEL == 1:
-                sis_rs_run_avx2(taps, K, buf, nb, y + n_out, phase, up, down, y, n_out)
+                sis_rs_run_avx2(taps, K, buf, nb, y + n_out, phase, up, down, yo, n_out)
             else:
-                sis_rs_run_generic(taps, K, buf, nb, y + n_out, phase, up, down, y, n_out)
+                sis_rs_run_generic(taps, K, buf, nb, y + n_out, phase, up, down, yo, n_out)
             if ko == b'h':
                 clips = sis_rs_store_i16(y, <int16_t*>ao.data, n_out)
-            else:
-                memcpy(ao.data, y, n_out * sizeof(float))
         if H > 0:
             memcpy(ah.data, buf + n_in, H * sizeof(float))  # the last K - 1 samples of buf
     clips_out[0] = clips
@@ -602,8 +607,8 @@ cdef inline int _arg(object obj, _Arr* a, Py_buffer* view, bint* held, bint writ
 # A 20 ms chunk's arithmetic (~1.5 us) is about what the Python frame of StreamResampler.process
 # costs around it (attribute traffic, np.empty, argument tuples). sis_stream.resample binds this
 # as StreamResampler.process when _backend selected this module at import. It handles only the
-# hot case in C: a 1-D ndarray of the stream's dtype on an open single-stage stream (``_fast``)
-# whose scratch is already big enough, while ``_backend.resample`` is still this module (one dict
+# hot case in C: a 1-D contiguous ndarray of the stream's dtype on an open single-stage stream
+# (``_fast``) whose scratch is big enough, while ``_backend.resample`` is still this module (one dict
 # look-up, so the test fixture that swaps in the reference kernel reaches it through the Python
 # method). Everything else, including every error, is handed unchanged to the Python method
 # registered with _bind_front_ends, which owns all validation and messages. The state stays in
@@ -635,27 +640,28 @@ def _stream_process_front(self, chunk):
     cdef Py_ssize_t n, phase, up, down, span, n_out, new_phase, clips
     cdef cnp.npy_intp dims[1]
     cdef cnp.ndarray arr, out
-    cdef object dt
-    if type(chunk) is not cnp.ndarray or not _native_selected() or self._fast is not True:
+    cdef object fast
+    cdef tuple kargs
+    if type(chunk) is not cnp.ndarray or not _native_selected():
         return _py_process(self, chunk)
     arr = <cnp.ndarray>chunk
-    dt = self.dtype
-    if <object>cnp.PyArray_DESCR(arr) is not dt or cnp.PyArray_NDIM(arr) != 1:
+    fast = self._fast  # the stream's dtype on an open single-stage stream, else None
+    if <object>cnp.PyArray_DESCR(arr) is not fast or cnp.PyArray_NDIM(arr) != 1:
         return _py_process(self, chunk)
+    kargs = self._kargs  # (taps, history, scratch, up, down)
     n = cnp.PyArray_DIM(arr, 0)
-    if n > self._cap:  # the Python method grows the scratch buffer
-        return _py_process(self, chunk)
-    phase, up, down = self._phase, self._up, self._down
+    phase = self._phase
+    up = kargs[3]
+    down = kargs[4]
     span = n * up - phase
     n_out = (span + down - 1) // down if span > 0 else 0  # resample._outputs_available
     dims[0] = n_out
     out = cnp.PyArray_EMPTY(1, dims, cnp.PyArray_TYPE(arr), 0)
     try:
-        _run(chunk, self._taps, self._history, self._scratch, phase, up, down, out,
-             &new_phase, &clips)
+        _run(chunk, kargs[0], kargs[1], kargs[2], phase, up, down, out, &new_phase, &clips)
     except (TypeError, ValueError):
-        # The kernel checks everything before it touches any state: the Python method
-        # diagnoses (non-contiguous chunks, say) with its own messages.
+        # The kernel checks everything before it touches any state: the Python method grows
+        # the scratch for a longer chunk, copies a non-contiguous one, or diagnoses.
         return _py_process(self, chunk)
     self._phase = new_phase
     self._n_in += n

@@ -193,6 +193,7 @@ class StreamResampler:
         "_clips",
         "_closed",
         "_fast",
+        "_kargs",
     )
 
     def __init__(
@@ -229,6 +230,8 @@ class StreamResampler:
         self._history = np.zeros(self._k - 1, np.float32)
         self._scratch = np.empty(0, np.float32)
         self._cap = -1  # longest chunk the scratch buffer is sized for
+        # The kernel's fixed arguments in one tuple (one attribute read on the hot path).
+        self._kargs = (self._taps, self._history, self._scratch, self._up, self._down)
         self.reset()
 
     # -- stream verbs -------------------------------------------------------------------------
@@ -261,7 +264,7 @@ class StreamResampler:
         # no cascade) and the dtype identity; every other check is left to the kernel (it
         # rejects non-1-D and non-contiguous buffers before touching any state, and
         # _process_full diagnoses). Everything else takes the full path.
-        if self._fast and type(chunk) is np.ndarray and chunk.dtype is self.dtype:
+        if type(chunk) is np.ndarray and chunk.dtype is self._fast:
             try:
                 n = len(chunk)
                 phase, up, down = self._phase, self._up, self._down
@@ -336,7 +339,7 @@ class StreamResampler:
         if self._closed:
             raise StreamClosedError("flush() after flush(); call reset() to start a new stream")
         self._closed = True
-        self._fast = False
+        self._fast = None
         remaining = output_length(self._n_in, self.in_rate, self.out_rate) - self._n_out
         if remaining <= 0 or self._passthrough:
             return np.empty(0, self.dtype)
@@ -368,8 +371,9 @@ class StreamResampler:
         self._n_out = 0
         self._clips = 0
         self._closed = False
-        # process() hot path: open, a real single-stage conversion
-        self._fast = not self._passthrough and not self._pre
+        # process() hot path: open, a real single-stage conversion; holds the dtype chunks must
+        # have (one identity test), else None
+        self._fast = None if self._passthrough or self._pre else self.dtype
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -455,6 +459,7 @@ class StreamResampler:
         need = _backend.resample.scratch_length(cap, self._k, self._down, n_out_max)
         self._scratch = np.empty(need, np.float32)
         self._cap = cap
+        self._kargs = (self._taps, self._history, self._scratch, self._up, self._down)
 
     def _run(self, chunk: np.ndarray, out: np.ndarray) -> None:
         # One kernel call producing exactly len(out) outputs (<= available).
