@@ -21,7 +21,8 @@ trigger a full collection inside the measured window; full collections that the 
 triggers are counted. Load is bounded: ``BENCH_PUMP_N`` (default ``100,500,1000``) streams for
 ``BENCH_PUMP_SECONDS`` (default 8) of audio each; ``BENCH_PUMP_KINDS`` (default
 ``asyncio,threads``; add ``uvloop`` for the optional uvloop run); ``BENCH_PUMP_FRAMES`` (default
-``100,20``) frame sizes in ms.
+``100,20``) frame sizes in ms; ``BENCH_PUMP_COALESCE_S`` the pacing timer's coalescing window
+(default 0.001 s, the library default).
 
 Run: ``/work/venv/bin/python -m pytest benchmarks/bench_pump.py -q -s``
 """
@@ -52,6 +53,8 @@ PROJECT = "benchproject"
 N_LIST = [int(x) for x in os.environ.get("BENCH_PUMP_N", "100,500,1000").split(",")]
 SECONDS = float(os.environ.get("BENCH_PUMP_SECONDS", "8"))
 FRAMES_MS = [int(x) for x in os.environ.get("BENCH_PUMP_FRAMES", "100,20").split(",")]
+#: ``TransportOptions.pacing_coalesce_s`` of the asyncio client (default: the library default).
+COALESCE_S = float(os.environ.get("BENCH_PUMP_COALESCE_S", TransportOptions().pacing_coalesce_s))
 KINDS = os.environ.get("BENCH_PUMP_KINDS", "asyncio,threads").split(",")
 #: CPUs of the client and the sink (None: not pinned).
 PIN = (0, 1) if os.environ.get("BENCH_PUMP_PIN", "1") != "0" and len(os.sched_getaffinity(0)) >= 2 else None
@@ -134,7 +137,7 @@ def report():
     pinned = (f"client pinned to CPU #{PIN[0]}, sink to CPU #{PIN[1]}" if PIN is not None
               else "NOT pinned (client and sink share the CPUs)")
     lines = ["", f"pump load (8 kHz u-law, real time, loopback sink in another process; {pinned}; "
-             f"{SECONDS:g} s of audio per stream)",
+             f"{SECONDS:g} s of audio per stream; pacing_coalesce_s={COALESCE_S:g})",
              (f"{'client':<8} {'frame':>5} {'N':>5} {'CPU total %':>11} {'steady %core':>12} {'us/frame':>8} "
               f"{'RSS/stream KiB':>14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late>10ms %':>11} "
               f"{'gen2 GCs':>8} {'GC max ms':>9} {'sink CPU %':>10} {'wall/audio':>10}")]
@@ -242,7 +245,7 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
     ready = asyncio.Event()  # every stream started
     go = asyncio.Event()  # start sending
     started = 0
-    opts = TransportOptions(start_timeout_s=60, end_timeout_s=60, connect_timeout_s=60)
+    opts = TransportOptions(start_timeout_s=60, end_timeout_s=60, connect_timeout_s=60, pacing_coalesce_s=COALESCE_S)
     async with RasrClient(url, PROJECT, Token("bench"), options=opts) as client:
         streams = []
 

@@ -593,12 +593,19 @@ class PacingScheduler:
     deadlines (absolute, from each stream's :class:`~sis_stream.pacing.Pacer`: the schedule
     stays drift-free) go into one heap of plain tuples, and a single loop timer is armed for the
     earliest one. When it fires, every waiter due within ``coalesce_s`` is woken in the same
-    loop iteration, so 1000 streams with phases spread over a frame need at most one timer per
+    loop iteration, and the timer fires at most once per ``coalesce_s`` window (the next fire
+    is at the earliest deadline minus ``coalesce_s``, but not before the end of the window just
+    served), so 1000 streams with phases spread over a frame need at most one loop wake-up per
     ``coalesce_s`` instead of 1000 per frame. A waiter is never woken late by the coalescing,
     and at most ``coalesce_s`` early.
 
+    Two kinds of waiters: :meth:`wait_until` (a future for a task to await) and :meth:`call_at`
+    (a callback run from the timer, used by the stream runner's fast path, which sends its due
+    frames right there without waking its task). Heap entries are ``(when, token)`` tuples of
+    atomic values, which the GC stops tracking at once.
+
     The heap is bounded by the number of waiting streams (one entry per paced stream; a
-    cancelled waiter's entry leaves the heap when its deadline passes). Use
+    cancelled or disarmed waiter's entry leaves the heap when its deadline passes). Use
     :meth:`for_loop` to get the loop's shared instance.
 
     Parameters
@@ -699,7 +706,8 @@ class PacingScheduler:
             return
         self.fires += 1
         heap = self._heap
-        horizon = loop.time() + self.coalesce_s
+        now = loop.time()
+        horizon = now + self.coalesce_s
         pop = heapq.heappop
         # Take every due entry first: a callback re-arming for a due time lands in the heap
         # and runs on the next timer, never in this pass (it cannot starve the loop).
@@ -727,8 +735,12 @@ class PacingScheduler:
             self._firing = False
             self.wakeups += woken
             if heap:
+                # At most one fire per window: every deadline left is past `horizon`, so firing
+                # again at `horizon` still wakes each before its deadline (never late, at most
+                # coalesce_s early), and dense deadlines (1000 streams) share one loop wake-up
+                # per window instead of one per loop iteration.
                 self._timer_at = heap[0][0]
-                self._timer = loop.call_at(self._timer_at - self.coalesce_s, self._fire)
+                self._timer = loop.call_at(max(self._timer_at - self.coalesce_s, horizon), self._fire)
 
 
 class _FastWriter:
@@ -904,6 +916,7 @@ class StreamRunner:
         self._cancel = False
         self._end_sent = asyncio.Event()
         self._finished = asyncio.Event()
+        self._end_or_finished = asyncio.Event()  # set with _end_sent and with _finished
         self._server_finished = False  # VOICE_END / EXCEEDED_* seen: stop sending audio
         self._session: ClientSession | None = None
         self._ws: Any = None
@@ -978,14 +991,10 @@ class StreamRunner:
             self._end_requested = True
             self._cancel = bool(cancel)
             self._wakeup.set()
-        waiter = asyncio.ensure_future(self._end_sent.wait())
-        fin = asyncio.ensure_future(self._finished.wait())
-        try:
-            await asyncio.wait({waiter, fin}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            fin.cancel()
-            await asyncio.gather(waiter, fin, return_exceptions=True)
+        # One event for "END sent or runner finished" (one future while waiting, instead of two
+        # tasks and asyncio.wait: a thousand streams waiting here for minutes add less garbage
+        # to the GC's oldest generation).
+        await self._end_or_finished.wait()
 
     async def wait_finished(self) -> None:
         """Wait until the supervisor finished."""
@@ -1002,6 +1011,7 @@ class StreamRunner:
                     await t
         await self._close_ws()
         self._finished.set()
+        self._end_or_finished.set()
         self.ready.set()
         self._room.set()
         self.events.close()
@@ -1043,6 +1053,7 @@ class StreamRunner:
             await self._close_ws()
             await self._stop_recv()
             self._finished.set()
+            self._end_or_finished.set()
             self.ready.set()
             self._room.set()
             self.events.close()
@@ -1391,6 +1402,7 @@ class StreamRunner:
         await self._send_text(self._session.send(EndOfStream(cancel=cancel)))
         if not internal:
             self._end_sent.set()
+            self._end_or_finished.set()
         if self._lost:
             return _LOST
         await self._wait_future(self._ended, self.options.end_timeout_s, "END")
