@@ -574,3 +574,37 @@ def test_int16_and_float32_designs():
     assert StreamResampler(8000, 16000).taps_per_phase == design(8000, 16000, "hq",
                                                                  np.int16).taps_per_phase
     assert design(8000, 16000, "telephony", np.int16) is design(8000, 16000, "telephony")
+
+
+@pytest.mark.skipif(_backend.NO_EXTENSIONS, reason="SIS_STREAM_NO_EXTENSIONS=1: native not used")
+def test_every_isa_variant_streams_exactly():
+    # Each compiled inner-loop variant this CPU can run: stream == one-shot bit for bit (20 ms
+    # and odd chunks), AVX2+FMA == AVX-512 bit for bit (both fuse every multiply-add), the
+    # baseline (separate multiply and add) within one int16 step / float rounding.
+    native = _backend.load("native").resample
+    top = native._set_isa_for_test(0)
+    native._set_isa_for_test(top)
+    with pytest.raises(ValueError, match="ISA level must be 0"):
+        native._set_isa_for_test(top + 1)
+    results = {}
+    try:
+        for level in range(top + 1):
+            native._set_isa_for_test(level)
+            for pair in [(8000, 16000), (16000, 8000), (48000, 16000), (11025, 8000)]:
+                for dtype in (np.int16, np.float32):
+                    x = _signal(pair[0] // 5, pair[0], dtype, seed=8)
+                    one = resample(x, *pair)
+                    for chunk in (pair[0] // 50, 7):
+                        np.testing.assert_array_equal(
+                            _stream(StreamResampler(*pair, dtype=dtype), x, chunk), one)
+                    results[level, pair, np.dtype(dtype).name] = one
+    finally:
+        native._set_isa_for_test(top)
+    for (level, pair, dt), y in results.items():
+        ref = results[top, pair, dt].astype(np.float64)
+        if level >= 1:
+            np.testing.assert_array_equal(y, results[top, pair, dt])
+        elif dt == "int16":
+            assert np.max(np.abs(y - ref)) <= 1
+        else:
+            np.testing.assert_allclose(y, ref, rtol=0, atol=F32_ATOL)  # full scale 1.0
