@@ -392,6 +392,93 @@ cdef extern from *:
     #endif
         for (; k < n; k++) buf[k] = (float)x[k];
     }
+    /* The same four conversions with AVX2 (8 or 16 samples a step where the SSE2 versions
+       above do 4 or 8): with the arithmetic at ~1 us, the int16 load and the rounding /
+       interleaving store were ~10 % of a 20 ms call. Identical results: the same clamp
+       (min then max, NaN -> 32767 as with SSE), cvtps2dq's round half to even, the same
+       saturation count; the scalar tails are the SSE2 versions'. Chosen with ISA level >= 1. */
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    #include <immintrin.h>
+    #define SIS_RS_AVX2 __attribute__((target("avx2,fma")))
+    SIS_RS_AVX2 static inline Py_ssize_t sis_rs_store16_i16_avx2(__m256 a, __m256 b,
+                                                                 int16_t *dst) {
+        const __m256 hi = _mm256_set1_ps(32767.0f), lo = _mm256_set1_ps(-32768.0f);
+        const __m256 hi_clip = _mm256_set1_ps(32767.5f), lo_clip = _mm256_set1_ps(-32768.5f);
+        Py_ssize_t clips = 0;
+        int ma = _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(a, hi_clip, _CMP_GE_OQ),
+                                                 _mm256_cmp_ps(a, lo_clip, _CMP_LT_OQ)));
+        int mb = _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(b, hi_clip, _CMP_GE_OQ),
+                                                 _mm256_cmp_ps(b, lo_clip, _CMP_LT_OQ)));
+        if (ma | mb) clips = __builtin_popcount(ma) + __builtin_popcount(mb);
+        a = _mm256_max_ps(_mm256_min_ps(a, hi), lo);
+        b = _mm256_max_ps(_mm256_min_ps(b, hi), lo);
+        /* packs works per 128-bit half: a0-3 b0-3 | a4-7 b4-7; the permute puts them in order */
+        __m256i p = _mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(b));
+        _mm256_storeu_si256((__m256i *)dst, _mm256_permute4x64_epi64(p, 0xD8));
+        return clips;
+    }
+    SIS_RS_AVX2 static Py_ssize_t sis_rs_store_i16_avx2(const float *y, int16_t *out,
+                                                        Py_ssize_t n) {
+        Py_ssize_t clips = 0, k = 0;
+        for (; k + 16 <= n; k += 16)
+            clips += sis_rs_store16_i16_avx2(_mm256_loadu_ps(y + k), _mm256_loadu_ps(y + k + 8),
+                                             out + k);
+        return clips + sis_rs_store_i16(y + k, out + k, n - k);
+    }
+    /* 8 outputs of each class -> 16 outputs in natural order (two vectors). */
+    #define SIS_RS_ZIP8(va, vb, first, second) do {                                        \
+            const __m256 l_ = _mm256_unpacklo_ps(va, vb);  /* a0 b0 a1 b1 | a4 b4 a5 b5 */  \
+            const __m256 h_ = _mm256_unpackhi_ps(va, vb);  /* a2 b2 a3 b3 | a6 b6 a7 b7 */  \
+            first = _mm256_permute2f128_ps(l_, h_, 0x20);                                  \
+            second = _mm256_permute2f128_ps(l_, h_, 0x31);                                 \
+        } while (0)
+    SIS_RS_AVX2 static Py_ssize_t sis_rs_interleave2_i16_avx2(const float *y, int16_t *out,
+                                                              Py_ssize_t n) {
+        const Py_ssize_t n1 = n / 2;
+        const float *a = y, *b = y + (n + 1) / 2;
+        Py_ssize_t clips = 0, j = 0;
+        for (; j + 8 <= n1; j += 8) {
+            __m256 first, second;
+            SIS_RS_ZIP8(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), first, second);
+            clips += sis_rs_store16_i16_avx2(first, second, out + 2 * j);
+        }
+        for (; j < n1; j++) {
+            clips += sis_rs_store1_i16(a[j], out + 2 * j);
+            clips += sis_rs_store1_i16(b[j], out + 2 * j + 1);
+        }
+        if (n & 1) clips += sis_rs_store1_i16(a[n1], out + 2 * n1);
+        return clips;
+    }
+    SIS_RS_AVX2 static void sis_rs_interleave2_f32_avx2(const float *y, float *out,
+                                                        Py_ssize_t n) {
+        const Py_ssize_t n1 = n / 2;
+        const float *a = y, *b = y + (n + 1) / 2;
+        Py_ssize_t j = 0;
+        for (; j + 8 <= n1; j += 8) {
+            __m256 first, second;
+            SIS_RS_ZIP8(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), first, second);
+            _mm256_storeu_ps(out + 2 * j, first);
+            _mm256_storeu_ps(out + 2 * j + 8, second);
+        }
+        for (; j < n1; j++) {
+            out[2 * j] = a[j];
+            out[2 * j + 1] = b[j];
+        }
+        if (n & 1) out[2 * n1] = a[n1];
+    }
+    SIS_RS_AVX2 static void sis_rs_load_i16_avx2(const int16_t *x, float *buf, Py_ssize_t n) {
+        Py_ssize_t k = 0;
+        for (; k + 8 <= n; k += 8)
+            _mm256_storeu_ps(buf + k, _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(
+                _mm_loadu_si128((const __m128i *)(x + k)))));
+        sis_rs_load_i16(x + k, buf + k, n - k);
+    }
+    #else
+    #define sis_rs_store_i16_avx2 sis_rs_store_i16
+    #define sis_rs_interleave2_i16_avx2 sis_rs_interleave2_i16
+    #define sis_rs_interleave2_f32_avx2 sis_rs_interleave2_f32
+    #define sis_rs_load_i16_avx2 sis_rs_load_i16
+    #endif
     """
     void sis_rs_run_generic(const float* taps, Py_ssize_t K, const float* buf, Py_ssize_t nb,
                             float* streams, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
@@ -406,6 +493,10 @@ cdef extern from *:
     Py_ssize_t sis_rs_store_i16(const float* y, int16_t* out, Py_ssize_t n) noexcept nogil
     Py_ssize_t sis_rs_interleave2_i16(const float* y, int16_t* out, Py_ssize_t n) noexcept nogil
     void sis_rs_interleave2_f32(const float* y, float* out, Py_ssize_t n) noexcept nogil
+    Py_ssize_t sis_rs_store_i16_avx2(const float* y, int16_t* out, Py_ssize_t n) noexcept nogil
+    Py_ssize_t sis_rs_interleave2_i16_avx2(const float* y, int16_t* out, Py_ssize_t n) noexcept nogil
+    void sis_rs_interleave2_f32_avx2(const float* y, float* out, Py_ssize_t n) noexcept nogil
+    void sis_rs_load_i16_avx2(const int16_t* x, float* buf, Py_ssize_t n) noexcept nogil
     void sis_rs_load_i16(const int16_t* x, float* buf, Py_ssize_t n) noexcept nogil
 
 # Chosen once at import: every call in a process uses the same code, so results are reproducible
@@ -536,7 +627,10 @@ cdef Py_ssize_t _compute(char kx, char ko, char* hist, Py_ssize_t H, const int16
     if H > 0:
         memcpy(buf, hist, H * sizeof(float))
     if kx == b'h':
-        sis_rs_load_i16(xi, buf + H, n_in)  # buf[H : H + n_in], H + n_in == nb
+        if _ISA_LEVEL >= 1:
+            sis_rs_load_i16_avx2(xi, buf + H, n_in)  # buf[H : H + n_in], H + n_in == nb
+        else:
+            sis_rs_load_i16(xi, buf + H, n_in)
     elif n_in > 0:
         memcpy(buf + H, xf, n_in * sizeof(float))
     if n_out > 0:
@@ -550,7 +644,15 @@ cdef Py_ssize_t _compute(char kx, char ko, char* hist, Py_ssize_t H, const int16
             sis_rs_run_avx2(taps, K, buf, nb, y + n_out, phase, up, down, yo, n_out)
         else:
             sis_rs_run_generic(taps, K, buf, nb, y + n_out, phase, up, down, yo, n_out)
-        if up == 2:
+        if _ISA_LEVEL >= 1:
+            if up == 2:
+                if ko == b'h':
+                    clips = sis_rs_interleave2_i16_avx2(y, <int16_t*>out, n_out)
+                else:
+                    sis_rs_interleave2_f32_avx2(y, <float*>out, n_out)
+            elif ko == b'h':
+                clips = sis_rs_store_i16_avx2(y, <int16_t*>out, n_out)
+        elif up == 2:
             if ko == b'h':
                 clips = sis_rs_interleave2_i16(y, <int16_t*>out, n_out)
             else:
