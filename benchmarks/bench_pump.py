@@ -13,9 +13,15 @@ never competes with the client. ``BENCH_PUMP_PIN=0`` turns pinning off; the outp
 Reported per run: client CPU in % of ONE core, over the whole run (``CPU total %``: setup of the
 streams excluded, the END handshakes and closes included) and over the steady window (``steady
 %core``: from one frame after the last stream started until one frame before the first one ends,
-so only paced sends), the steady CPU per frame (``us/frame``), RSS growth per stream, pacing error
-p50/p99/max (actual - scheduled send time; the anchor's schedule is the ideal ``t0 + k * frame``),
-full (gen-2) GC collections during the streaming phase and the longest one. The client collects
+so only paced sends), the steady CPU per frame (``us/frame``, and its kernel part), RSS growth per stream, pacing error
+p50/p99/max (actual - scheduled send time; the anchor's schedule is the ideal ``t0 + k * frame``)
+over all frames and over the frames of the steady window (``steady p50/p99/max``: bucket centres
+of the pacing histogram, so about 6 % resolution; the whole-run figures also contain the start
+and the end of 1000 streams that all begin within one frame and all end within one frame),
+full (gen-2) GC collections during the streaming phase and the longest one, and how shared
+the box was (``load1``: 1-minute load average at the end of the window; ``preempt/s``: the
+client's involuntary context switches per second in the window; pinning keeps the sink off the
+client's core, not other users' processes). The client collects
 its garbage once (``gc.collect()``) after the streams are set up, so the setup's garbage does not
 trigger a full collection inside the measured window; full collections that the streaming itself
 triggers are counted. Load is bounded: ``BENCH_PUMP_N`` (default ``100,500,1000``) streams for
@@ -32,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import math
 import os
 import resource
 import subprocess
@@ -136,18 +143,23 @@ def report():
         return
     pinned = (f"client pinned to CPU #{PIN[0]}, sink to CPU #{PIN[1]}" if PIN is not None
               else "NOT pinned (client and sink share the CPUs)")
-    lines = ["", f"pump load (8 kHz u-law, real time, loopback sink in another process; {pinned}; "
-             f"{SECONDS:g} s of audio per stream; pacing_coalesce_s={COALESCE_S:g})",
-             (f"{'client':<8} {'frame':>5} {'N':>5} {'CPU total %':>11} {'steady %core':>12} {'us/frame':>8} "
+    lines = ["", (f"pump load (8 kHz u-law, real time, loopback sink in another process; {pinned}; "
+                  f"{SECONDS:g} s of audio per stream; pacing_coalesce_s={COALESCE_S:g})"),
+             (f"{'client':<8} {'frame':>5} {'N':>5} {'CPU total %':>11} {'steady %core':>12} {'us/frame':>8} {'(kernel)':>8} "
               f"{'RSS/stream KiB':>14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late>10ms %':>11} "
-              f"{'gen2 GCs':>8} {'GC max ms':>9} {'sink CPU %':>10} {'wall/audio':>10}")]
+              f"{'steady p50':>10} {'steady p99':>10} {'steady max':>10} "
+              f"{'gen2 GCs':>8} {'GC max ms':>9} {'sink CPU %':>10} {'wall/audio':>10} {'load1':>5} {'preempt/s':>9}")]
     for (kind, fms, n), r in sorted(RESULTS.items()):
         lines.append(f"{kind:<8} {fms:>4}ms {n:>5} {r['cpu_total_pct']:>11.1f} {r.get('steady_cpu_pct', float('nan')):>12.1f} "
                      f"{r.get('steady_us_per_frame', float('nan')):>8.1f} "
+                     f"{r.get('steady_sys_us_per_frame', float('nan')):>8.1f} "
                      f"{r['rss_per_stream_kib']:>14.1f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-                     f"{r['max_ms']:>8.3f} {r['late_pct']:>11.2f} {r.get('gen2_collections', float('nan')):>8.0f} "
+                     f"{r['max_ms']:>8.3f} {r['late_pct']:>11.2f} {r.get('steady_p50_ms', float('nan')):>10.3f} "
+                     f"{r.get('steady_p99_ms', float('nan')):>10.3f} {r.get('steady_max_ms', float('nan')):>10.3f} "
+                     f"{r.get('gen2_collections', float('nan')):>8.0f} "
                      f"{r.get('gc_max_ms', float('nan')):>9.1f} {r['sink_cpu_pct']:>10.1f} "
-                     f"{r['wall_over_audio']:>10.2f}")
+                     f"{r['wall_over_audio']:>10.2f} {r.get('loadavg_1m', float('nan')):>5.1f} "
+                     f"{r.get('steady_ivcsw_per_s', float('nan')):>9.0f}")
     lines.append("ratios (threads / asyncio) at equal N and frame:")
     for (kind, fms, n), r in sorted(RESULTS.items()):
         t = RESULTS.get(("threads", fms, n))
@@ -181,7 +193,7 @@ class _GcWatch:
         self._t = 0.0
         self._t0 = time.perf_counter()
 
-    def __enter__(self) -> _GcWatch:
+    def __enter__(self) -> _GcWatch:  # noqa: PYI034 - typing.Self needs Python 3.11
         gc.callbacks.append(self._cb)
         return self
 
@@ -209,9 +221,46 @@ def _steady_window(frame_ms: int) -> tuple[float, float]:
     return frame_ms / 1000 + margin, SECONDS - margin
 
 
-def _steady(res: dict[str, float], cpu_s: float, wall_s: float, frames: int) -> None:
+def _merged(stats: list[PacingStats]) -> PacingStats:
+    out = PacingStats()
+    for st in stats:
+        out.merge(st)
+    return out
+
+
+def _window_pacing(res: dict[str, float], before: PacingStats, after: PacingStats) -> None:
+    """Pacing quantiles of the frames sent in the steady window (histogram difference)."""
+    w = PacingStats()
+    for i, (a, b) in enumerate(zip(after._counts, before._counts)):
+        w._counts[i] = a - b
+    w._count = after.count - before.count
+    w._min, w._max = -math.inf, math.inf  # quantiles are bucket centres
+    top = max((i for i, c in enumerate(w._counts) if c), default=None)
+    res["steady_p50_ms"] = 1e3 * w.p50 if w.count else math.nan
+    res["steady_p99_ms"] = 1e3 * w.p99 if w.count else math.nan
+    res["steady_max_ms"] = 1e3 * w._centre(top) if top is not None else math.nan
+
+
+def _sys_cpu() -> float:
+    """Kernel CPU seconds of this process so far (the socket sends live here)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+def _ivcsw() -> int:
+    """Involuntary context switches of this process so far (preempted: someone else ran)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+
+
+def _steady(res: dict[str, float], cpu_s: float, wall_s: float, frames: int, ivcsw: int = 0,
+            sys_s: float = math.nan) -> None:
+    # Box load during the case: pinning keeps our sink off the client's core, not other
+    # people's processes; the 1-min load average and the client's involuntary context switches
+    # per second in the window show how much the core was shared.
+    res["loadavg_1m"] = os.getloadavg()[0]
+    res["steady_ivcsw_per_s"] = ivcsw / wall_s if wall_s > 0 else float("nan")
     res["steady_cpu_pct"] = 100 * cpu_s / wall_s if wall_s > 0 else float("nan")
     res["steady_us_per_frame"] = 1e6 * cpu_s / frames if frames else float("nan")
+    res["steady_sys_us_per_frame"] = 1e6 * sys_s / frames if frames else float("nan")
     res["steady_frames_per_s"] = frames / wall_s if wall_s > 0 else float("nan")
 
 
@@ -274,9 +323,11 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
         cpu0, t0, rss1, sink0 = _cpu(), time.perf_counter(), _rss_kib(), _sink_cpu()
         w0, w1 = _steady_window(frame_ms)
         await asyncio.sleep(max(0.0, t0 + w0 - time.perf_counter()))
-        c0, f0, a0 = _cpu(), sum(s.stats.frames_sent for s in streams), time.perf_counter()
+        c0, f0, a0, v0, k0 = _cpu(), sum(s.stats.frames_sent for s in streams), time.perf_counter(), _ivcsw(), _sys_cpu()
+        p0 = _merged([s.stats.pacing for s in streams])
         await asyncio.sleep(max(0.0, t0 + w1 - time.perf_counter()))
-        c1, f1, a1 = _cpu(), sum(s.stats.frames_sent for s in streams), time.perf_counter()
+        c1, f1, a1, v1, k1 = _cpu(), sum(s.stats.frames_sent for s in streams), time.perf_counter(), _ivcsw(), _sys_cpu()
+        p1 = _merged([s.stats.pacing for s in streams])
         await asyncio.gather(*tasks)
         cpu_s, wall, sink_s = _cpu() - cpu0, time.perf_counter() - t0, _sink_cpu() - sink0
         gcw.__exit__()
@@ -289,7 +340,8 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
     # late fraction from the merged histogram (count of errors above 10 ms)
     late = sum(1 for q in _quantile_grid(stats) if q > 0.010)
     res = _summary(kind, n, frame_ms, cpu_s, wall, rss0, rss1, stats, int(late * total / 1000), total, sink_s)
-    _steady(res, c1 - c0, a1 - a0, f1 - f0)
+    _steady(res, c1 - c0, a1 - a0, f1 - f0, v1 - v0, k1 - k0)
+    _window_pacing(res, p0, p1)
     gcw.update(res)
     try:  # the shared pacing timer (absent in older versions of the client): frames woken per timer
         from sis_stream.transport import PacingScheduler
@@ -394,9 +446,11 @@ def _run_threads(url: str, n: int, frame_ms: int) -> dict[str, float]:
     cpu0, t0, rss1, sink0 = _cpu(), time.perf_counter(), _rss_kib(), _sink_cpu()
     w0, w1 = _steady_window(frame_ms)
     time.sleep(max(0.0, t0 + w0 - time.perf_counter()))
-    c0, f0, a0 = _cpu(), sum(len(e) for e in errs), time.perf_counter()
+    n0 = [len(e) for e in errs]
+    c0, f0, a0, v0, k0 = _cpu(), sum(n0), time.perf_counter(), _ivcsw(), _sys_cpu()
     time.sleep(max(0.0, t0 + w1 - time.perf_counter()))
-    c1, f1, a1 = _cpu(), sum(len(e) for e in errs), time.perf_counter()
+    n1 = [len(e) for e in errs]
+    c1, f1, a1, v1, k1 = _cpu(), sum(n1), time.perf_counter(), _ivcsw(), _sys_cpu()
     for t in threads:
         t.join()
     cpu_s, wall, sink_s = _cpu() - cpu0, time.perf_counter() - t0, _sink_cpu() - sink0
@@ -413,7 +467,14 @@ def _run_threads(url: str, n: int, frame_ms: int) -> dict[str, float]:
     planned = n * int(SECONDS * 1000 / frame_ms)
     res = _summary("threads", n, frame_ms, cpu_s, wall, rss0, rss1, stats, late, total, sink_s)
     res["sent_pct"] = 100 * total / planned
-    _steady(res, c1 - c0, a1 - a0, f1 - f0)
+    _steady(res, c1 - c0, a1 - a0, f1 - f0, v1 - v0, k1 - k0)
+    before, after = PacingStats(), PacingStats()
+    for e, a, b in zip(errs, n0, n1):
+        for x in e[:b]:
+            after.record(x)
+        for x in e[:a]:
+            before.record(x)
+    _window_pacing(res, before, after)
     gcw.update(res)
     return res
 

@@ -133,9 +133,9 @@ class PacingStats:
         self._counts[i] += 1
         self._count += 1
         self._sum += error_s
-        if error_s < self._min:
+        if error_s < self._min:  # noqa: PLR1730 - no min()/max() call per frame
             self._min = error_s
-        if error_s > self._max:
+        if error_s > self._max:  # noqa: PLR1730
             self._max = error_s
 
     def merge(self, other: PacingStats) -> None:

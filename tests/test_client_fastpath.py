@@ -10,7 +10,15 @@ from test_client_scheduler import _FakeLoop
 
 from sis_stream.client import RasrClient
 from sis_stream.errors import LocalProtocolError
-from sis_stream.protocol import AkSk, AudioFrame, ClientSession, Ended, Mode, StartConfig, StartStream
+from sis_stream.protocol import (
+    AkSk,
+    AudioFrame,
+    ClientSession,
+    Ended,
+    Mode,
+    StartConfig,
+    StartStream,
+)
 from sis_stream.transport import PacingScheduler
 
 U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
@@ -94,16 +102,16 @@ async def test_a_failing_callback_does_not_stop_the_timer():
 async def test_paced_frames_go_out_through_the_fast_path_and_arrive_intact():
     """Real aiohttp client websocket: frames are written by the direct (masked) writer; the
     server (aiohttp, which unmasks and checks the frames) gets every byte in order."""
-    async with FakeSisServer() as srv, RasrClient(srv.url, PROJECT, AkSk(AK, SK)) as c:
-        async with c.stream("continue", U8, frame_ms=20, keepalive_s=None) as s:
-            runner = s._runner  # type: ignore[attr-defined]
-            payload = bytes(range(256)) * 5  # 8 frames of 160 bytes, every byte value
-            await s.send(payload)
-            await asyncio.sleep(0)
-            assert runner._fastw is not None
-            await s.end()
-            async for ev in s:
-                if isinstance(ev, Ended):
-                    break
-            assert s.stats.frames_sent == 8 and s.stats.pacing.count == 8
+    payload = bytes(range(256)) * 5  # 8 frames of 160 bytes, every byte value
+    async with FakeSisServer() as srv, RasrClient(srv.url, PROJECT, AkSk(AK, SK)) as c, \
+            c.stream("continue", U8, frame_ms=20, keepalive_s=None) as s:
+        runner = s._runner  # type: ignore[attr-defined]
+        await s.send(payload)
+        await asyncio.sleep(0)
+        assert runner._fastw is not None
+        await s.end()
+        async for ev in s:
+            if isinstance(ev, Ended):
+                break
+        assert s.stats.frames_sent == 8 and s.stats.pacing.count == 8
     assert srv.connections[0].audio == payload
