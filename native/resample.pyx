@@ -9,6 +9,7 @@ from cpython.buffer cimport (
     PyBuffer_Release,
     PyObject_GetBuffer,
 )
+from cpython cimport array
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.object cimport PyObject
 from libc.string cimport memcpy
@@ -825,6 +826,8 @@ def _stream_process_front(self, chunk):
     cdef cnp.ndarray arr, out
     cdef object fast
     cdef tuple kargs
+    cdef array.array state
+    cdef long long* counters
     if type(chunk) is not cnp.ndarray or not _native_selected():
         return _py_process(self, chunk)
     arr = <cnp.ndarray>chunk
@@ -832,8 +835,12 @@ def _stream_process_front(self, chunk):
     if <object>cnp.PyArray_DESCR(arr) is not fast or cnp.PyArray_NDIM(arr) != 1:
         return _py_process(self, chunk)
     kargs = self._kargs  # (taps, history, scratch, up, down)
+    state = self._state  # int64 [phase, samples in, samples out, clips] (resample._PHASE...)
+    if state.ob_descr.typecode != b'q' or len(state) != 4:
+        raise TypeError("StreamResampler._state must be array('q') of 4 counters")
+    counters = state.data.as_longlongs
     n = cnp.PyArray_DIM(arr, 0)
-    phase = self._phase
+    phase = counters[0]
     up = kargs[3]
     down = kargs[4]
     span = n * up - phase
@@ -846,11 +853,10 @@ def _stream_process_front(self, chunk):
         # The kernel checks everything before it touches any state: the Python method grows
         # the scratch for a longer chunk, copies a non-contiguous one, or diagnoses.
         return _py_process(self, chunk)
-    self._phase = new_phase
-    self._n_in += n
-    self._n_out += n_out
-    if clips:
-        self._clips += clips
+    counters[0] = new_phase
+    counters[1] += n
+    counters[2] += n_out
+    counters[3] += clips
     return out
 
 

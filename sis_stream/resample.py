@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from array import array
 from collections.abc import Callable
 from types import ModuleType
 from typing import Final
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 _INT16: Final = np.dtype(np.int16)
 _FLOAT32: Final = np.dtype(np.float32)
 _DTYPE_ERR: Final = "StreamResampler({}) expects a 1-D numpy.ndarray of dtype {}, got {}"
+# The stream's counters, one int64 array (StreamResampler._state) so that the compiled
+# front-end of process() reads and updates them in place: the next output's up-sampled
+# position relative to the next chunk, input samples, output samples, saturated samples.
+_PHASE, _N_IN, _N_OUT, _CLIPS = range(4)
 #: Input samples per kernel call in the one-shot path (keeps the working set in cache).
 _ONESHOT_BLOCK: Final = 32768
 
@@ -185,12 +190,9 @@ class StreamResampler:
         "_taps",
         "_k",
         "_history",
-        "_phase",
         "_scratch",
         "_cap",
-        "_n_in",
-        "_n_out",
-        "_clips",
+        "_state",
         "_closed",
         "_fast",
         "_kargs",
@@ -265,23 +267,24 @@ class StreamResampler:
         # rejects non-1-D and non-contiguous buffers before touching any state, and
         # _process_full diagnoses). Everything else takes the full path.
         if type(chunk) is np.ndarray and chunk.dtype is self._fast:
+            st = self._state
             try:
                 n = len(chunk)
-                phase, up, down = self._phase, self._up, self._down
+                phase, up, down = st[_PHASE], self._up, self._down
                 span = n * up - phase
                 n_out = (span + down - 1) // down if span > 0 else 0  # _outputs_available
                 out = np.empty(n_out, self.dtype)
                 if n > self._cap:
                     self._grow(n)
-                _, self._phase, clips = _backend.resample.polyphase_process(
+                _, st[_PHASE], clips = _backend.resample.polyphase_process(
                     chunk, self._taps, self._history, self._scratch, phase, up, down, out
                 )
             except (TypeError, ValueError):
                 return self._process_full(chunk)
-            self._n_in += n
-            self._n_out += n_out
+            st[_N_IN] += n
+            st[_N_OUT] += n_out
             if clips:
-                self._clips += clips
+                st[_CLIPS] += clips
             return out
         return self._process_full(chunk)
 
@@ -302,23 +305,24 @@ class StreamResampler:
         try:
             # The kernel validates before it touches any state: a chunk the first stage
             # refuses (non-contiguous) changes nothing and goes to _process_odd.
-            for st in self._pre:
-                x = st.run(x)
-            phase, up, down = self._phase, self._up, self._down
+            for stage in self._pre:
+                x = stage.run(x)
+            state = self._state
+            phase, up, down = state[_PHASE], self._up, self._down
             span = len(x) * up - phase
             n_out = (span + down - 1) // down if span > 0 else 0  # _outputs_available, inlined
             out = np.empty(n_out, dt)
             if len(x) > self._cap:
                 self._grow(len(x))
-            _, self._phase, clips = _backend.resample.polyphase_process(
+            _, state[_PHASE], clips = _backend.resample.polyphase_process(
                 x, self._taps, self._history, self._scratch, phase, up, down, out
             )
         except ValueError:
             return self._process_odd(chunk)
-        self._n_in += n
-        self._n_out += n_out
+        state[_N_IN] += n
+        state[_N_OUT] += n_out
         if clips:
-            self._clips += clips
+            state[_CLIPS] += clips
         return out
 
     def flush(self) -> np.ndarray:
@@ -340,13 +344,14 @@ class StreamResampler:
             raise StreamClosedError("flush() after flush(); call reset() to start a new stream")
         self._closed = True
         self._fast = None
-        remaining = output_length(self._n_in, self.in_rate, self.out_rate) - self._n_out
+        state = self._state
+        remaining = output_length(state[_N_IN], self.in_rate, self.out_rate) - state[_N_OUT]
         if remaining <= 0 or self._passthrough:
             return np.empty(0, self.dtype)
         # Zeros after the end: just enough for the last output's window, then `out` takes the
         # exact remainder (the kernel computes len(out) outputs). With a cascade, each earlier
         # stage makes exactly the samples the next one needs, from just enough zeros.
-        need = (self._phase + (remaining - 1) * self._down) // self._up + 1
+        need = (state[_PHASE] + (remaining - 1) * self._down) // self._up + 1
         wants: list[int] = []  # outputs each earlier stage must make
         for st in reversed(self._pre):
             wants.insert(0, need)
@@ -356,7 +361,7 @@ class StreamResampler:
             x = st.run(x, want)
         out = np.empty(remaining, self.dtype)
         self._run(x, out)
-        self._n_out += remaining
+        state[_N_OUT] += remaining
         return out
 
     def reset(self) -> None:
@@ -366,10 +371,7 @@ class StreamResampler:
             st.reset()
         # Output 0 sits at the prototype's centre: the up-sampled position `centre` (relative
         # to input sample 0) is what aligns output and input (delay compensation).
-        self._phase = self._filter.centre if self._filter is not None else 0
-        self._n_in = 0
-        self._n_out = 0
-        self._clips = 0
+        self._state = array("q", (self._filter.centre if self._filter is not None else 0, 0, 0, 0))
         self._closed = False
         # process() hot path: open, a real single-stage conversion; holds the dtype chunks must
         # have (one identity test), else None
@@ -393,7 +395,7 @@ class StreamResampler:
     @property
     def clips(self) -> int:
         """Output samples saturated to the int16 range so far (always 0 for float32)."""
-        return self._clips
+        return self._state[_CLIPS]
 
     @property
     def closed(self) -> bool:
@@ -403,12 +405,12 @@ class StreamResampler:
     @property
     def samples_in(self) -> int:
         """Input samples consumed since the last reset."""
-        return self._n_in
+        return self._state[_N_IN]
 
     @property
     def samples_out(self) -> int:
         """Output samples returned since the last reset."""
-        return self._n_out
+        return self._state[_N_OUT]
 
     @property
     def taps_per_phase(self) -> int:
@@ -445,8 +447,8 @@ class StreamResampler:
         if chunk.ndim != 1:
             raise AudioFormatError(f"expected a mono 1-D chunk, got shape {chunk.shape}")
         if self._passthrough:
-            self._n_in += len(chunk)
-            self._n_out += len(chunk)
+            self._state[_N_IN] += len(chunk)
+            self._state[_N_OUT] += len(chunk)
             return np.array(chunk, copy=True)
         if not chunk.flags.c_contiguous:
             return self.process(np.ascontiguousarray(chunk))
@@ -465,11 +467,12 @@ class StreamResampler:
         # One kernel call producing exactly len(out) outputs (<= available).
         if len(chunk) > self._cap:
             self._grow(len(chunk))
-        _, self._phase, clips = _backend.resample.polyphase_process(
-            chunk, self._taps, self._history, self._scratch, self._phase, self._up, self._down,
-            out,
+        state = self._state
+        _, state[_PHASE], clips = _backend.resample.polyphase_process(
+            chunk, self._taps, self._history, self._scratch, state[_PHASE], self._up,
+            self._down, out,
         )
-        self._clips += clips
+        state[_CLIPS] += clips
 
     def _oneshot(self, x: np.ndarray) -> np.ndarray:
         # Whole signal into one preallocated output, block by block, then the flush tail.
@@ -487,11 +490,11 @@ class StreamResampler:
         pos = 0
         for lo in range(0, len(x), _ONESHOT_BLOCK):
             block = x[lo : lo + _ONESHOT_BLOCK]
-            n_out = _outputs_available(len(block), self._phase, self._up, self._down)
-            self._n_in += len(block)
+            n_out = _outputs_available(len(block), self._state[_PHASE], self._up, self._down)
+            self._state[_N_IN] += len(block)
             self._run(block, y[pos : pos + n_out])
             pos += n_out
-        self._n_out = pos
+        self._state[_N_OUT] = pos
         y[pos:] = self.flush()
         return y
 
