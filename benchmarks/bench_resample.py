@@ -221,7 +221,7 @@ def _profile_call(pair: tuple[int, int]) -> tuple[int, dict[str, float]]:
     for st in stages:
         if st is rs:
             f, hist, scratch = rs._filter, rs._history.copy(), rs._scratch
-            phase = rs._phase
+            phase = rs._state[0]  # resample._PHASE
             dt_out = np.int16
         else:
             f, hist, scratch, phase, dt_out = st.filter, st.history.copy(), st.scratch, \
@@ -264,8 +264,9 @@ def _profile_call(pair: tuple[int, int]) -> tuple[int, dict[str, float]]:
 def bench_call_profile(capsys):
     # Not a pytest-benchmark timing: where one 20 ms int16 call goes (CPU time, best of 7 runs
     # of 2000 calls each): StreamResampler.process in total, the kernel calls alone (the same
-    # arguments process passes, in steady state), the kernel entry alone (an empty chunk:
-    # argument parsing and the five buffer views), the output allocation, and soxr's call.
+    # arguments process passes, in steady state, through the kernel's Python entry), the
+    # kernel entry alone (an empty chunk: argument parsing and the five array views), the
+    # output allocation, and soxr's call. process() is the compiled front-end when native.
     rows = []
     for pair in PROFILE_PAIRS:
         n_stages, row = _profile_call(pair)

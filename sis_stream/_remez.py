@@ -27,7 +27,9 @@ def _interp(xk: np.ndarray, ck: np.ndarray, wk: np.ndarray, x: np.ndarray) -> np
     hit = d == 0.0
     d[hit] = 1.0
     t = wk / d
-    y = (t @ ck) / t.sum(axis=1)
+    # einsum's own loop, not BLAS: a BLAS call here wakes OpenBLAS's thread pool, whose
+    # threads then spin on the other core for a while after every design
+    y = np.einsum("ij,j->i", t, ck) / t.sum(axis=1)
     rows, cols = np.nonzero(hit)
     y[rows] = ck[cols]
     return y
@@ -157,12 +159,14 @@ def remez_type1(
         ext = new
         if converged:
             break
-    # Frequency response A(w) = sum_k a_k cos(k w) sampled at n + 1 uniform frequencies, then
-    # solved for the cosine coefficients; h is the symmetric impulse response.
-    w_s = np.pi * np.arange(n + 1) / n
-    a_s = _interp(xe[:-1], ce[:-1], wk, np.cos(w_s))
-    basis = np.cos(np.outer(w_s, np.arange(n + 1)))
-    coef = np.linalg.solve(basis, a_s)
+    # Frequency response A(w) = sum_k a_k cos(k w) sampled at w_m = pi m / n, m = 0..n, then
+    # the cosine coefficients by the inverse DCT-I (endpoints half-weighted on both sides);
+    # h is the symmetric impulse response.
+    m = np.arange(n + 1)
+    a_s = _interp(xe[:-1], ce[:-1], wk, np.cos(np.pi * m / n))
+    half = np.ones(n + 1)
+    half[0] = half[-1] = 0.5
+    coef = (2.0 / n) * (np.cos(np.pi * np.outer(m, m) / n) * (half * a_s)).sum(axis=1) * half
     h = np.empty(numtaps)
     h[n] = coef[0]
     h[n + 1 :] = coef[1:] / 2
