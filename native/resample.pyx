@@ -480,6 +480,24 @@ cdef extern from *:
     #define sis_rs_interleave2_f32_avx2 sis_rs_interleave2_f32
     #define sis_rs_load_i16_avx2 sis_rs_load_i16
     #endif
+    /* After the multiply-adds: y (float32) to out. int16: the rounding store, through the
+       class interleave for L == 2; float32: the interleave for L == 2, else nothing (computed
+       in place). Returns the saturated samples. */
+    static Py_ssize_t sis_rs_store_out(int isa, Py_ssize_t L, int out_i16, const float *y,
+                                       void *out, Py_ssize_t n) {
+        if (L == 2 && out_i16)
+            return isa >= 1 ? sis_rs_interleave2_i16_avx2(y, (int16_t *)out, n)
+                            : sis_rs_interleave2_i16(y, (int16_t *)out, n);
+        if (L == 2) {
+            if (isa >= 1) sis_rs_interleave2_f32_avx2(y, (float *)out, n);
+            else sis_rs_interleave2_f32(y, (float *)out, n);
+            return 0;
+        }
+        if (out_i16)
+            return isa >= 1 ? sis_rs_store_i16_avx2(y, (int16_t *)out, n)
+                            : sis_rs_store_i16(y, (int16_t *)out, n);
+        return 0;
+    }
     """
     void sis_rs_run_generic(const float* taps, Py_ssize_t K, const float* buf, Py_ssize_t nb,
                             float* streams, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
@@ -491,12 +509,8 @@ cdef extern from *:
                            float* streams, Py_ssize_t phase, Py_ssize_t L, Py_ssize_t M,
                            float* y, Py_ssize_t n_out) noexcept nogil
     int sis_rs_isa_level() noexcept nogil
-    Py_ssize_t sis_rs_store_i16(const float* y, int16_t* out, Py_ssize_t n) noexcept nogil
-    Py_ssize_t sis_rs_interleave2_i16(const float* y, int16_t* out, Py_ssize_t n) noexcept nogil
-    void sis_rs_interleave2_f32(const float* y, float* out, Py_ssize_t n) noexcept nogil
-    Py_ssize_t sis_rs_store_i16_avx2(const float* y, int16_t* out, Py_ssize_t n) noexcept nogil
-    Py_ssize_t sis_rs_interleave2_i16_avx2(const float* y, int16_t* out, Py_ssize_t n) noexcept nogil
-    void sis_rs_interleave2_f32_avx2(const float* y, float* out, Py_ssize_t n) noexcept nogil
+    Py_ssize_t sis_rs_store_out(int isa, Py_ssize_t L, int out_i16, const float* y, void* out,
+                                Py_ssize_t n) noexcept nogil
     void sis_rs_load_i16_avx2(const int16_t* x, float* buf, Py_ssize_t n) noexcept nogil
     void sis_rs_load_i16(const int16_t* x, float* buf, Py_ssize_t n) noexcept nogil
 
@@ -645,21 +659,7 @@ cdef Py_ssize_t _compute(char kx, char ko, char* hist, Py_ssize_t H, const int16
             sis_rs_run_avx2(taps, K, buf, nb, y + n_out, phase, up, down, yo, n_out)
         else:
             sis_rs_run_generic(taps, K, buf, nb, y + n_out, phase, up, down, yo, n_out)
-        if _ISA_LEVEL >= 1:
-            if up == 2:
-                if ko == b'h':
-                    clips = sis_rs_interleave2_i16_avx2(y, <int16_t*>out, n_out)
-                else:
-                    sis_rs_interleave2_f32_avx2(y, <float*>out, n_out)
-            elif ko == b'h':
-                clips = sis_rs_store_i16_avx2(y, <int16_t*>out, n_out)
-        elif up == 2:
-            if ko == b'h':
-                clips = sis_rs_interleave2_i16(y, <int16_t*>out, n_out)
-            else:
-                sis_rs_interleave2_f32(y, <float*>out, n_out)
-        elif ko == b'h':
-            clips = sis_rs_store_i16(y, <int16_t*>out, n_out)
+        clips = sis_rs_store_out(_ISA_LEVEL, up, ko == b'h', y, out, n_out)
     if H > 0:
         memcpy(hist, buf + n_in, H * sizeof(float))  # the last K - 1 samples of buf
     return clips

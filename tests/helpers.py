@@ -7,7 +7,7 @@ from typing import Any
 
 from sis_stream.protocol import ClientSession, Mode, ServerSession
 
-__all__ = ["FakeClock", "ConnectionPair", "pcm_silence"]
+__all__ = ["FakeClock", "ConnectionPair", "RecordingProxy", "pcm_silence"]
 
 
 class FakeClock:
@@ -22,6 +22,26 @@ class FakeClock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+
+class RecordingProxy:
+    """Stands in for a kernel module: forwards every attribute of `real`, and appends the name
+    of each function called through it to `calls` (to see which backend a wrapper reached)."""
+
+    def __init__(self, real: Any, calls: list[str]) -> None:
+        self._real = real
+        self._calls = calls
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._real, name)
+        if not callable(attr):
+            return attr
+
+        def record(*args: Any, **kwargs: Any) -> Any:
+            self._calls.append(name)
+            return attr(*args, **kwargs)
+
+        return record
 
 
 def pcm_silence(n_bytes: int) -> bytes:

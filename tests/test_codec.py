@@ -7,6 +7,8 @@ import inspect
 import numpy as np
 import pytest
 
+from helpers import RecordingProxy
+
 from sis_stream import _backend, codec
 from sis_stream.errors import AudioFormatError
 
@@ -292,19 +294,7 @@ def test_swapped_backend_reaches_its_bytes_kernel(backend, monkeypatch, func):
     calls: list[str] = []
     real = backend.g711
 
-    class Spy:
-        def __getattr__(self, name):
-            attr = getattr(real, name)
-            if not callable(attr):
-                return attr
-
-            def spy(*args, **kwargs):
-                calls.append(name)
-                return attr(*args, **kwargs)
-
-            return spy
-
-    monkeypatch.setattr(_backend, "g711", Spy())
+    monkeypatch.setattr(_backend, "g711", RecordingProxy(real, calls))
     data = bytes(range(160)) * 2
     assert getattr(codec, func)(data) == getattr(real, f"{func}_bytes")(data)
     assert calls == [f"{func}_bytes"]

@@ -8,7 +8,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from helpers import RecordingProxy
+
 from sis_stream import _backend
+from sis_stream import resample as resample_mod
 from sis_stream._filters import SUPPORTED_PAIRS, design, plan
 from sis_stream.errors import AudioFormatError, StreamClosedError
 from sis_stream.resample import StreamResampler, _outputs_available, output_length, resample
@@ -424,7 +427,6 @@ def test_cascade_plan_and_alignment(pair):
 
 # -- compiled front-end of StreamResampler.process ----------------------------------------------
 
-from sis_stream import resample as resample_mod  # noqa: E402
 
 
 def test_process_is_compiled_front_end_iff_native_resample():
@@ -481,21 +483,9 @@ def test_swapped_backend_reaches_its_kernel(backend, monkeypatch):
     calls: list[str] = []
     real = backend.resample
 
-    class Spy:
-        def __getattr__(self, name):
-            attr = getattr(real, name)
-            if not callable(attr):
-                return attr
-
-            def spy(*args, **kwargs):
-                calls.append(name)
-                return attr(*args, **kwargs)
-
-            return spy
-
     rs = StreamResampler(8000, 16000)
     rs.process(np.zeros(160, np.int16))  # scratch sized
-    monkeypatch.setattr(_backend, "resample", Spy())
+    monkeypatch.setattr(_backend, "resample", RecordingProxy(real, calls))
     assert len(rs.process(np.zeros(160, np.int16))) == 320
     assert calls == ["polyphase_process"]
 
