@@ -7,7 +7,7 @@ from typing import Any
 
 from sis_stream.protocol import ClientSession, Mode, ServerSession
 
-__all__ = ["FakeClock", "ConnectionPair", "RecordingProxy", "pcm_silence"]
+__all__ = ["ConnectionPair", "FakeClock", "RecordingProxy", "pcm_silence"]
 
 
 class FakeClock:

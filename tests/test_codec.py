@@ -6,7 +6,6 @@ import inspect
 
 import numpy as np
 import pytest
-
 from helpers import RecordingProxy
 
 from sis_stream import _backend, codec

@@ -7,7 +7,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
 from helpers import RecordingProxy
 
 from sis_stream import _backend
