@@ -221,10 +221,14 @@ def _steady_window(frame_ms: int) -> tuple[float, float]:
     return frame_ms / 1000 + margin, SECONDS - margin
 
 
-def _merged(stats: list[PacingStats]) -> PacingStats:
+async def _merged(stats: list[PacingStats]) -> PacingStats:
+    """Merge the streams' histograms, yielding to the loop every 100 streams (a snapshot
+    must not itself delay the paced sends it measures)."""
     out = PacingStats()
-    for st in stats:
+    for i, st in enumerate(stats):
         out.merge(st)
+        if i % 100 == 99:
+            await asyncio.sleep(0)
     return out
 
 
@@ -324,10 +328,10 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
         w0, w1 = _steady_window(frame_ms)
         await asyncio.sleep(max(0.0, t0 + w0 - time.perf_counter()))
         c0, f0, a0, v0, k0 = _cpu(), sum(s.stats.frames_sent for s in streams), time.perf_counter(), _ivcsw(), _sys_cpu()
-        p0 = _merged([s.stats.pacing for s in streams])
+        p0 = await _merged([s.stats.pacing for s in streams])
         await asyncio.sleep(max(0.0, t0 + w1 - time.perf_counter()))
         c1, f1, a1, v1, k1 = _cpu(), sum(s.stats.frames_sent for s in streams), time.perf_counter(), _ivcsw(), _sys_cpu()
-        p1 = _merged([s.stats.pacing for s in streams])
+        p1 = await _merged([s.stats.pacing for s in streams])
         await asyncio.gather(*tasks)
         cpu_s, wall, sink_s = _cpu() - cpu0, time.perf_counter() - t0, _sink_cpu() - sink0
         gcw.__exit__()
