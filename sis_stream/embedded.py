@@ -6,6 +6,7 @@ import contextlib
 import logging
 import secrets
 import socket
+import string
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from .protocol import AccessKeyRecord, AkSk, CredentialStore, Token
+
+_SK_ALPHABET: Final = string.ascii_letters + string.digits
 
 __all__ = ["EMBEDDED_PROJECT_ID", "LOOPBACK", "EmbeddedServer", "embedded_server"]
 
@@ -127,7 +130,11 @@ async def embedded_server(
     if reserved:
         raise ValueError(f"embedded_server chooses {', '.join(sorted(reserved))} itself")
     if auth:
-        creds = AkSk(secrets.token_hex(10).upper(), secrets.token_urlsafe(30))
+        # A fresh key pair shaped like Huawei's (20-character AK, 40-character SK), letters
+        # and digits only: a token_urlsafe SK could start with "-", which a command line then
+        # takes for an option (`--sk -x...`).
+        creds = AkSk(secrets.token_hex(10).upper(),
+                     "".join(secrets.choice(_SK_ALPHABET) for _ in range(40)))
         store = CredentialStore([AccessKeyRecord(creds.ak, creds.sk, EMBEDDED_PROJECT_ID)])
         client_auth: AkSk | Token = creds
     else:

@@ -332,6 +332,15 @@ async def test_remote_endpoint_with_aksk_and_a_rejected_key(
         assert exit_code_for(info.value) == 4
 
 
+async def test_embedded_keys_are_shaped_like_huaweis(registries: Any) -> None:
+    # 20-character AK, 40-character SK of letters and digits: an SK starting with "-" would
+    # be taken for an option on a command line (`--sk -x...`), as happened with token_urlsafe.
+    async with embedded_server(registry=registries["none"]) as srv:
+        ak, sk = srv.auth.ak, srv.auth.sk
+    assert len(ak) == 20 and ak.isalnum()
+    assert len(sk) == 40 and sk.isascii() and sk.isalnum()
+
+
 # --- server errors, usage errors, Ctrl-C ---------------------------------------------------------
 
 
