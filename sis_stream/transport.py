@@ -985,11 +985,19 @@ class StreamRunner:
         """Flush the framer and send END (``cancel`` discards what the server has not decoded).
 
         Returns once END is on the wire (or the stream is already over); iterate the events to
-        get the remaining finals and :class:`Ended`.
+        get the remaining finals and :class:`Ended`. ``end(cancel=True)`` while an earlier
+        ``end()`` is still sending buffered audio turns it into END with cancel: the audio not
+        yet sent is dropped.
         """
         if not self._end_requested:
             self._end_requested = True
             self._cancel = bool(cancel)
+            self._wakeup.set()
+        elif cancel and not self._cancel and not self._end_sent.is_set():
+            # end(cancel=True) while an earlier end() still sends the buffered audio in real
+            # time: drop what is left and send END with cancel instead (once END is on the
+            # wire, it cannot be taken back: the call then just waits).
+            self._cancel = True
             self._wakeup.set()
         # One event for "END sent or runner finished" (one future while waiting, instead of two
         # tasks and asyncio.wait: a thousand streams waiting here for minutes add less garbage

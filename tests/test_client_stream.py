@@ -117,6 +117,23 @@ async def test_cancel_discards_and_ends_with_cancel(server, client):
     assert json.loads(server.connections[0].texts_in[-1]) == {"command": "END", "cancel": "true"}
 
 
+async def test_cancel_overrides_a_pending_end(server, client):
+    # end() waits while 5 s of buffered audio go out in real time; end(cancel=True) meanwhile
+    # drops the rest and sends END with cancel; both calls return, the stream ends CANCEL.
+    async with client.stream("continue", U8, pacing="realtime", max_buffer_ms=10_000) as s:
+        for f in frames(0, 50):
+            await s.send(f)
+        pending = asyncio.create_task(s.end())
+        await asyncio.sleep(0.3)
+        assert not pending.done()
+        await s.end(cancel=True)
+        await pending
+        evs = await collect(s)
+    assert isinstance(evs[-1], Ended) and evs[-1].reason is EndReason.CANCEL
+    assert json.loads(server.connections[0].texts_in[-1]) == {"command": "END", "cancel": "true"}
+    assert 0 < len(server.connections[0].audio) < 50 * FRAME  # the rest was never sent
+
+
 async def test_exception_in_block_cancels_session(server, client):
     with pytest.raises(RuntimeError, match="boom"):
         async with client.stream("continue", U8, pacing=None) as s:

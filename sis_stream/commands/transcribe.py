@@ -77,8 +77,6 @@ DEFAULT_PROPERTY: Final = "english_16k_common"
 _MODES: Final = ("continue", "sentence", "short")
 _REGION_RE: Final = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
 _RATE_RE: Final = re.compile(r"_(8|16)k_")
-#: How often the sender checks that the paced frames it buffered have been sent.
-_DRAIN_POLL_S: Final = 0.05
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -383,12 +381,8 @@ async def stream_audio(
                     if interrupt.is_set() or server_done.is_set():
                         break
                     await stream.send(chunk)
-                # END (without cancel) cannot be turned into END cancel once requested, so hold
-                # it back until the paced frames already buffered are on the wire: a Ctrl-C
-                # meanwhile still cancels.
-                while (stream.framer.frames_ready and not interrupt.is_set()
-                       and not server_done.is_set()):
-                    await asyncio.sleep(_DRAIN_POLL_S)
+                # end() returns once the buffered frames and END are on the wire; a Ctrl-C
+                # meanwhile turns it into END with cancel (the watcher's end(cancel=True)).
                 if not interrupt.is_set():
                     await stream.end()
             except asyncio.CancelledError:
