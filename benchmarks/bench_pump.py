@@ -17,15 +17,18 @@ so only paced sends), the steady CPU per frame (``us/frame``, and its kernel par
 p50/p99/max (actual - scheduled send time; the anchor's schedule is the ideal ``t0 + k * frame``)
 over all frames and over the frames of the steady window (``steady p50/p99/max``: bucket centres
 of the pacing histogram, so about 6 % resolution; the whole-run figures also contain the start
-and the end of 1000 streams that all begin within one frame and all end within one frame),
+of N streams that all begin within one frame, and their ends),
 full (gen-2) GC collections during the streaming phase and the longest one, and how shared
 the box was (``load1``: 1-minute load average at the end of the window; ``preempt/s``: the
 client's involuntary context switches per second in the window; pinning keeps the sink off the
 client's core, not other users' processes). The client collects
 its garbage once (``gc.collect()``) after the streams are set up, so the setup's garbage does not
 trigger a full collection inside the measured window; full collections that the streaming itself
-triggers are counted. Load is bounded: ``BENCH_PUMP_N`` (default ``100,500,1000``) streams for
-``BENCH_PUMP_SECONDS`` (default 8) of audio each; ``BENCH_PUMP_KINDS`` (default
+triggers are counted. Load is bounded: ``BENCH_PUMP_N`` (default ``100,500,1000``) streams of
+up to ``BENCH_PUMP_SECONDS`` (default 8) of audio each, their lengths spread over the last
+``BENCH_PUMP_END_SPREAD`` of it (default 0.25: 6-8 s, so that the streams hang up over 2 s as
+live calls do; 0: all N streams end within one frame, the synchronized worst case);
+``BENCH_PUMP_KINDS`` (default
 ``asyncio,threads``; add ``uvloop`` for the optional uvloop run); ``BENCH_PUMP_FRAMES`` (default
 ``100,20``) frame sizes in ms; ``BENCH_PUMP_COALESCE_S`` the pacing timer's coalescing window
 (default 0.001 s, the library default).
@@ -59,6 +62,15 @@ from sis_stream.transport import TransportOptions, ws_url
 PROJECT = "benchproject"
 N_LIST = [int(x) for x in os.environ.get("BENCH_PUMP_N", "100,500,1000").split(",")]
 SECONDS = float(os.environ.get("BENCH_PUMP_SECONDS", "8"))
+#: Stream lengths are spread over the last END_SPREAD of SECONDS (live calls hang up at
+#: different times); 0 makes every stream SECONDS long, so that all N end within one frame.
+END_SPREAD = float(os.environ.get("BENCH_PUMP_END_SPREAD", "0.25"))
+
+
+def _length_s(i: int) -> float:
+    """Audio seconds of stream i: SECONDS * (1 - END_SPREAD * u_i), u_i a golden-ratio sequence
+    in [0, 1) (deterministic, and independent of the start phase i / n)."""
+    return SECONDS * (1.0 - END_SPREAD * ((i * 0.6180339887498949) % 1.0))
 FRAMES_MS = [int(x) for x in os.environ.get("BENCH_PUMP_FRAMES", "100,20").split(",")]
 #: ``TransportOptions.pacing_coalesce_s`` of the asyncio client (default: the library default).
 COALESCE_S = float(os.environ.get("BENCH_PUMP_COALESCE_S", TransportOptions().pacing_coalesce_s))
@@ -144,7 +156,8 @@ def report():
     pinned = (f"client pinned to CPU #{PIN[0]}, sink to CPU #{PIN[1]}" if PIN is not None
               else "NOT pinned (client and sink share the CPUs)")
     lines = ["", (f"pump load (8 kHz u-law, real time, loopback sink in another process; {pinned}; "
-                  f"{SECONDS:g} s of audio per stream; pacing_coalesce_s={COALESCE_S:g})"),
+                  f"{SECONDS * (1 - END_SPREAD):g}-{SECONDS:g} s of audio per stream; "
+                  f"pacing_coalesce_s={COALESCE_S:g})"),
              (f"{'client':<8} {'frame':>5} {'N':>5} {'CPU total %':>11} {'steady %core':>12} {'us/frame':>8} {'(kernel)':>8} "
               f"{'RSS/stream KiB':>14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late>10ms %':>11} "
               f"{'steady p50':>10} {'steady p99':>10} {'steady max':>10} "
@@ -218,7 +231,7 @@ class _GcWatch:
 def _steady_window(frame_ms: int) -> tuple[float, float]:
     """Offsets (s after the start barrier) of the steady window: every stream is sending."""
     margin = max(frame_ms / 1000, 0.25)
-    return frame_ms / 1000 + margin, SECONDS - margin
+    return frame_ms / 1000 + margin, SECONDS * (1.0 - END_SPREAD) - margin
 
 
 async def _merged(stats: list[PacingStats]) -> PacingStats:
@@ -293,7 +306,7 @@ def _summary(kind: str, n: int, frame_ms: int, cpu_s: float, wall_s: float, rss0
 
 
 async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> dict[str, float]:
-    audio = bytes([0xFF]) * int(8000 * SECONDS)
+    audio = bytes([0xFF]) * int(8000 * SECONDS)  # stream i sends the first _length_s(i) of it
     rss0 = _rss_kib()
     ready = asyncio.Event()  # every stream started
     go = asyncio.Event()  # start sending
@@ -313,7 +326,7 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
                 await go.wait()
                 # streams start at phases spread over one frame (live calls are not aligned)
                 await asyncio.sleep(i / n * frame_ms / 1000)
-                await s.send(audio)
+                await s.send(audio[: int(8000 * _length_s(i))])
                 await s.end()
                 async for ev in s:
                     if isinstance(ev, Ended):
@@ -399,7 +412,7 @@ def bench_pump_uvloop(benchmark, sink, n, frame_ms):
 
 
 def _thread_stream(url: str, frame_ms: int, barrier: threading.Barrier, errors: list[float], out: list[int],
-                   phase_s: float) -> None:
+                   phase_s: float, length_s: float) -> None:
     import websocket
 
     try:
@@ -413,7 +426,7 @@ def _thread_stream(url: str, frame_ms: int, barrier: threading.Barrier, errors: 
         ws.recv()
         frame = bytes([0xFF]) * (8 * frame_ms)
         fs = frame_ms / 1000
-        n_frames = int(SECONDS * 1000 / frame_ms)
+        n_frames = int(length_s * 1000 / frame_ms)
         barrier.wait()
         time.sleep(phase_s)  # same phase spread as the asyncio run
         t0 = time.monotonic()
@@ -437,7 +450,9 @@ def _run_threads(url: str, n: int, frame_ms: int) -> dict[str, float]:
     barrier = threading.Barrier(n + 1)
     errs: list[list[float]] = [[] for _ in range(n)]
     done: list[int] = []
-    threads = [threading.Thread(target=_thread_stream, args=(url, frame_ms, barrier, errs[i], done, i / n * frame_ms / 1000), daemon=True)
+    threads = [threading.Thread(target=_thread_stream, args=(url, frame_ms, barrier, errs[i], done,
+                                                             i / n * frame_ms / 1000, _length_s(i)),
+                                daemon=True)
                for i in range(n)]
     for t in threads:
         t.start()
@@ -468,7 +483,7 @@ def _run_threads(url: str, n: int, frame_ms: int) -> dict[str, float]:
             total += 1
     if len(done) != n:
         raise RuntimeError(f"only {len(done)}/{n} thread streams finished")
-    planned = n * int(SECONDS * 1000 / frame_ms)
+    planned = sum(int(_length_s(i) * 1000 / frame_ms) for i in range(n))
     res = _summary("threads", n, frame_ms, cpu_s, wall, rss0, rss1, stats, late, total, sink_s)
     res["sent_pct"] = 100 * total / planned
     _steady(res, c1 - c0, a1 - a0, f1 - f0, v1 - v0, k1 - k0)
