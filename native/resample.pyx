@@ -832,6 +832,8 @@ def _stream_process_front(self, chunk):
         return _py_process(self, chunk)
     arr = <cnp.ndarray>chunk
     fast = self._fast  # the stream's dtype on an open single-stage stream, else None
+    if fast is None:
+        return _cascade_front(self, chunk, arr)
     if <object>cnp.PyArray_DESCR(arr) is not fast or cnp.PyArray_NDIM(arr) != 1:
         return _py_process(self, chunk)
     kargs = self._kargs  # (taps, history, scratch, up, down)
@@ -853,6 +855,96 @@ def _stream_process_front(self, chunk):
         # The kernel checks everything before it touches any state: the Python method grows
         # the scratch for a longer chunk, copies a non-contiguous one, or diagnoses.
         return _py_process(self, chunk)
+    counters[0] = new_phase
+    counters[1] += n
+    counters[2] += n_out
+    counters[3] += clips
+    return out
+
+
+#: Most half-band stages ahead of the last one the compiled cascade path handles (48k -> 8k has 2).
+cdef enum:
+    _MAX_PRE = 4
+
+
+cdef object _cascade_front(object self, object chunk, cnp.ndarray arr):
+    # The hot case of a cascade (48k/44.1k/32k/24k/22.05k -> 16k or 8k): an open stream
+    # (``_cascade`` holds its half-band stages, resample._Stage), a 1-D ndarray of the stream's
+    # dtype, and every buffer already big enough: first the sizes of each stage's output
+    # (nothing touched yet; a buffer too small sends the call to the Python method, which grows
+    # it), then each stage into the first n_out samples of its own float32 buffer, then the
+    # last stage as in the single-stage path. The stage objects keep their state (history,
+    # phase) exactly as _Stage.run leaves it.
+    cdef object pre = self._cascade
+    cdef Py_ssize_t n_stages, k, n_in, n_out, span, st_phase, st_up, st_down
+    cdef Py_ssize_t new_phase = 0, clips = 0, n
+    cdef Py_ssize_t outs[_MAX_PRE]
+    cdef _Arr ax, at, ah, asc, az
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.ndarray out
+    cdef object stage, x, z
+    cdef tuple kargs
+    cdef array.array state
+    cdef long long* counters
+    if pre is None or <object>cnp.PyArray_DESCR(arr) is not self.dtype \
+            or cnp.PyArray_NDIM(arr) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(arr) \
+            or len(<tuple>pre) > _MAX_PRE:
+        return _py_process(self, chunk)
+    n_stages = len(<tuple>pre)
+    n = n_in = cnp.PyArray_DIM(arr, 0)
+    for k in range(n_stages):  # sizes only (resample._outputs_available)
+        stage = (<tuple>pre)[k]
+        st_phase, st_up, st_down = stage.phase, stage.up, stage.down
+        span = n_in * st_up - st_phase
+        n_out = (span + st_down - 1) // st_down if span > 0 else 0
+        if n_in > stage.cap or n_out > len(stage.z):
+            return _py_process(self, chunk)
+        outs[k] = n_out
+        n_in = n_out
+    kargs = self._kargs  # the last stage: (taps, history, scratch, up, down)
+    state = self._state
+    if state.ob_descr.typecode != b'q' or len(state) != 4:
+        raise TypeError("StreamResampler._state must be array('q') of 4 counters")
+    if n_in > self._cap:
+        return _py_process(self, chunk)
+    counters = state.data.as_longlongs
+    x = chunk
+    for k in range(n_stages):
+        stage = (<tuple>pre)[k]
+        z = stage.z
+        _from_ndarray(x, &ax, False, "x")
+        if k > 0:
+            ax.n0 = outs[k - 1]  # the previous stage's outputs: the head of its buffer
+        _from_ndarray(stage.taps, &at, False, "taps")
+        _from_ndarray(stage.history, &ah, True, "history")
+        _from_ndarray(stage.scratch, &asc, True, "scratch")
+        _from_ndarray(z, &az, True, "out")
+        az.n0 = outs[k]
+        if k == 0:
+            try:
+                _process(x, z, &ax, &at, &ah, &asc, &az, stage.phase, stage.up, stage.down,
+                         &new_phase, &clips)
+            except (TypeError, ValueError):
+                # The kernel checks everything before it touches any state (a non-contiguous
+                # chunk, say): the Python method copies or diagnoses.
+                return _py_process(self, chunk)
+        else:
+            _process(x, z, &ax, &at, &ah, &asc, &az, stage.phase, stage.up, stage.down,
+                     &new_phase, &clips)
+        stage.phase = new_phase
+        x = z
+    _from_ndarray(x, &ax, False, "x")
+    ax.n0 = n_in
+    span = n_in * <Py_ssize_t>kargs[3] - counters[0]
+    n_out = (span + <Py_ssize_t>kargs[4] - 1) // <Py_ssize_t>kargs[4] if span > 0 else 0
+    dims[0] = n_out
+    out = cnp.PyArray_EMPTY(1, dims, cnp.PyArray_TYPE(arr), 0)
+    _from_ndarray(kargs[0], &at, False, "taps")
+    _from_ndarray(kargs[1], &ah, True, "history")
+    _from_ndarray(kargs[2], &asc, True, "scratch")
+    _from_ndarray(out, &az, True, "out")
+    _process(x, out, &ax, &at, &ah, &asc, &az, counters[0], kargs[3], kargs[4], &new_phase,
+             &clips)
     counters[0] = new_phase
     counters[1] += n
     counters[2] += n_out

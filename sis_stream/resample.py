@@ -197,6 +197,7 @@ class StreamResampler:
         "_state",
         "_closed",
         "_fast",
+        "_cascade",
         "_kargs",
     )
 
@@ -345,7 +346,7 @@ class StreamResampler:
         if self._closed:
             raise StreamClosedError("flush() after flush(); call reset() to start a new stream")
         self._closed = True
-        self._fast = None
+        self._fast = self._cascade = None
         state = self._state
         remaining = output_length(state[_N_IN], self.in_rate, self.out_rate) - state[_N_OUT]
         if remaining <= 0 or self._passthrough:
@@ -378,6 +379,8 @@ class StreamResampler:
         # process() hot path: open, a real single-stage conversion; holds the dtype chunks must
         # have (one identity test), else None
         self._fast = None if self._passthrough or self._pre else self.dtype
+        # the compiled front-end's cascade path: the half-band stages of an open cascade
+        self._cascade = self._pre if self._pre and not self._passthrough else None
 
     # -- properties ---------------------------------------------------------------------------
 

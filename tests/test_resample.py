@@ -452,6 +452,11 @@ def _process_cases():
         ((8000, 16000), np.int16, [list(i16[:10])]),  # not an array
         ((8000, 16000), np.int16, [np.int16(5)]),  # 0-d scalar
         ((48000, 16000), np.int16, [np.repeat(i16[:160], 6)]),  # cascade
+        ((48000, 16000), np.float32, [np.repeat(f32[:160], 6)] * 3 + [f32[:7], f32[:0]]),
+        ((48000, 8000), np.int16, [np.repeat(i16[:160], 6)] * 3 + [i16[:5]]),  # 3 stages
+        ((44100, 16000), np.int16, [i16[:882]] * 3 + [i16[:2000]] + [i16[:882]]),  # grows
+        ((32000, 8000), np.float32, [f32[:640]] * 2 + [f32[::2][:640]]),  # non-contiguous
+        ((48000, 16000), np.int16, [np.repeat(i16[:160], 6), "flush", i16[:160]]),  # closed
         ((8000, 8000), np.int16, [i16[:160]]),  # pass-through
         ((8000, 16000), np.int16, ["flush", i16[:160]]),  # closed
     ]
@@ -519,6 +524,33 @@ def test_front_end_hot_path_stays_in_c_and_delegates_the_rest(monkeypatch):
         with pytest.raises(StreamClosedError):
             front(rs, x[:160])
         assert calls == ["int16(100,)", "float32(10,)", "int16(160,)"]
+    finally:
+        resample_mod._bind_front_end(native)
+
+
+@pytest.mark.skipif(_backend.NO_EXTENSIONS, reason="SIS_STREAM_NO_EXTENSIONS=1: native not used")
+def test_front_end_runs_cascades_in_c(monkeypatch):
+    # 48k -> 8k (two half-band stages, then 12k -> 8k): once the stage buffers are sized, 20 ms
+    # chunks stay in C and give what the Python method gives.
+    native = _backend.load("native").resample
+    calls: list[int] = []
+
+    def record(self, chunk):
+        calls.append(len(chunk))
+        return resample_mod._PY_PROCESS(self, chunk)
+
+    native._bind_front_ends(_backend.__dict__, native, record)
+    try:
+        monkeypatch.setattr(_backend, "resample", native)
+        front = native._stream_process_front
+        x = _signal(9600, 48000, np.int16, seed=7)
+        a, b = StreamResampler(48000, 8000), StreamResampler(48000, 8000)
+        got = [front(a, x[k : k + 960]) for k in range(0, len(x), 960)]
+        want = [resample_mod._PY_PROCESS(b, x[k : k + 960]) for k in range(0, len(x), 960)]
+        assert calls == [960]  # the first chunk sized the buffers in Python
+        np.testing.assert_array_equal(np.concatenate(got), np.concatenate(want))
+        assert (a.samples_in, a.samples_out) == (b.samples_in, b.samples_out)
+        np.testing.assert_array_equal(a.flush(), b.flush())
     finally:
         resample_mod._bind_front_end(native)
 
