@@ -791,8 +791,9 @@ cdef inline int _arg(object obj, _Arr* a, Py_buffer* view, bint* held, bint writ
 # A 20 ms chunk's arithmetic (~1.5 us) is about what the Python frame of StreamResampler.process
 # costs around it (attribute traffic, np.empty, argument tuples). sis_stream.resample binds this
 # as StreamResampler.process when _backend selected this module at import. It handles only the
-# hot case in C: a 1-D contiguous ndarray of the stream's dtype on an open single-stage stream
-# (``_fast``) whose scratch is big enough, while ``_backend.resample`` is still this module (one dict
+# hot case in C: a 1-D contiguous ndarray of the stream's dtype on an open stream, single-stage
+# (``_fast``) or a cascade (``_cascade``), whose buffers are big enough, while
+# ``_backend.resample`` is still this module (one dict
 # look-up, so the test fixture that swaps in the reference kernel reaches it through the Python
 # method). Everything else, including every error, is handed unchanged to the Python method
 # registered with _bind_front_ends, which owns all validation and messages. The state stays in

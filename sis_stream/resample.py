@@ -573,8 +573,9 @@ def _bind_front_end(native: ModuleType) -> Callable[..., np.ndarray]:
 
     A Python frame around the native call costs about as much as a 20 ms chunk's arithmetic,
     so when ``_backend`` selected the compiled kernel at import, ``StreamResampler.process`` is
-    the kernel module's compiled front-end: it runs the hot case (open single-stage stream, 1-D
-    ndarray of the stream's dtype, scratch big enough, ``_backend.resample`` still native) in C
+    the kernel module's compiled front-end: it runs the hot case (open stream, single-stage or
+    cascade, 1-D ndarray of the stream's dtype, buffers big enough, ``_backend.resample``
+    still native) in C
     and hands every other call to the Python method above, so semantics are the method's.
     """
     native._bind_front_ends(_backend.__dict__, native, _PY_PROCESS)
