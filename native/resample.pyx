@@ -820,15 +820,47 @@ cdef inline bint _native_selected() except -1:
     return PyDict_GetItemWithError(_backend_ns, "resample") == <PyObject*>_self_module
 
 
+cdef array.array _state_of(object self):
+    # StreamResampler._state: int64 [phase, samples in, samples out, clips] (resample._PHASE...)
+    cdef array.array state = self._state
+    if state.ob_descr.typecode != b'q' or len(state) != 4:
+        raise TypeError("StreamResampler._state must be array('q') of 4 counters")
+    return state
+
+
+cdef object _last_stage(object x, Py_ssize_t n_x, int typenum, tuple kargs, array.array state,
+                        Py_ssize_t n_chunk):
+    # The last (or only) stage of a front-end call: the first n_x samples of ndarray x through
+    # the filter in kargs = (taps, history, scratch, up, down) into a new array of `typenum`;
+    # then the counters move on (n_chunk input samples). Whatever the kernel refuses it refuses
+    # before touching any state.
+    cdef _Arr ax, at, ah, asc, ao
+    cdef Py_ssize_t up = kargs[3], down = kargs[4], span, n_out, new_phase = 0, clips = 0
+    cdef long long* counters = state.data.as_longlongs
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.ndarray out
+    _from_ndarray(x, &ax, False, "x")
+    ax.n0 = n_x
+    span = n_x * up - counters[0]
+    n_out = (span + down - 1) // down if span > 0 else 0  # resample._outputs_available
+    dims[0] = n_out
+    out = cnp.PyArray_EMPTY(1, dims, typenum, 0)
+    _from_ndarray(kargs[0], &at, False, "taps")
+    _from_ndarray(kargs[1], &ah, True, "history")
+    _from_ndarray(kargs[2], &asc, True, "scratch")
+    _from_ndarray(out, &ao, True, "out")
+    _process(x, out, &ax, &at, &ah, &asc, &ao, counters[0], up, down, &new_phase, &clips)
+    counters[0] = new_phase
+    counters[1] += n_chunk
+    counters[2] += n_out
+    counters[3] += clips
+    return out
+
+
 def _stream_process_front(self, chunk):
     """Compiled front-end of StreamResampler.process (docstring set by sis_stream.resample)."""
-    cdef Py_ssize_t n, phase, up, down, span, n_out, new_phase, clips
-    cdef cnp.npy_intp dims[1]
-    cdef cnp.ndarray arr, out
+    cdef cnp.ndarray arr
     cdef object fast
-    cdef tuple kargs
-    cdef array.array state
-    cdef long long* counters
     if type(chunk) is not cnp.ndarray or not _native_selected():
         return _py_process(self, chunk)
     arr = <cnp.ndarray>chunk
@@ -837,30 +869,13 @@ def _stream_process_front(self, chunk):
         return _cascade_front(self, chunk, arr)
     if <object>cnp.PyArray_DESCR(arr) is not fast or cnp.PyArray_NDIM(arr) != 1:
         return _py_process(self, chunk)
-    kargs = self._kargs  # (taps, history, scratch, up, down)
-    state = self._state  # int64 [phase, samples in, samples out, clips] (resample._PHASE...)
-    if state.ob_descr.typecode != b'q' or len(state) != 4:
-        raise TypeError("StreamResampler._state must be array('q') of 4 counters")
-    counters = state.data.as_longlongs
-    n = cnp.PyArray_DIM(arr, 0)
-    phase = counters[0]
-    up = kargs[3]
-    down = kargs[4]
-    span = n * up - phase
-    n_out = (span + down - 1) // down if span > 0 else 0  # resample._outputs_available
-    dims[0] = n_out
-    out = cnp.PyArray_EMPTY(1, dims, cnp.PyArray_TYPE(arr), 0)
     try:
-        _run(chunk, kargs[0], kargs[1], kargs[2], phase, up, down, out, &new_phase, &clips)
+        return _last_stage(chunk, cnp.PyArray_DIM(arr, 0), cnp.PyArray_TYPE(arr), self._kargs,
+                           _state_of(self), cnp.PyArray_DIM(arr, 0))
     except (TypeError, ValueError):
         # The kernel checks everything before it touches any state: the Python method grows
         # the scratch for a longer chunk, copies a non-contiguous one, or diagnoses.
         return _py_process(self, chunk)
-    counters[0] = new_phase
-    counters[1] += n
-    counters[2] += n_out
-    counters[3] += clips
-    return out
 
 
 #: Most half-band stages ahead of the last one the compiled cascade path handles (48k -> 8k has 2).
@@ -881,12 +896,8 @@ cdef object _cascade_front(object self, object chunk, cnp.ndarray arr):
     cdef Py_ssize_t new_phase = 0, clips = 0, n
     cdef Py_ssize_t outs[_MAX_PRE]
     cdef _Arr ax, at, ah, asc, az
-    cdef cnp.npy_intp dims[1]
-    cdef cnp.ndarray out
     cdef object stage, x, z
-    cdef tuple kargs
     cdef array.array state
-    cdef long long* counters
     if pre is None or <object>cnp.PyArray_DESCR(arr) is not self.dtype \
             or cnp.PyArray_NDIM(arr) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(arr) \
             or len(<tuple>pre) > _MAX_PRE:
@@ -902,13 +913,9 @@ cdef object _cascade_front(object self, object chunk, cnp.ndarray arr):
             return _py_process(self, chunk)
         outs[k] = n_out
         n_in = n_out
-    kargs = self._kargs  # the last stage: (taps, history, scratch, up, down)
-    state = self._state
-    if state.ob_descr.typecode != b'q' or len(state) != 4:
-        raise TypeError("StreamResampler._state must be array('q') of 4 counters")
-    if n_in > self._cap:
+    if n_in > self._cap:  # the last stage's scratch (the Python method grows it)
         return _py_process(self, chunk)
-    counters = state.data.as_longlongs
+    state = _state_of(self)
     x = chunk
     for k in range(n_stages):
         stage = (<tuple>pre)[k]
@@ -921,36 +928,12 @@ cdef object _cascade_front(object self, object chunk, cnp.ndarray arr):
         _from_ndarray(stage.scratch, &asc, True, "scratch")
         _from_ndarray(z, &az, True, "out")
         az.n0 = outs[k]
-        if k == 0:
-            try:
-                _process(x, z, &ax, &at, &ah, &asc, &az, stage.phase, stage.up, stage.down,
-                         &new_phase, &clips)
-            except (TypeError, ValueError):
-                # The kernel checks everything before it touches any state (a non-contiguous
-                # chunk, say): the Python method copies or diagnoses.
-                return _py_process(self, chunk)
-        else:
-            _process(x, z, &ax, &at, &ah, &asc, &az, stage.phase, stage.up, stage.down,
-                     &new_phase, &clips)
+        # the chunk was checked above (dtype, 1-D, contiguous), later inputs are our buffers
+        _process(x, z, &ax, &at, &ah, &asc, &az, stage.phase, stage.up, stage.down,
+                 &new_phase, &clips)
         stage.phase = new_phase
         x = z
-    _from_ndarray(x, &ax, False, "x")
-    ax.n0 = n_in
-    span = n_in * <Py_ssize_t>kargs[3] - counters[0]
-    n_out = (span + <Py_ssize_t>kargs[4] - 1) // <Py_ssize_t>kargs[4] if span > 0 else 0
-    dims[0] = n_out
-    out = cnp.PyArray_EMPTY(1, dims, cnp.PyArray_TYPE(arr), 0)
-    _from_ndarray(kargs[0], &at, False, "taps")
-    _from_ndarray(kargs[1], &ah, True, "history")
-    _from_ndarray(kargs[2], &asc, True, "scratch")
-    _from_ndarray(out, &az, True, "out")
-    _process(x, out, &ax, &at, &ah, &asc, &az, counters[0], kargs[3], kargs[4], &new_phase,
-             &clips)
-    counters[0] = new_phase
-    counters[1] += n
-    counters[2] += n_out
-    counters[3] += clips
-    return out
+    return _last_stage(x, n_in, cnp.PyArray_TYPE(arr), self._kargs, state, n)
 
 
 def _set_isa_for_test(int level):
