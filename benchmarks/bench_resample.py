@@ -31,7 +31,7 @@ pytest.importorskip("pytest_benchmark")
 
 from sis_stream import _backend
 from sis_stream._filters import measure
-from sis_stream.resample import StreamResampler, resample
+from sis_stream.resample import _PHASE, StreamResampler, resample
 
 soxr = pytest.importorskip("soxr")
 signal = pytest.importorskip("scipy.signal")
@@ -221,7 +221,7 @@ def _profile_call(pair: tuple[int, int]) -> tuple[int, dict[str, float]]:
     for st in stages:
         if st is rs:
             f, hist, scratch = rs._filter, rs._history.copy(), rs._scratch
-            phase = rs._state[0]  # resample._PHASE
+            phase = rs._state[_PHASE]
             dt_out = np.int16
         else:
             f, hist, scratch, phase, dt_out = st.filter, st.history.copy(), st.scratch, \

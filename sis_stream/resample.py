@@ -265,34 +265,9 @@ class StreamResampler:
         AudioFormatError
             `chunk` is not 1-D.
         """
-        # Hot path for 20 ms frames through a single stage: one flag (open, not a pass-through,
-        # no cascade) and the dtype identity; every other check is left to the kernel (it
-        # rejects non-1-D and non-contiguous buffers before touching any state, and
-        # _process_full diagnoses). Everything else takes the full path.
-        if type(chunk) is np.ndarray and chunk.dtype is self._fast:
-            st = self._state
-            try:
-                n = len(chunk)
-                phase, up, down = st[_PHASE], self._up, self._down
-                span = n * up - phase
-                n_out = (span + down - 1) // down if span > 0 else 0  # _outputs_available
-                out = np.empty(n_out, self.dtype)
-                if n > self._cap:
-                    self._grow(n)
-                _, st[_PHASE], clips = _backend.resample.polyphase_process(
-                    chunk, self._taps, self._history, self._scratch, phase, up, down, out
-                )
-            except (TypeError, ValueError):
-                return self._process_full(chunk)
-            st[_N_IN] += n
-            st[_N_OUT] += n_out
-            if clips:
-                st[_CLIPS] += clips
-            return out
-        return self._process_full(chunk)
-
-    def _process_full(self, chunk: np.ndarray) -> np.ndarray:
-        # process() with every check, any configuration (cascade, pass-through, closed).
+        # Every check, any configuration. With the native kernel, the hot case (an open stream,
+        # a 1-D contiguous chunk of the right dtype, buffers big enough) never gets here: the
+        # compiled front-end bound at the end of this module runs it in C.
         if self._closed:
             raise StreamClosedError("process() after flush(); call reset() to start a new stream")
         dt = self.dtype
@@ -376,10 +351,10 @@ class StreamResampler:
         # to input sample 0) is what aligns output and input (delay compensation).
         self._state = array("q", (self._filter.centre if self._filter is not None else 0, 0, 0, 0))
         self._closed = False
-        # process() hot path: open, a real single-stage conversion; holds the dtype chunks must
-        # have (one identity test), else None
+        # What the compiled front-end of process() runs in C (native/resample.pyx): an open
+        # single-stage conversion (_fast: the dtype chunks must have, one identity test) or an
+        # open cascade (_cascade: its half-band stages); None sends it to process() above.
         self._fast = None if self._passthrough or self._pre else self.dtype
-        # the compiled front-end's cascade path: the half-band stages of an open cascade
         self._cascade = self._pre if self._pre and not self._passthrough else None
 
     # -- properties ---------------------------------------------------------------------------
