@@ -92,15 +92,6 @@ class PacingStats:
         self._min = math.inf
         self._max = -math.inf
 
-    def _index(self, x: float) -> int:
-        a = abs(x)
-        if a < 1e-6:
-            return self._ZERO
-        # floor((log10|x| - LO) * PER): bucket k covers [10**(LO + k/PER), 10**(LO + (k+1)/PER)).
-        k = int((math.log10(a) - self.LOG10_LO) * self.PER_DECADE)
-        k = min(max(k, 0), self._N_SIDE - 1)  # values >= 1000 s share the top bucket
-        return self._ZERO + 1 + k if x > 0 else self._ZERO - 1 - k
-
     def _centre(self, i: int) -> float:
         if i == self._ZERO:
             return 0.0
@@ -116,7 +107,10 @@ class PacingStats:
         ValueError
             If `error_s` is NaN or infinite.
         """
-        # One call per frame of every paced stream: _index inlined, no min()/max() calls.
+        # One call per frame of every paced stream: no helper and no min()/max() calls.
+        # Bucket index: |x| < 1 us -> _ZERO; else k = floor((log10|x| - LOG10_LO) * PER_DECADE)
+        # (bucket k covers [10**(LO + k/PER), 10**(LO + (k+1)/PER)), values >= 1000 s share the
+        # top one), _ZERO + 1 + k for late sends, _ZERO - 1 - k for early ones.
         if error_s > 0.0:
             if error_s < 1e-6:
                 i = self._ZERO

@@ -896,7 +896,7 @@ class ClientSession:
                 self.dropped_frames += 1
                 return []
             assert self._config is not None
-            hi = shard_limits(self._config.rate_hz)[1]
+            hi = self._audio_max  # shard maximum of the config STARTed
             if len(event.data) > hi:
                 raise LocalProtocolError(f"audio frame of {len(event.data)} bytes exceeds the shard "
                                          f"maximum of {hi} bytes at {self._config.rate_hz} Hz")
