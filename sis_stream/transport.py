@@ -1159,13 +1159,10 @@ class StreamRunner:
     def _next_frames(self) -> list[tuple[bytes, float, bool]] | None:
         """Next frames to send as (data, user_ms, keepalive), [] if a frame was gated, None if
         the framer is empty."""
-        frame = self.framer.pop()
-        if frame is None:
+        popped = self._pop_frame()
+        if popped is None:
             return None
-        self._room.set()
-        dur = len(frame) / self._bytes_per_ms
-        user_ms = self._user_pos
-        self._user_pos += dur
+        frame, user_ms, dur = popped
         if self.gate is None:
             return [(frame, user_ms, False)]
         out = self.gate.process(frame, user_ms)
@@ -1175,14 +1172,38 @@ class StreamRunner:
             self._silence_boundary = True
         return [(f, u, False) for f, u in out]
 
+    def _pop_frame(self) -> tuple[bytes, float, float] | None:
+        """The next buffered frame as (data, user_ms, duration_ms), the user clock moved past it;
+        None if the framer is empty."""
+        frame = self.framer.pop()
+        if frame is None:
+            return None
+        self._room.set()
+        dur = len(frame) / self._bytes_per_ms
+        user_ms = self._user_pos
+        self._user_pos += dur
+        return frame, user_ms, dur
+
+    def _resume_pacing(self, now: float, user_ms: float, keepalive: bool) -> None:
+        """Restart the schedule at `now` if the input ran dry (or VAD withheld audio) before
+        this frame: audio that did not exist yet cannot be late, so no catch-up burst."""
+        assert self.pacer is not None
+        if self._starved or (not keepalive and self._last_sent_user_end is not None
+                             and abs(user_ms - self._last_sent_user_end) > 1e-6):
+            self.pacer.reanchor(now)
+            self._starved = False
+
+    def _after_send(self, ok: bool, now: float, user_ms: float, dur: float, keepalive: bool) -> None:
+        """Pacing and position bookkeeping once a frame was written (`ok`) or not."""
+        if ok and self.pacer is not None:
+            self.pacer.sent(now)
+        if not keepalive:
+            self._last_sent_user_end = user_ms + dur
+        self._last_send_at = now
+
     async def _send_one(self, data: bytes, user_ms: float, keepalive: bool) -> bool:
         if self.pacer is not None:
-            if self._starved or (not keepalive and self._last_sent_user_end is not None
-                                 and abs(user_ms - self._last_sent_user_end) > 1e-6):
-                # The input ran dry (or VAD withheld audio): audio that did not exist yet cannot
-                # be late, so the schedule restarts here with no catch-up burst.
-                self.pacer.reanchor(self._clock())
-                self._starved = False
+            self._resume_pacing(self._clock(), user_ms, keepalive)
             now = self._clock()
             d = self.pacer.delay(now)
             if d > 0:
@@ -1195,12 +1216,7 @@ class StreamRunner:
         dur = len(data) / self._bytes_per_ms
         self._record_frame(data, user_ms if not keepalive else self._user_pos, dur, keepalive)
         ok = await self._send_audio(data)
-        now = self._clock()
-        if ok and self.pacer is not None:
-            self.pacer.sent(now)
-        if not keepalive:
-            self._last_sent_user_end = user_ms + dur
-        self._last_send_at = now
+        self._after_send(ok, self._clock(), user_ms, dur, keepalive)
         return ok
 
     def _record_frame(self, data: bytes, user_ms: float, dur: float, keepalive: bool) -> None:
@@ -1266,7 +1282,7 @@ class StreamRunner:
         cb = self._fast_cb
         assert pacer is not None and sched is not None and fw is not None and self._session is not None
         assert cb is not None
-        ended, rollover_at, bpms = self._ended, self._rollover_at, self._bytes_per_ms
+        ended, rollover_at = self._ended, self._rollover_at
         failed = False
         for _ in range(self._FAST_BATCH):
             now = clock()
@@ -1275,32 +1291,23 @@ class StreamRunner:
                     or (rollover_at is not None and now >= rollover_at) or not fw.ready() \
                     or not framer.frames_ready:  # empty: the general loop waits for input
                 break
-            user_ms = self._user_pos
-            if self._starved or (self._last_sent_user_end is not None
-                                 and abs(user_ms - self._last_sent_user_end) > 1e-6):
-                pacer.reanchor(now)  # as in _send_one: no catch-up burst after starvation
-                self._starved = False
+            self._resume_pacing(now, self._user_pos, False)
             d = pacer.delay(now)
             if d > sched.coalesce_s:
                 self._fast_token = sched.call_at(now + d, cb)
                 return
-            data = framer.pop()
-            if data is None:
+            popped = self._pop_frame()
+            if popped is None:
                 break
-            self._room.set()
-            dur = len(data) / bpms
-            self._user_pos = user_ms + dur
+            data, user_ms, dur = popped
             self._silence_boundary = False
             self._record_frame(data, user_ms, dur, False)
             frame = self._session.send_audio(data)
             ok = frame is not None and fw.write(frame)
-            now = clock()
             if ok:
                 self.stats.frames_sent += 1
                 self.stats.bytes_sent += len(frame)  # type: ignore[arg-type]
-                pacer.sent(now)
-            self._last_sent_user_end = user_ms + dur
-            self._last_send_at = now
+            self._after_send(ok, clock(), user_ms, dur, False)
             if not ok:
                 if frame is not None:
                     self._mark_lost(None)
