@@ -84,7 +84,7 @@ class Track:
 
 @functools.cache
 def _synth(text: str, voice: str) -> np.ndarray:
-    from sis_stream.espeak import synthesize
+    from sis_stream.engines.espeak import synthesize
 
     return synthesize(text, voice=voice).samples.astype(np.float64)
 
@@ -195,6 +195,6 @@ def mix(tr: Track, kind: str, snr_db: float) -> np.ndarray:
 
 def g711_roundtrip(pcm: np.ndarray) -> np.ndarray:
     """u-law codes of `pcm` (uint8); decode them to get the round-tripped PCM."""
-    from sis_stream import codec
+    from sis_stream.audio import codec
 
     return codec.ulaw_encode(pcm)

@@ -9,7 +9,7 @@ Cases (all on this machine, CPU only):
   ratio (anchor / ours, ~1.0 expected) shows what our engine layer costs.
 - ``stream 5 s``: the same utterance as a live session would drive it: 100 ms chunks, a partial every
   1 s (whisper) or after every chunk (pocketsphinx, none), then the final.
-- ``corpus``: WER over six sentences per engine (normalised as ``sis_stream.wer`` documents).
+- ``corpus``: WER over six sentences per engine (normalised as ``sis_stream.text`` documents).
 - ``load``: model load time and resident memory, each engine in a fresh subprocess.
 
 RTF = processing time / audio duration (median round). The tables print at the end of the module.
@@ -33,9 +33,9 @@ pytest.importorskip("scipy")
 
 from _ratios import Comparison, ratio_fixture
 
-from sis_stream import espeak
+from sis_stream.engines import espeak
 from sis_stream.engines.base import SAMPLE_RATE_HZ
-from sis_stream.wer import word_errors
+from sis_stream.text import word_errors
 
 pytestmark = pytest.mark.engine
 

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from sis_stream.framing import Framer
+from sis_stream.client.framing import Framer
 
 AUDIO_S = 10
 CASES = [  # (format, frame_ms, chunk_bytes or None for the whole 10 s at once)

@@ -18,7 +18,7 @@ pytest.importorskip("pytest_benchmark")
 
 from _ratios import Comparison, ratio_fixture
 
-from sis_stream import codec
+from sis_stream.audio import codec
 from sis_stream._reference import g711 as _ref
 
 audioop = pytest.importorskip("audioop")

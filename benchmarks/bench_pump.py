@@ -54,10 +54,10 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from sis_stream.client import RasrClient
-from sis_stream.pacing import PacingStats
+from sis_stream.client.rasr import RasrClient
+from sis_stream.client.pacing import PacingStats
 from sis_stream.protocol import Ended, Token
-from sis_stream.transport import TransportOptions, ws_url
+from sis_stream.client.transport import TransportOptions, ws_url
 
 PROJECT = "benchproject"
 N_LIST = [int(x) for x in os.environ.get("BENCH_PUMP_N", "100,500,1000").split(",")]
@@ -361,7 +361,7 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
     _window_pacing(res, p0, p1)
     gcw.update(res)
     try:  # the shared pacing timer (absent in older versions of the client): frames woken per timer
-        from sis_stream.transport import PacingScheduler
+        from sis_stream.client.transport import PacingScheduler
 
         sched = PacingScheduler.for_loop(asyncio.get_running_loop(), opts.pacing_coalesce_s)
         res["wakeups_per_fire"] = sched.wakeups / max(sched.fires, 1)

@@ -11,7 +11,7 @@ Streaming: 60 s of audio in 20 ms chunks through ``StreamResampler`` vs
 ``soxr.ResampleStream(quality="HQ")`` (3000 ``process`` calls a round), int16 and float32.
 One-shot: 60 s through ``resample`` vs ``soxr.resample(..., "HQ")`` and
 ``scipy.signal.resample_poly``. A quality table (same measurement for both resamplers, see
-``sis_stream._filters.measure``) prints at the end.
+``sis_stream.audio._filters.measure``) prints at the end.
 
 Run: ``/work/venv/bin/python -m pytest benchmarks/bench_resample.py -q``
 (``SIS_BENCH_ROUNDS=<n>`` changes the rounds per comparison; default 15).
@@ -30,8 +30,8 @@ import pytest
 pytest.importorskip("pytest_benchmark")
 
 from sis_stream import _backend
-from sis_stream._filters import measure
-from sis_stream.resample import _PHASE, StreamResampler, resample
+from sis_stream.audio._filters import measure
+from sis_stream.audio.resample import _PHASE, StreamResampler, resample
 
 soxr = pytest.importorskip("soxr")
 signal = pytest.importorskip("scipy.signal")

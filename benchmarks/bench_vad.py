@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import _speechset as S
 
-from sis_stream import codec
-from sis_stream.endpoint import Endpointer, SegmentClosed
-from sis_stream.vad import EnergyVad
+from sis_stream.audio import codec
+from sis_stream.audio.endpoint import Endpointer, SegmentClosed
+from sis_stream.audio.vad import EnergyVad
 
 try:
     import webrtcvad  # the webrtcvad-wheels distribution

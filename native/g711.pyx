@@ -299,7 +299,7 @@ def alaw_decode_bytes(codes) -> bytes:
 
 # --- compiled front-ends for the public codec functions -------------------------------------
 # A Python-level wrapper frame costs about as much as decoding a whole 20 ms frame, so
-# sis_stream.codec binds these as its public ulaw_decode & co when _backend selected this module.
+# sis_stream.audio.codec binds these as its public ulaw_decode & co when _backend selected this module.
 # Each handles only the hot case, ``bytes`` input without ``out``, in C; every other call goes,
 # unchanged, to the Python wrapper the codec registered (``_bind_front_ends``), which owns all
 # validation and error messages. The fast path is taken only while ``_backend.g711`` is this
@@ -328,33 +328,33 @@ def _bind_front_ends(backend_ns, self_module, ulaw_encode, ulaw_decode, alaw_enc
 cdef inline bint _native_selected() except -1:
     # One dict look-up with an interned key: is this module still _backend's g711 kernel?
     if _backend_ns is None:
-        raise RuntimeError("sis_stream._native.g711 front-ends used before sis_stream.codec bound them")
+        raise RuntimeError("sis_stream._native.g711 front-ends used before sis_stream.audio.codec bound them")
     return PyDict_GetItemWithError(_backend_ns, "g711") == <PyObject*>_self_module
 
 
 def _ulaw_encode_front(pcm, out=None):
-    """Compiled front-end of :func:`sis_stream.codec.ulaw_encode` (docstring set by the codec)."""
+    """Compiled front-end of :func:`sis_stream.audio.codec.ulaw_encode` (docstring set by the codec)."""
     if out is None and type(pcm) is bytes and not (PyBytes_GET_SIZE(pcm) & 1) and _native_selected():
         return _encode_bytes(pcm, _ULAW_ENC)
     return _py_ulaw_encode(pcm, out)
 
 
 def _alaw_encode_front(pcm, out=None):
-    """Compiled front-end of :func:`sis_stream.codec.alaw_encode` (docstring set by the codec)."""
+    """Compiled front-end of :func:`sis_stream.audio.codec.alaw_encode` (docstring set by the codec)."""
     if out is None and type(pcm) is bytes and not (PyBytes_GET_SIZE(pcm) & 1) and _native_selected():
         return _encode_bytes(pcm, _ALAW_ENC)
     return _py_alaw_encode(pcm, out)
 
 
 def _ulaw_decode_front(codes, out=None):
-    """Compiled front-end of :func:`sis_stream.codec.ulaw_decode` (docstring set by the codec)."""
+    """Compiled front-end of :func:`sis_stream.audio.codec.ulaw_decode` (docstring set by the codec)."""
     if out is None and type(codes) is bytes and _native_selected():
         return _decode_bytes(codes, _ULAW_DEC_LE, _ULAW_DEC2_LE)
     return _py_ulaw_decode(codes, out)
 
 
 def _alaw_decode_front(codes, out=None):
-    """Compiled front-end of :func:`sis_stream.codec.alaw_decode` (docstring set by the codec)."""
+    """Compiled front-end of :func:`sis_stream.audio.codec.alaw_decode` (docstring set by the codec)."""
     if out is None and type(codes) is bytes and _native_selected():
         return _decode_bytes(codes, _ALAW_DEC_LE, _ALAW_DEC2_LE)
     return _py_alaw_decode(codes, out)

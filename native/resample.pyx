@@ -789,7 +789,7 @@ cdef inline int _arg(object obj, _Arr* a, Py_buffer* view, bint* held, bint writ
 
 # --- compiled front-end for StreamResampler.process --------------------------------------------
 # A 20 ms chunk's arithmetic (~1.5 us) is about what the Python frame of StreamResampler.process
-# costs around it (attribute traffic, np.empty, argument tuples). sis_stream.resample binds this
+# costs around it (attribute traffic, np.empty, argument tuples). sis_stream.audio.resample binds this
 # as StreamResampler.process when _backend selected this module at import. It handles only the
 # hot case in C: a 1-D contiguous ndarray of the stream's dtype on an open stream, single-stage
 # (``_fast``) or a cascade (``_cascade``), whose buffers are big enough, while
@@ -816,7 +816,7 @@ cdef inline bint _native_selected() except -1:
     # One dict look-up with an interned key: is this module still _backend's resample kernel?
     if _backend_ns is None:
         raise RuntimeError(
-            "sis_stream._native.resample front-end used before sis_stream.resample bound it")
+            "sis_stream._native.resample front-end used before sis_stream.audio.resample bound it")
     return PyDict_GetItemWithError(_backend_ns, "resample") == <PyObject*>_self_module
 
 
@@ -858,7 +858,7 @@ cdef object _last_stage(object x, Py_ssize_t n_x, int typenum, tuple kargs, arra
 
 
 def _stream_process_front(self, chunk):
-    """Compiled front-end of StreamResampler.process (docstring set by sis_stream.resample)."""
+    """Compiled front-end of StreamResampler.process (docstring set by sis_stream.audio.resample)."""
     cdef cnp.ndarray arr
     cdef object fast
     if type(chunk) is not cnp.ndarray or not _native_selected():

@@ -6,40 +6,40 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._backend import BACKEND
-from .audio import SIS_FORMATS, AudioFormat, WavAudio, read_wav, write_wav
-from .codec import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from .endpoint import Endpointer
+from .audio.formats import SIS_FORMATS, AudioFormat, WavAudio, read_wav, write_wav
+from .audio.codec import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from .audio.endpoint import Endpointer
 from .errors import *  # noqa: F403  (the hierarchy is public; errors.__all__ lists it)
 from .errors import __all__ as _errors_all
-from .framing import Framer
-from .pacing import Pacer
+from .client.framing import Framer
+from .client.pacing import Pacer
 from .protocol import AkSk, Mode, StartConfig, Token
-# Only the classes: the one-shot functions share their submodules' names (sis_stream.resample,
-# sis_stream.transcode), and a package attribute of that name would shadow the submodule.
-from .resample import StreamResampler
-from .transcode import Transcoder
-from .vad import EnergyVad
+# Only the classes: the one-shot functions share their submodules' names (sis_stream.audio.resample,
+# sis_stream.audio.transcode), and a package attribute of that name would shadow the submodule.
+from .audio.resample import StreamResampler
+from .audio.transcode import Transcoder
+from .audio.vad import EnergyVad
 
 __version__ = "0.1.0"
 
 # The asyncio/aiohttp layer is imported on first use, so `import sis_stream` for the audio
 # core stays light (PEP 562).
 _LAZY = {
-    "RasrClient": "client",
-    "RasrStream": "client",
-    "VadGate": "client",
-    "SyncRasrClient": "sync",
-    "SisRestClient": "rest_client",
-    "IamPassword": "rest_client",
-    "TransportOptions": "transport",
-    "ReconnectPolicy": "transport",
+    "RasrClient": "client.rasr",
+    "RasrStream": "client.rasr",
+    "VadGate": "client.rasr",
+    "SyncRasrClient": "client.sync",
+    "SisRestClient": "client.rest",
+    "IamPassword": "client.rest",
+    "TransportOptions": "client.transport",
+    "ReconnectPolicy": "client.transport",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import RasrClient, RasrStream, VadGate
-    from .rest_client import IamPassword, SisRestClient
-    from .sync import SyncRasrClient
-    from .transport import ReconnectPolicy, TransportOptions
+    from .client.rasr import RasrClient, RasrStream, VadGate
+    from .client.rest import IamPassword, SisRestClient
+    from .client.sync import SyncRasrClient
+    from .client.transport import ReconnectPolicy, TransportOptions
 
 
 def __getattr__(name: str) -> Any:

@@ -28,7 +28,7 @@ import pytest
 from aiohttp import ClientSession as HttpClient
 from aiohttp import WSMsgType, web
 
-from sis_stream import codec
+from sis_stream.audio import codec
 from sis_stream.engines.registry import EngineRegistry
 from sis_stream.protocol import (
     AudioFrame,
@@ -66,7 +66,7 @@ SENTENCES = (
 def _speech16(text: str) -> np.ndarray:
     from scipy.signal import resample_poly
 
-    from sis_stream import espeak
+    from sis_stream.engines import espeak
 
     if not espeak.available():
         pytest.skip("espeak-ng (espeakng-loader) is not installed: no test speech")

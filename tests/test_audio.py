@@ -9,7 +9,7 @@ import wave
 import numpy as np
 import pytest
 
-from sis_stream.audio import SIS_FORMATS, AudioFormat, WavAudio, read_wav, wav_bytes, write_wav
+from sis_stream.audio.formats import SIS_FORMATS, AudioFormat, WavAudio, read_wav, wav_bytes, write_wav
 from sis_stream.errors import AudioFormatError
 
 PCM16K = AudioFormat(16000, "pcm", 2)

@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from sis_stream.audio import AudioFormat, wav_bytes
-from sis_stream.commands import _common as c
+from sis_stream.audio.formats import AudioFormat, wav_bytes
+from sis_stream.cli import _common as c
 from sis_stream.errors import (
     AudioFormatError,
     AuthRejected,
@@ -21,7 +21,7 @@ from sis_stream.errors import (
     SisConnectionError,
     SisServerError,
 )
-from sis_stream.espeak import EspeakUnavailableError
+from sis_stream.engines.espeak import EspeakUnavailableError
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ async def test_raw_stream_stray_bytes_and_empty() -> None:
 
 async def test_stereo_stream_is_mixed_to_mono() -> None:
     fmt = AudioFormat(8000, "ulaw", 1, 2)
-    from sis_stream.codec import ulaw_decode, ulaw_encode
+    from sis_stream.audio.codec import ulaw_decode, ulaw_encode
 
     left = np.full(800, 1000, np.int16)
     right = np.full(800, 3000, np.int16)

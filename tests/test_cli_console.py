@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from sis_stream.console import LiveDisplay, Summary, progress_bar
-from sis_stream.output import TranscriptSegment
+from sis_stream.cli.console import LiveDisplay, Summary, progress_bar
+from sis_stream.cli.output import TranscriptSegment
 
 
 class FakeClock:

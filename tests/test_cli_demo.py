@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from sis_stream.audio import AudioFormat, read_wav
-from sis_stream.commands import add_subcommands, transcribe
-from sis_stream.commands.demo import DEFAULT_TEXT
-from sis_stream.embedded import embedded_server
+from sis_stream.audio.formats import AudioFormat, read_wav
+from sis_stream.cli.commands import add_subcommands
+from sis_stream.cli import transcribe
+from sis_stream.cli.demo import DEFAULT_TEXT
+from sis_stream.server.embedded import embedded_server
 
 pytest.importorskip("espeakng_loader")
 pytest.importorskip("faster_whisper")
-pytest.importorskip("sis_stream.transcode", reason="the Transcoder lands with the resampler issue")
+pytest.importorskip("sis_stream.audio.transcode", reason="the Transcoder lands with the resampler issue")
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 

@@ -1,7 +1,7 @@
 """The CLI as a subprocess (``python -m sis_stream ...``) against the embedded local server.
 
 Skipped as a whole until ``sis_stream.cli`` registers the main-job commands
-(``sis_stream.commands.add_subcommands``). Loopback only: the embedded server binds 127.0.0.1.
+(``sis_stream.cli.commands.add_subcommands``). Loopback only: the embedded server binds 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sis_stream.audio import AudioFormat, wav_bytes
+from sis_stream.audio.formats import AudioFormat, wav_bytes
 
 
 def _cli_registers_transcribe() -> bool:
     try:
-        from sis_stream.cli import build_parser
+        from sis_stream.cli.main import build_parser
     except ImportError:
         return False
     for action in build_parser()._actions:
@@ -35,7 +35,7 @@ def _cli_registers_transcribe() -> bool:
 
 if not _cli_registers_transcribe():
     pytest.skip("sis_stream.cli does not register 'transcribe' yet: wire "
-                "sis_stream.commands.add_subcommands into the top-level parser",
+                "sis_stream.cli.commands.add_subcommands into the top-level parser",
                 allow_module_level=True)
 
 NONE_ENGINE = ["--engine", "english_16k_common=none"]
@@ -128,7 +128,7 @@ def test_vad_and_bench_run(bursts_wav: Path) -> None:
 
 
 def test_convert_runs(bursts_wav: Path, tmp_path: Path) -> None:
-    pytest.importorskip("sis_stream.transcode")
+    pytest.importorskip("sis_stream.audio.transcode")
     out = tmp_path / "o.wav"
     r = sis("convert", str(bursts_wav), str(out), "--to", "ulaw8k8bit")
     assert r.returncode == 0, r.stderr.decode()
@@ -140,7 +140,7 @@ def test_convert_runs(bursts_wav: Path, tmp_path: Path) -> None:
 def test_demo_recognises_half_the_words() -> None:
     pytest.importorskip("faster_whisper")
     pytest.importorskip("espeakng_loader")
-    pytest.importorskip("sis_stream.transcode")
+    pytest.importorskip("sis_stream.audio.transcode")
     t0 = time.monotonic()
     r = sis("demo", "--json", timeout=120)
     assert r.returncode == 0, r.stderr.decode()

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sis_stream.audio import AudioFormat, read_wav, wav_bytes
-from sis_stream.codec import ulaw_decode
-from sis_stream.commands import add_subcommands, bench
-from sis_stream.commands import vad as vad_cmd
+from sis_stream.audio.formats import AudioFormat, read_wav, wav_bytes
+from sis_stream.audio.codec import ulaw_decode
+from sis_stream.cli.commands import add_subcommands
+from sis_stream.cli import bench
+from sis_stream.cli import vad as vad_cmd
 
 
 def main(argv: list[str]) -> int:
@@ -165,7 +166,7 @@ def test_bench_speed_uses_the_best_call() -> None:
 
 @pytest.fixture
 def transcoder() -> None:
-    pytest.importorskip("sis_stream.transcode", reason="the Transcoder lands with the resampler issue")
+    pytest.importorskip("sis_stream.audio.transcode", reason="the Transcoder lands with the resampler issue")
 
 
 def test_convert_wav_to_ulaw8k_wav(transcoder: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sis_stream.audio import AudioFormat, wav_bytes
-from sis_stream.commands import add_subcommands, transcribe
-from sis_stream.commands._common import exit_code_for, open_audio
-from sis_stream.embedded import embedded_server
+from sis_stream.audio.formats import AudioFormat, wav_bytes
+from sis_stream.cli.commands import add_subcommands
+from sis_stream.cli import transcribe
+from sis_stream.cli._common import exit_code_for, open_audio
+from sis_stream.server.embedded import embedded_server
 from sis_stream.errors import SisAuthError
-from sis_stream.output import parse_srt, parse_vtt, segments_from_dicts
-from sis_stream.wer import wer
+from sis_stream.cli.output import parse_srt, parse_vtt, segments_from_dicts
+from sis_stream.text import wer
 
 SENTENCES = ("Please call me back tomorrow morning.", "My phone number has changed since last year.")
 PCM16K = AudioFormat.from_sis("pcm16k16bit")
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
 def _speech_16k(text: str) -> np.ndarray:
     from scipy.signal import resample_poly
 
-    from sis_stream.espeak import synthesize
+    from sis_stream.engines.espeak import synthesize
 
     syn = synthesize(text)
     assert syn.rate_hz == 22050
@@ -173,7 +174,7 @@ def test_stdin_raw_ulaw_with_audio_format(engine: str, speech_wav: tuple[Path, f
                                           monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     # Raw u-law at 16 kHz goes on the wire as is (ulaw16k8bit: the property's rate).
-    from sis_stream.codec import ulaw_encode
+    from sis_stream.audio.codec import ulaw_encode
 
     path, _ = speech_wav
     pcm = open_audio(str(path)).data
@@ -444,7 +445,7 @@ def test_sentence_and_short_modes(engine: str, speech_wav: tuple[Path, float],
 def test_stereo_44k_wav_is_mixed_and_resampled(engine: str, speech_wav: tuple[Path, float], tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     # A CD-rate stereo file: mixed to mono, then the client's Transcoder resamples to 16 kHz.
-    pytest.importorskip("sis_stream.transcode")
+    pytest.importorskip("sis_stream.audio.transcode")
     from scipy.signal import resample_poly
 
     path, seconds = speech_wav

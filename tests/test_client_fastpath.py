@@ -8,7 +8,7 @@ import pytest
 from client_fakes import AK, PROJECT, SK, FakeSisServer
 from test_client_scheduler import _FakeLoop
 
-from sis_stream.client import RasrClient
+from sis_stream.client.rasr import RasrClient
 from sis_stream.errors import LocalProtocolError
 from sis_stream.protocol import (
     AkSk,
@@ -19,7 +19,7 @@ from sis_stream.protocol import (
     StartConfig,
     StartStream,
 )
-from sis_stream.transport import PacingScheduler
+from sis_stream.client.transport import PacingScheduler
 
 U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
 

@@ -9,7 +9,7 @@ import pytest
 from client_fakes import AK, PROJECT, SK, FakeSisServer
 from helpers import FakeClock
 
-from sis_stream.client import RasrClient
+from sis_stream.client.rasr import RasrClient
 from sis_stream.protocol import AkSk, Ended, FinalResult
 
 U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}

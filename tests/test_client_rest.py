@@ -20,7 +20,7 @@ from sis_stream.errors import (
     SisServerError,
 )
 from sis_stream.protocol import AccessKeyRecord, AkSk, CredentialStore, SignatureVerifier, Token
-from sis_stream.rest_client import IamPassword, SisRestClient
+from sis_stream.client.rest import IamPassword, SisRestClient
 
 P = f"/v1/{PROJECT}"
 
@@ -307,7 +307,7 @@ U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
 
 def test_sync_iterator_and_callbacks():
     from sis_stream.protocol import Ended, FinalResult
-    from sis_stream.sync import SyncRasrClient
+    from sis_stream.client.sync import SyncRasrClient
 
     before = threading.active_count()
     with _ThreadServer() as srv, SyncRasrClient(srv.url, PROJECT, AkSk(AK, SK)) as client:

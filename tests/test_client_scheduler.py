@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from client_fakes import AK, PROJECT, SK, FakeSisServer
 
-from sis_stream.client import RasrClient
+from sis_stream.client.rasr import RasrClient
 from sis_stream.protocol import AkSk, Ended
-from sis_stream.transport import PacingScheduler, TransportOptions
+from sis_stream.client.transport import PacingScheduler, TransportOptions
 
 U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
 

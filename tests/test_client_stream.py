@@ -8,7 +8,7 @@ import json
 import pytest
 from client_fakes import AK, DOMAIN, PASSWORD, PROJECT, REGION, SK, USER, FakeSisServer
 
-from sis_stream.client import RasrClient, VadGate
+from sis_stream.client.rasr import RasrClient, VadGate
 from sis_stream.errors import BufferFullError, LocalProtocolError, SisAuthError, SisConnectionError
 from sis_stream.protocol import (
     AkSk,
@@ -24,8 +24,8 @@ from sis_stream.protocol import (
     VoiceEnd,
     VoiceStart,
 )
-from sis_stream.rest_client import IamPassword
-from sis_stream.transport import Reconnected, ReconnectPolicy
+from sis_stream.client.rest import IamPassword
+from sis_stream.client.transport import Reconnected, ReconnectPolicy
 
 U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
 FRAME = 800  # 100 ms of ulaw8k8bit
@@ -314,7 +314,7 @@ async def test_other_modes_never_reconnect(server, client):
 
 async def test_planned_rollover_at_silence_boundary(server, client):
     # rollover_after_s is tiny; the rollover waits for the final (a boundary), then continues.
-    from sis_stream.transport import RolledOver
+    from sis_stream.client.transport import RolledOver
 
     t = [0.0]
     async with client.stream("continue", U8, pacing=None, rollover_after_s=0.5, clock=lambda: t[0]) as s:
@@ -404,7 +404,7 @@ async def test_event_queue_drop_partial_keeps_finals(server, client):
 
 
 def test_event_queue_validation():
-    from sis_stream.transport import EventQueue
+    from sis_stream.client.transport import EventQueue
 
     with pytest.raises(ValueError, match="overflow must be one of"):
         EventQueue(4, "spill")
@@ -463,7 +463,7 @@ async def test_signed_host_equals_sent_host_byte_for_byte(server):
 
 
 def test_host_header_drops_default_ports():
-    from sis_stream.transport import host_header
+    from sis_stream.client.transport import host_header
 
     assert host_header("wss://sis-ext.cn-north-4.myhuaweicloud.com:443/v1/p/rasr/continue-stream") == \
         "sis-ext.cn-north-4.myhuaweicloud.com"
@@ -475,7 +475,7 @@ def test_host_header_drops_default_ports():
 async def test_signed_default_port_url_verifies(monkeypatch):
     # An endpoint written with :443 must be signed as the bare host aiohttp will send.
     from sis_stream.protocol import AccessKeyRecord, CredentialStore, SignatureVerifier
-    from sis_stream.rest_client import AuthProvider
+    from sis_stream.client.rest import AuthProvider
 
     async with __import__("aiohttp").ClientSession() as http:
         p = AuthProvider(AkSk(AK, SK), http)
@@ -526,7 +526,7 @@ def test_client_constructor_validation():
 
 
 def test_tls_verification_on_by_default():
-    from sis_stream.transport import TransportOptions
+    from sis_stream.client.transport import TransportOptions
 
     assert TransportOptions().ssl is True
     assert TransportOptions(verify_tls=False).ssl is False
@@ -540,7 +540,7 @@ def test_tls_verification_on_by_default():
 async def test_vad_gating_keeps_user_clock_and_keepalive(server, client):
     import numpy as np
 
-    from sis_stream import codec
+    from sis_stream.audio import codec
 
     # 1 s silence, 1 s tone, 1 s silence (ulaw 8 kHz); gating sends the tone (+ pre-roll/hangover).
     t = np.arange(8000) / 8000
@@ -565,7 +565,7 @@ async def test_vad_gating_keeps_user_clock_and_keepalive(server, client):
 
 @pytest.mark.parametrize("src", ["pcm16k16bit", "pcm8k16bit", "alaw8k8bit", "pcm44100"])
 async def test_input_is_transcoded_to_the_session_format(server, client, src):
-    from sis_stream.audio import AudioFormat
+    from sis_stream.audio.formats import AudioFormat
 
     fmt = AudioFormat(44100, "pcm", 2) if src == "pcm44100" else AudioFormat.from_sis(src)
     silence = {"pcm": b"\x00\x00", "alaw": b"\xd5", "ulaw": b"\xff"}[fmt.encoding] * fmt.rate_hz  # 1 s
@@ -590,7 +590,7 @@ async def test_same_input_format_is_passed_through(server, client):
 
 async def test_forced_rollover_without_a_boundary(server, client):
     # No final and no idle moment: after the grace period the rollover happens anyway.
-    from sis_stream.transport import RolledOver
+    from sis_stream.client.transport import RolledOver
 
     server.segment_ms = 100_000  # no final ever
     holder: dict = {}
@@ -612,7 +612,7 @@ async def test_forced_rollover_without_a_boundary(server, client):
 
 def test_time_map_gaps_and_keepalive():
     # conn ms -> user ms through sent frames: a VAD gap and a keepalive frame do not shift times.
-    from sis_stream.transport import _Sent, _TimeMap
+    from sis_stream.client.transport import _Sent, _TimeMap
 
     m = _TimeMap(100)
     m.add(_Sent(b"a" * 800, 0.0, 0.0, 100.0, False))       # user 0-100
@@ -629,7 +629,7 @@ def test_time_map_gaps_and_keepalive():
 
 
 def test_replay_ring_bound_and_trim():
-    from sis_stream.transport import _Ring, _Sent
+    from sis_stream.client.transport import _Ring, _Sent
 
     r = _Ring(300.0)
     for k in range(5):
@@ -657,7 +657,7 @@ def test_reconnect_policy_backoff_and_validation():
 
 
 def test_ws_url_forms():
-    from sis_stream.transport import ws_url
+    from sis_stream.client.transport import ws_url
 
     assert ws_url("https://sis-ext.cn-north-4.myhuaweicloud.com", "p1", "continue-stream") == \
         "wss://sis-ext.cn-north-4.myhuaweicloud.com/v1/p1/rasr/continue-stream"

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from helpers import RecordingProxy
 
-from sis_stream import _backend, codec
+from sis_stream import _backend
+from sis_stream.audio import codec
 from sis_stream.errors import AudioFormatError
 
 LAWS = ("ulaw", "alaw")
@@ -270,7 +271,7 @@ def test_public_is_compiled_front_end_iff_native_g711(func):
         assert public is wrapper
     else:
         assert public is getattr(_backend.load("native").g711, f"_{func}_front")
-        assert public.__name__ == func and public.__module__ == "sis_stream.codec"
+        assert public.__name__ == func and public.__module__ == "sis_stream.audio.codec"
         assert public.__doc__ == wrapper.__doc__
     assert inspect.signature(public) == inspect.signature(wrapper)
 
@@ -349,7 +350,7 @@ def test_unbound_front_end_says_so():
     native = _backend.load("native").g711
     native._bind_front_ends(None, None, None, None, None, None)
     try:
-        with pytest.raises(RuntimeError, match="before sis_stream.codec bound them"):
+        with pytest.raises(RuntimeError, match="before sis_stream.audio.codec bound them"):
             native._ulaw_decode_front(b"")
     finally:
         codec._bind_front_ends(native)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sis_stream.endpoint import (
+from sis_stream.audio.endpoint import (
     AUDIO_CAP_MS,
     CloseReason,
     Endpointer,

@@ -22,7 +22,7 @@ from sis_stream.errors import (
     PropertyNotSupportedError,
     StreamClosedError,
 )
-from sis_stream.wer import wer
+from sis_stream.text import wer
 
 # Sentences espeak-ng's en-us+m3 voice at 150 wpm renders recognisably for tiny.en.
 WHISPER_SENTENCES = (
@@ -39,7 +39,7 @@ def speech(text: str, *, pad_ms: int = 200, seed: int = 0) -> np.ndarray:
 
     Real microphones never deliver digital zeros; the noise floor keeps the signal realistic.
     """
-    espeak = pytest.importorskip("sis_stream.espeak")
+    espeak = pytest.importorskip("sis_stream.engines.espeak")
     signal = pytest.importorskip("scipy.signal")
     if not espeak.available():
         pytest.skip("espeak-ng (espeakng-loader) is not installed")

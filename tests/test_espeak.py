@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sis_stream import espeak
+from sis_stream.engines import espeak
 
 pytestmark = pytest.mark.skipif(not espeak.available(), reason="espeakng-loader not installed")
 

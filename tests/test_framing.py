@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sis_stream import framing
-from sis_stream.audio import AudioFormat
+from sis_stream.client import framing
+from sis_stream.audio.formats import AudioFormat
 from sis_stream.errors import AudioFormatError, BufferFullError, StreamClosedError
-from sis_stream.framing import Framer, FramerStats
+from sis_stream.client.framing import Framer, FramerStats
 
 # Bytes per millisecond and (min, max) frame_ms inside the SIS shard limits (protocol §5:
 # 8 kHz 160-32768 bytes per frame, 16 kHz 320-65536), written out from the spec.
@@ -117,7 +117,7 @@ def test_odd_chunks_never_split_a_sample(name, chunk):
 def test_flush_discards_an_incomplete_trailing_sample(caplog):
     fr = Framer("pcm8k16bit", 10)
     fr.feed(b"\x01\x02" * 100 + b"\x03")  # 201 bytes: 100 samples and half of one
-    with caplog.at_level(logging.WARNING, logger="sis_stream.framing"):
+    with caplog.at_level(logging.WARNING, logger="sis_stream.client.framing"):
         out = fr.flush()
     assert out == [b"\x01\x02" * 80, b"\x01\x02" * 20]  # a 160-byte frame and the rest
     assert fr.stats.bytes_discarded == 1 and conserved(fr)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sis_stream.output import (
+from sis_stream.cli.output import (
     FORMATS,
     CaptionParseError,
     Cue,

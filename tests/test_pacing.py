@@ -11,9 +11,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from sis_stream import pacing
+from sis_stream.client import pacing
 from sis_stream.errors import LocalProtocolError
-from sis_stream.pacing import MAX_BURST_S, MAX_SPEED, Pacer, PacingStats
+from sis_stream.client.pacing import MAX_BURST_S, MAX_SPEED, Pacer, PacingStats
 
 T0 = 1000.0  # a monotonic-clock-like origin (not 0, so float rounding is realistic)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sis_stream._remez import remez_type1
+from sis_stream.audio._remez import remez_type1
 
 
 def _peak_db(h, lo, hi):

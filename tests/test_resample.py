@@ -10,10 +10,10 @@ import pytest
 from helpers import RecordingProxy
 
 from sis_stream import _backend
-from sis_stream import resample as resample_mod
-from sis_stream._filters import SUPPORTED_PAIRS, design, plan
+from sis_stream.audio import resample as resample_mod
+from sis_stream.audio._filters import SUPPORTED_PAIRS, design, plan
 from sis_stream.errors import AudioFormatError, StreamClosedError
-from sis_stream.resample import StreamResampler, _outputs_available, output_length, resample
+from sis_stream.audio.resample import StreamResampler, _outputs_available, output_length, resample
 
 # (in, out) pairs covering up-sampling (L=2, M=1), decimation (M=2, 3), and L, M > 1 (small
 # and very large L: 24000->16000 is 2/3, 44100->16000 is 160/441).
@@ -560,7 +560,7 @@ def test_unbound_front_end_says_so():
     native = _backend.load("native").resample
     native._bind_front_ends(None, None, None)
     try:
-        with pytest.raises(RuntimeError, match="before sis_stream.resample bound it"):
+        with pytest.raises(RuntimeError, match="before sis_stream.audio.resample bound it"):
             native._stream_process_front(StreamResampler(8000, 16000), np.zeros(160, np.int16))
     finally:
         resample_mod._bind_front_end(native)

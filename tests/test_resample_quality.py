@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sis_stream._filters import SUPPORTED_PAIRS, measure
-from sis_stream.resample import resample
+from sis_stream.audio._filters import SUPPORTED_PAIRS, measure
+from sis_stream.audio.resample import resample
 
 PAIRS = [p for p in SUPPORTED_PAIRS if p[0] != p[1]]
 

@@ -18,12 +18,12 @@ from aiohttp import ClientSession, web
 from server_helpers import SENTENCES, encode, silence, speech_pcm, whisper_registry  # noqa: F401
 from test_server_rest_support import PROJECT, rest_server, v3_headers
 
-from sis_stream.audio import AudioFormat, wav_bytes
+from sis_stream.audio.formats import AudioFormat, wav_bytes
 from sis_stream.errors import RequestRejected
 from sis_stream.server.app import METRICS
 from sis_stream.server.jobs import JobManager, JobStore, rfc3339
 from sis_stream.server.rest import JOBS, RestSettings
-from sis_stream.wer import wer
+from sis_stream.text import wer
 
 JOBS_PATH = f"/v1/{PROJECT}/asr/transcriber/jobs"
 FLASH = f"/v1/{PROJECT}/asr/flash"

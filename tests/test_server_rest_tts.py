@@ -12,13 +12,13 @@ from aiohttp import ClientSession, WSMsgType
 from server_helpers import whisper_registry  # noqa: F401 - session fixture
 from test_server_rest_support import PROJECT, old_sdk_body, old_sdk_headers, rest_server, v3_headers
 
-from sis_stream import espeak
-from sis_stream.audio import read_wav
-from sis_stream.codec import decode as g711_decode
+from sis_stream.engines import espeak
+from sis_stream.audio.formats import read_wav
+from sis_stream.audio.codec import decode as g711_decode
 from sis_stream.protocol import AkSk, Signer
 from sis_stream.server.app import METRICS
 from sis_stream.server.tts import TtsParams, espeak_parameters, espeak_voice, parse_tts_config
-from sis_stream.wer import wer
+from sis_stream.text import wer
 
 pytestmark = pytest.mark.skipif(not espeak.available(), reason="espeak-ng (tts extra) not installed")
 

@@ -204,7 +204,7 @@ async def test_vocabulary_words_reach_the_engine_on_every_recognition_route(tmp_
     import numpy as np
     from test_server_rest_support import NONE_OVERRIDES
 
-    from sis_stream.audio import AudioFormat, wav_bytes
+    from sis_stream.audio.formats import AudioFormat, wav_bytes
     from sis_stream.engines.null import NullEngine
     from sis_stream.engines.registry import ENGINE_FACTORIES, EngineRegistry
     from sis_stream.server.app import HOT_WORDS

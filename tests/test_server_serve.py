@@ -15,7 +15,7 @@ from aiohttp import ClientSession as HttpClient
 from aiohttp import WSMsgType
 from server_helpers import SENTENCES, encode, silence, speech_pcm
 
-from sis_stream.cli import EXIT_INPUT, EXIT_USAGE, build_parser, main
+from sis_stream.cli.main import EXIT_INPUT, EXIT_USAGE, build_parser, main
 
 
 def _start_server(*extra: str) -> tuple[subprocess.Popen, str]:

@@ -36,7 +36,7 @@ def test_bad_rest_options(kwargs, exc, match):
 
 
 def test_serve_flags_are_parsed(monkeypatch, tmp_path):
-    from sis_stream import cli
+    from sis_stream.cli import main as cli
 
     seen = {}
     monkeypatch.setattr("sis_stream.server.serve.run", lambda settings: seen.setdefault("s", settings) and 0)
@@ -49,7 +49,7 @@ def test_serve_flags_are_parsed(monkeypatch, tmp_path):
 
 
 def test_serve_rejects_bad_fetch_allow_as_usage_error(capsys):
-    from sis_stream import cli
+    from sis_stream.cli import main as cli
 
     assert cli.main(["serve", "--no-auth", "--fetch-allow", "http://evil.example.com/x"]) == 2
     assert "HOST or HOST:PORT" in capsys.readouterr().err

@@ -32,7 +32,7 @@ from sis_stream.server.recognizer import (
     postprocess_text,
     words_to_digits,
 )
-from sis_stream.wer import wer
+from sis_stream.text import wer
 
 PID = "p0123"
 

@@ -7,11 +7,11 @@ import importlib
 import numpy as np
 import pytest
 
-from sis_stream import codec
-from sis_stream.audio import SIS_FORMATS, AudioFormat
+from sis_stream.audio import codec
+from sis_stream.audio.formats import SIS_FORMATS, AudioFormat
 from sis_stream.errors import AudioFormatError, StreamClosedError
-from sis_stream.resample import output_length, resample
-from sis_stream.transcode import Transcoder, transcode
+from sis_stream.audio.resample import output_length, resample
+from sis_stream.audio.transcode import Transcoder, transcode
 
 
 def _pcm(n: int, rate: int, seed: int = 0) -> np.ndarray:
@@ -47,7 +47,7 @@ def test_every_sis_pair_matches_decode_resample_encode(backend, src, dst):
 def test_g711_same_rate_never_goes_through_float(monkeypatch):
     # u-law <-> A-law at one rate: through int16 PCM only, exactly decode-then-encode.
     # (the package exports the transcode() function under the submodule's name)
-    tmod = importlib.import_module("sis_stream.transcode")
+    tmod = importlib.import_module("sis_stream.audio.transcode")
 
     def no_resampler(*a, **k):
         raise AssertionError("a resampler was built for an equal-rate transcode")

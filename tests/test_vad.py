@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sis_stream import _backend, codec
+from sis_stream import _backend
+from sis_stream.audio import codec
 from sis_stream._reference import vad as ref_vad
 from sis_stream.errors import AudioFormatError, StreamClosedError
-from sis_stream.vad import (
+from sis_stream.audio.vad import (
     FEATURE_BAND,
     FEATURE_ENERGY,
     FEATURE_ZCR,

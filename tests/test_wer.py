@@ -1,4 +1,4 @@
-"""Tests for sis_stream.wer: normalisation, number spelling, alignment counts, WER/CER."""
+"""Tests for sis_stream.text: normalisation, number spelling, alignment counts, WER/CER."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sis_stream import wer as W
+from sis_stream import text as W
 
 
 def _naive_distance(ref: list[str], hyp: list[str]) -> int:

@@ -26,7 +26,7 @@ def alaw_encode_bytes(pcm: Buffer) -> bytes:
 def alaw_decode_bytes(codes: Buffer) -> bytes:
     """Decode a C-contiguous buffer of A-law codes to little-endian int16 PCM bytes."""
 
-# Compiled front-ends that sis_stream.codec binds as its public functions when this module is the
+# Compiled front-ends that sis_stream.audio.codec binds as its public functions when this module is the
 # selected backend (bytes without ``out`` decoded/encoded in C; everything else delegated to the
 # codec's Python wrappers registered with ``_bind_front_ends``).
 def _bind_front_ends(

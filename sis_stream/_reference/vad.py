@@ -256,7 +256,7 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
 
     The detector is a recursion over frames (noise floor, noise deviation, hysteresis, onset
     count, hangover), so this twin is a plain loop over frames, written from the rules in
-    ``sis_stream.vad``:
+    ``sis_stream.audio.vad``:
 
     - the first frame initialises the floor to its band energy and the deviation to dev_init;
     - the entry threshold above the floor is ``dev_factor * deviation`` clamped to

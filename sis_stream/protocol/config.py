@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
 
-from ..audio import SIS_FORMATS, AudioFormat, shard_limits
+from ..audio.formats import SIS_FORMATS, AudioFormat, shard_limits
 from ..errors import RequestRejected
 from .errors import reject
 from .properties import Interface, PropertyInfo, lookup_property
@@ -225,7 +225,7 @@ class StartConfig:
 
     @property
     def format_info(self) -> AudioFormat:
-        """The :class:`~sis_stream.audio.AudioFormat` of ``audio_format``."""
+        """The :class:`~sis_stream.audio.formats.AudioFormat` of ``audio_format``."""
         return AUDIO_FORMATS[self.audio_format]
 
     @property

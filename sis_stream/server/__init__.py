@@ -1,6 +1,6 @@
 """The SIS-compatible local server (aiohttp): RASR websockets, IAM tokens, metrics, REST routes.
 
-Start it with ``sis-stream serve`` (:mod:`sis_stream.cli`), :func:`serve.run`, or build the
+Start it with ``sis-stream serve`` (:mod:`sis_stream.cli.main`), :func:`serve.run`, or build the
 application with :func:`create_app` (see :mod:`.app` for the shared state route modules use).
 """
 

@@ -6,13 +6,13 @@ One :class:`SessionRecognizer` serves one START..END session of a websocket conn
 on the event loop and never blocks it:
 
 * :meth:`feed` (cheap, on the loop): decode the START's ``audio_format`` (pcm16 bytes, or G.711
-  through :mod:`sis_stream.codec`) to int16 PCM at the format's rate, run the
-  :class:`~sis_stream.endpoint.Endpointer` over it (sentence/continuous: server endpointing;
+  through :mod:`sis_stream.audio.codec`) to int16 PCM at the format's rate, run the
+  :class:`~sis_stream.audio.endpoint.Endpointer` over it (sentence/continuous: server endpointing;
   short-stream and the short-audio websocket: one utterance closed by END), and turn its events
   into engine operations and output items.
 * Engine operations (``accept``, ``partial``, ``finalize``, ``close``) run on the stream's
   :class:`~sis_stream.engines.pool.Lane` of the shared bounded executor, in order. Segment PCM is
-  converted to the engines' 16 kHz by our own resampler kernel (``sis_stream.resample``) and
+  converted to the engines' 16 kHz by our own resampler kernel (``sis_stream.audio.resample``) and
   batched (``accept_batch_ms``) so a stream costs a few pool tasks per second.
 * Output items go into one FIFO; the emitter task (started once the START answer is out) awaits
   each item's engine future in turn and hands :mod:`sis_stream.protocol` responses to the
@@ -54,8 +54,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from .. import codec
-from ..endpoint import (
+from ..audio import codec
+from ..audio.endpoint import (
     Endpointer,
     ExceededSilence,
     SegmentAudio,
@@ -64,7 +64,7 @@ from ..endpoint import (
     VoiceEnd,
     VoiceStart,
 )
-from ..endpoint import Mode as EpMode
+from ..audio.endpoint import Mode as EpMode
 from ..engines.base import SAMPLE_RATE_HZ, Engine, EngineStream, Hypothesis
 from ..engines.pool import EngineExecutor, Lane
 from ..errors import EngineOverloadedError, StreamClosedError
@@ -78,7 +78,7 @@ from ..protocol import (
     StartConfig,
     WordInfo,
 )
-from ..wer import number_to_words
+from ..text import number_to_words
 
 __all__ = [
     "PcmDecoder",
@@ -151,7 +151,7 @@ def _halfband_taps(n_side: int = 16) -> np.ndarray:
 class Upsampler2x:
     """Streaming 2x upsampler (8 kHz -> 16 kHz): zero-stuff and a 33-tap half-band FIR.
 
-    Fallback only, used when ``sis_stream.resample`` cannot be imported. The filter
+    Fallback only, used when ``sis_stream.audio.resample`` cannot be imported. The filter
     delays the output by 16 output samples (1 ms), negligible next to the 10 ms VAD frames.
     """
 
@@ -175,7 +175,7 @@ class Upsampler2x:
 class _Converter:
     """Segment PCM at the format's rate -> 16 kHz int16, streaming, flushed at the segment end.
 
-    Uses the project's resampler kernel (:class:`sis_stream.resample.StreamResampler`,
+    Uses the project's resampler kernel (:class:`sis_stream.audio.resample.StreamResampler`,
     delay-compensated: sample 0 out is sample 0 in, and the total length is exact); falls back to
     :class:`Upsampler2x` only if that module cannot be imported.
     """
@@ -184,7 +184,7 @@ class _Converter:
         if rate_hz * 2 != SAMPLE_RATE_HZ:
             raise ValueError(f"only 8000 and 16000 Hz audio is accepted, got {rate_hz}")
         try:
-            from ..resample import StreamResampler
+            from ..audio.resample import StreamResampler
         except ImportError:  # pragma: no cover - the resampler ships with the package
             self._rs = None
             self._up = Upsampler2x()

@@ -12,7 +12,7 @@ Decoding (:func:`decode_audio`):
   Without it these formats are answered ``SIS.0602`` ("... needs the optional PyAV package").
   ``vox8k4bit`` / ``v3_8k4bit`` (Dialogic ADPCM) are not supported: ``SIS.0602``/``SIS.0535``.
 
-Every decoded signal is resampled by :mod:`sis_stream.resample` (our polyphase resampler) to the
+Every decoded signal is resampled by :mod:`sis_stream.audio.resample` (our polyphase resampler) to the
 engines' 16 kHz. Recognition runs on the shared engine executor (``app[POOL]``), never on the
 event loop.
 
@@ -37,8 +37,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from ..audio import SIS_FORMATS, AudioFormat, read_wav
-from ..codec import decode as g711_decode
+from ..audio.formats import SIS_FORMATS, AudioFormat, read_wav
+from ..audio.codec import decode as g711_decode
 from ..engines.base import SAMPLE_RATE_HZ, Hypothesis
 from ..errors import (
     AudioFormatError,
@@ -264,7 +264,7 @@ def decode_audio(data: bytes, audio_format: str, *, unsupported_code: str = "SIS
 
 
 def resample_pcm(pcm: np.ndarray, src_hz: int, dst_hz: int) -> np.ndarray:
-    """int16 mono `pcm` from `src_hz` to `dst_hz` with our resampler (:mod:`sis_stream.resample`).
+    """int16 mono `pcm` from `src_hz` to `dst_hz` with our resampler (:mod:`sis_stream.audio.resample`).
 
     Rates our resampler does not support fall back to PyAV's (libswresample) when installed.
 
@@ -278,7 +278,7 @@ def resample_pcm(pcm: np.ndarray, src_hz: int, dst_hz: int) -> np.ndarray:
     if pcm.size == 0:
         return np.zeros(0, np.int16)
     try:
-        from ..resample import resample
+        from ..audio.resample import resample
     except ImportError:  # pragma: no cover - the resampler ships with the package
         resample = None
     if resample is not None:
@@ -289,7 +289,7 @@ def resample_pcm(pcm: np.ndarray, src_hz: int, dst_hz: int) -> np.ndarray:
         else:  # pragma: no cover
             reason = ""
     else:
-        reason = "sis_stream.resample is not available"
+        reason = "sis_stream.audio.resample is not available"
     if pyav_available():
         return _resample_av(pcm, src_hz, dst_hz)
     raise reject("SIS.0602", f"audio at {src_hz} Hz cannot be converted to {dst_hz} Hz: {reason}")
@@ -417,7 +417,7 @@ def transcribe_pcm(engine: Any, language: str, pcm16k: np.ndarray, *, hot_words:
     list of Hypothesis
         Non-empty sentences in order.
     """
-    from ..endpoint import Endpointer, SegmentAudio, SegmentClosed
+    from ..audio.endpoint import Endpointer, SegmentAudio, SegmentClosed
 
     ep = Endpointer("continuous", SAMPLE_RATE_HZ, vad_head=60000, vad_tail=vad_tail_ms,
                     max_seconds=max_seconds)

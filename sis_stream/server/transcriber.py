@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from ..audio import SIS_FORMATS, AudioFormat
+from ..audio.formats import SIS_FORMATS, AudioFormat
 from ..errors import EngineOverloadedError, PropertyNotSupportedError, RequestRejected
 from ..protocol.errors import reject
 from ..protocol.properties import Interface, lookup_property

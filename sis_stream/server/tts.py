@@ -1,5 +1,5 @@
 """Text to speech (sis-protocol.md §11.5): ``POST /v1/{project_id}/tts`` and the legacy
-``POST /v1.0/voice/tts``, with espeak-ng (:mod:`sis_stream.espeak`, the optional ``tts`` extra).
+``POST /v1.0/voice/tts``, with espeak-ng (:mod:`sis_stream.engines.espeak`, the optional ``tts`` extra).
 
 libespeak-ng is GPL-3.0 and only loaded at run time; without it these routes (and the RTTS
 websocket) answer ``SIS.0401`` "speech synthesis is not available: ..." (HTTP 500) saying how to
@@ -41,8 +41,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from ..audio import AudioFormat, wav_bytes
-from ..codec import encode as g711_encode
+from ..audio.formats import AudioFormat, wav_bytes
+from ..audio.codec import encode as g711_encode
 from ..protocol.errors import reject
 from ..protocol.properties import Interface, lookup_property
 
@@ -176,7 +176,7 @@ def espeak_voice(prop: str) -> tuple[str, int]:
 
 
 def espeak_parameters(p: TtsParams) -> dict[str, Any]:
-    """The :func:`sis_stream.espeak.synthesize` arguments for `p` (see the module docstring)."""
+    """The :func:`sis_stream.engines.espeak.synthesize` arguments for `p` (see the module docstring)."""
     voice, pitch_offset = espeak_voice(p.property)
     rate_wpm = round(BASE_WPM * 2.0 ** (p.speed / 500.0))
     return {
@@ -195,7 +195,7 @@ def synthesize_pcm(p: TtsParams) -> np.ndarray:
     RequestRejected
         ``SIS.0401`` when espeak-ng is not installed or fails.
     """
-    from .. import espeak
+    from ..engines import espeak
     from .rest_short import resample_pcm
 
     kw = espeak_parameters(p)

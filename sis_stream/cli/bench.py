@@ -82,7 +82,7 @@ def _optional(module: str) -> Any:
 
 
 def _g711_encode() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]:
-    from ..codec import ulaw_encode
+    from ..audio.codec import ulaw_encode
 
     pcm = _speech_like(8000).tobytes()
     audioop = _optional("audioop")
@@ -90,7 +90,7 @@ def _g711_encode() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | Non
 
 
 def _g711_decode() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]:
-    from ..codec import ulaw_decode, ulaw_encode
+    from ..audio.codec import ulaw_decode, ulaw_encode
 
     codes = ulaw_encode(_speech_like(8000).tobytes())
     audioop = _optional("audioop")
@@ -99,7 +99,7 @@ def _g711_decode() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | Non
 
 def _resample(in_rate: int, out_rate: int) -> Callable[[], tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]]:
     def setup() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]:
-        from ..resample import resample
+        from ..audio.resample import resample
 
         x = _speech_like(in_rate)
         soxr = _optional("soxr")
@@ -117,7 +117,7 @@ def _resample(in_rate: int, out_rate: int) -> Callable[[], tuple[Callable[[], An
 
 
 def _vad() -> tuple[Callable[[], Any], dict[str, Callable[[], Any] | None]]:
-    from ..vad import EnergyVad
+    from ..audio.vad import EnergyVad
 
     pcm = _speech_like(16000)
     webrtcvad = _optional("webrtcvad")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import BinaryIO, Final, Literal
 
-from .errors import AudioFormatError
+from ..errors import AudioFormatError
 
 __all__ = [
     "SIS_FORMATS",

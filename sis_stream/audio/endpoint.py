@@ -7,7 +7,7 @@ An :class:`Endpointer` is fed the session's int16 PCM (8 or 16 kHz, any chunk si
 clock, **milliseconds of session audio received** (sample count * 1000 / rate), which is what
 SIS stamps RESULT ``start_time``/``end_time`` and EVENT ``timestamp`` with.
 
-A frame VAD (by default :class:`sis_stream.vad.EnergyVad` without hangover: the tail timer *is*
+A frame VAD (by default :class:`sis_stream.audio.vad.EnergyVad` without hangover: the tail timer *is*
 the hangover) decides every ``frame_ms`` frame. The decisions drive one state machine whose
 rules all live in ``_TRANSITIONS`` below (h11 style: everything that changes state is in that
 table; the rest of the class only counts frames and turns actions into events):
@@ -19,7 +19,7 @@ States: ``WAITING`` (no segment open) -> ``IN_SEGMENT`` -> ``WAITING`` (continuo
 Triggers, all evaluated at frame boundaries (so durations are rounded *up* to whole frames):
 
 - ``SPEECH``: a speech frame while waiting. The segment starts at that frame, or, with the
-  default :class:`~sis_stream.vad.EnergyVad`, at the onset it reports: up to ``lookback_ms``
+  default :class:`~sis_stream.audio.vad.EnergyVad`, at the onset it reports: up to ``lookback_ms``
   earlier, where the band energy first rose above the noise floor (never before the last
   boundary). The event is still *decided* at the speech frame (``detected_ms``).
 - ``HEAD_SILENCE``: the silence since the last boundary (session start, segment close or the
@@ -65,7 +65,7 @@ from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import AudioFormatError, StreamClosedError
+from ..errors import AudioFormatError, StreamClosedError
 from .vad import SUPPORTED_FRAME_MS, SUPPORTED_RATES, EnergyVad, VadTuning, _as_pcm
 
 __all__ = [
@@ -392,7 +392,7 @@ class Endpointer:
     frame_ms : int, optional
         VAD frame, 10 (default), 20 or 30: the granularity of every boundary.
     sensitivity : float, optional
-        Passed to the default :class:`~sis_stream.vad.EnergyVad` (0..1, default 0.5).
+        Passed to the default :class:`~sis_stream.audio.vad.EnergyVad` (0..1, default 0.5).
     vad : FrameVad, optional
         Use this frame VAD instead (its ``rate_hz`` must match; its frame length sets the
         granularity). It is reset with the Endpointer.
@@ -524,7 +524,7 @@ class Endpointer:
         ----------
         chunk : numpy.ndarray or bytes-like
             int16 mono PCM at ``rate_hz`` (array, or little-endian bytes of even length), any
-            length. G.711 input is decoded by the caller (:mod:`sis_stream.codec`).
+            length. G.711 input is decoded by the caller (:mod:`sis_stream.audio.codec`).
 
         Returns
         -------

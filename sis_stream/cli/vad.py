@@ -11,10 +11,10 @@ from typing import Any, Final, TextIO
 
 import numpy as np
 
-from .. import endpoint as ep
-from ..audio import AudioFormat
-from ..output import format_timestamp
-from ..vad import EnergyVad
+from ..audio import endpoint as ep
+from ..audio.formats import AudioFormat
+from .output import format_timestamp
+from ..audio.vad import EnergyVad
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -91,7 +91,7 @@ def _analysis_pcm(data: bytes, fmt: AudioFormat) -> tuple[np.ndarray, int]:
 def analyse(pcm: np.ndarray, rate_hz: int, *, mode: str = "continuous", vad_head: int = 10000,
             vad_tail: int = 500, max_seconds: int = 30, sensitivity: float = 0.5,
             frame_ms: int = 10) -> VadReport:
-    """Run the :class:`~sis_stream.endpoint.Endpointer` over `pcm` and collect what it reports.
+    """Run the :class:`~sis_stream.audio.endpoint.Endpointer` over `pcm` and collect what it reports.
 
     Raises
     ------

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .protocol import AccessKeyRecord, AkSk, CredentialStore, Token
+from ..protocol import AccessKeyRecord, AkSk, CredentialStore, Token
 
 _SK_ALPHABET: Final = string.ascii_letters + string.digits
 
@@ -36,7 +36,7 @@ class EmbeddedServer:
     Attributes
     ----------
     url : str
-        ``ws://127.0.0.1:PORT``: the ``endpoint`` for :class:`~sis_stream.client.RasrClient`.
+        ``ws://127.0.0.1:PORT``: the ``endpoint`` for :class:`~sis_stream.client.rasr.RasrClient`.
     port : int
         The port the kernel picked.
     project_id : str
@@ -60,8 +60,8 @@ class EmbeddedServer:
         return f"http://{LOOPBACK}:{self.port}"
 
     def client(self, **kwargs: Any) -> Any:
-        """A :class:`~sis_stream.client.RasrClient` for this server (use ``async with``)."""
-        from .client import RasrClient
+        """A :class:`~sis_stream.client.rasr.RasrClient` for this server (use ``async with``)."""
+        from ..client.rasr import RasrClient
 
         return RasrClient(self.url, self.project_id, self.auth, **kwargs)
 
@@ -124,7 +124,7 @@ async def embedded_server(
     ...         async with client.stream("continue", config=cfg) as stream:
     ...             ...
     """
-    from .server import ServerSettings, create_app
+    from . import ServerSettings, create_app
 
     reserved = {"host", "port", "credentials", "credentials_file", "no_auth"} & settings.keys()
     if reserved:

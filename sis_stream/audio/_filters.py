@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._remez import remez_type1
-from .errors import AudioFormatError
+from ..errors import AudioFormatError
 
 __all__ = [
     "INPUT_RATES",
@@ -221,7 +221,7 @@ def design(in_rate: int, out_rate: int, quality: str = "hq",
     down) <= EQUIRIPPLE_MAX_RATIO`` it is the minimax (equiripple) design of length
     ``2 * ceil(spec.eq_half_length * R) + 1``: flat band ``[0, flat_edge]``, loose band up to
     ``passband_edge``, stopband from the lower Nyquist ``f_n``, each weighted as the spec says
-    (:func:`sis_stream._remez.remez_type1`). Larger ratios (the 11.025 kHz family, prototypes
+    (:func:`sis_stream.audio._remez.remez_type1`). Larger ratios (the 11.025 kHz family, prototypes
     of tens of thousands of taps) get a Kaiser-windowed sinc with cut-off
     ``spec.cutoff * f_n``, length ``2 * ceil(spec.half_length * R) + 1``, normalised at DC.
 

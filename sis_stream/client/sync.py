@@ -8,9 +8,9 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .client import RasrClient, RasrStream
-from .protocol import AkSk, StartConfig, Token
-from .rest_client import IamPassword
+from .rasr import RasrClient, RasrStream
+from ..protocol import AkSk, StartConfig, Token
+from .rest import IamPassword
 from .transport import TransportOptions
 
 __all__ = ["SyncRasrClient", "SyncStream"]
@@ -19,13 +19,13 @@ T = TypeVar("T")
 
 
 class SyncRasrClient:
-    """Blocking :class:`~sis_stream.client.RasrClient`: one event-loop thread per client (not per
+    """Blocking :class:`~sis_stream.client.rasr.RasrClient`: one event-loop thread per client (not per
     stream); every call is submitted to it and waited for.
 
     Parameters
     ----------
     endpoint, project_id, auth, options
-        As :class:`~sis_stream.client.RasrClient`.
+        As :class:`~sis_stream.client.rasr.RasrClient`.
     timeout_s : float or None
         Longest wait of any blocking call (default 60 s; None waits forever).
 
@@ -105,7 +105,7 @@ async def _make_stream(client: RasrClient, mode: str, config: Any, kwargs: dict[
 
 
 class SyncStream:
-    """Blocking view of one :class:`~sis_stream.client.RasrStream` (use ``with``)."""
+    """Blocking view of one :class:`~sis_stream.client.rasr.RasrStream` (use ``with``)."""
 
     def __init__(self, owner: SyncRasrClient, stream: RasrStream, on_event: Callable[[object], Any] | None) -> None:
         self._owner = owner

@@ -4,7 +4,7 @@ Each module has ``NAME``, ``HELP``, ``build(parser)`` (adds its arguments), ``ru
 (never raises: errors become one line on stderr and an exit code, see :mod:`._common`).
 :func:`add_subcommands` registers them all on an argparse subparsers object;
 :data:`COMMAND_SPECS` lists ``(name, help, build, run)`` for registries such as
-:data:`sis_stream.cli.COMMANDS`.
+:data:`sis_stream.cli.main.COMMANDS`.
 
 Exit codes: 0 success, 2 usage error, 3 input error, 4 auth error, 5 server/protocol error,
 130 interrupted (Ctrl-C; the session was ended with END cancel and the transcript kept), 1 an

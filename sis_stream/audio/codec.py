@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import numpy as np
 
-from . import _backend
-from .errors import AudioFormatError
+from .. import _backend
+from ..errors import AudioFormatError
 
 __all__ = [
     "ALAW_SILENCE",

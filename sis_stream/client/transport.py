@@ -60,7 +60,7 @@ except ImportError:  # pragma: no cover - other aiohttp layouts
     _ws_mask = None
     _AiohttpWriter = None
 
-from .errors import (
+from ..errors import (
     BufferFullError,
     LocalProtocolError,
     RemoteProtocolError,
@@ -70,7 +70,7 @@ from .errors import (
 )
 from .framing import SILENCE_BYTE, Framer
 from .pacing import Pacer
-from .protocol import (
+from ..protocol import (
     ClientSession,
     ConnectionClosed,
     Ended,
@@ -590,7 +590,7 @@ class PacingScheduler:
     ``asyncio.sleep`` per frame costs every stream its own ``TimerHandle`` (a Python object,
     pushed on the loop's heap with Python-level comparisons) and, when N streams are due at
     different instants, one event-loop iteration (an ``epoll_wait``) per frame. Here the
-    deadlines (absolute, from each stream's :class:`~sis_stream.pacing.Pacer`: the schedule
+    deadlines (absolute, from each stream's :class:`~sis_stream.client.pacing.Pacer`: the schedule
     stays drift-free) go into one heap of plain tuples, and a single loop timer is armed for the
     earliest one. When it fires, every waiter due within ``coalesce_s`` is woken in the same
     loop iteration, and the timer fires at most once per ``coalesce_s`` window (the next fire

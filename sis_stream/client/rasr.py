@@ -11,12 +11,12 @@ from typing import Any, Final
 
 import aiohttp
 
-from .audio import AudioFormat
-from .errors import LocalProtocolError, StreamClosedError
+from ..audio.formats import AudioFormat
+from ..errors import LocalProtocolError, StreamClosedError
 from .framing import Framer
 from .pacing import Pacer
-from .protocol import AkSk, Ended, Mode, StartConfig, Token, validate_config
-from .rest_client import AuthProvider, IamPassword
+from ..protocol import AkSk, Ended, Mode, StartConfig, Token, validate_config
+from .rest import AuthProvider, IamPassword
 from .transport import (
     DEFAULT_ROLLOVER_AFTER_S,
     EventQueue,
@@ -60,7 +60,7 @@ class VadGate:
     audio_format : AudioFormat or str
         The session format (the frames the gate sees).
     sensitivity : float
-        :class:`~sis_stream.vad.EnergyVad` sensitivity (0..1).
+        :class:`~sis_stream.audio.vad.EnergyVad` sensitivity (0..1).
     preroll_ms, hangover_ms : int
         Audio sent before speech starts / kept after it ends (bounded).
 
@@ -70,7 +70,7 @@ class VadGate:
 
     def __init__(self, audio_format: AudioFormat | str, *, sensitivity: float = 0.5, preroll_ms: int = 300,
                  hangover_ms: int = 500) -> None:
-        from .vad import EnergyVad
+        from ..audio.vad import EnergyVad
 
         fmt = AudioFormat.from_sis(audio_format) if isinstance(audio_format, str) else audio_format
         if not isinstance(fmt, AudioFormat):
@@ -215,9 +215,9 @@ class RasrClient:
             Frame length (inside the shard limits; default 100).
         pacing : str, mapping or None
             ``"realtime"`` (default), ``"x4"`` etc., ``"burst-then-realtime"``, a mapping of
-            :class:`~sis_stream.pacing.Pacer` arguments, or None (as fast as the socket takes it).
+            :class:`~sis_stream.client.pacing.Pacer` arguments, or None (as fast as the socket takes it).
         overflow : {"block", "drop_oldest", "error"}
-            Input buffer policy (:class:`~sis_stream.framing.Framer`).
+            Input buffer policy (:class:`~sis_stream.client.framing.Framer`).
         max_buffer_ms : int, optional
             Input buffer bound (default 2 s or two frames).
         vad : VadGate or bool, optional
@@ -276,8 +276,8 @@ class RasrStream:
 
     Events: :class:`~sis_stream.protocol.Started`, ``PartialResult``, ``FinalResult``,
     ``VoiceStart``, ``VoiceEnd``, ``ExceededSilence``, ``ExceededAudio``, ``ServerError``,
-    ``Ended``, ``ConnectionClosed``, plus :class:`~sis_stream.transport.Reconnected` and
-    :class:`~sis_stream.transport.RolledOver`. Result times are ms of the audio given to
+    ``Ended``, ``ConnectionClosed``, plus :class:`~sis_stream.client.transport.Reconnected` and
+    :class:`~sis_stream.client.transport.RolledOver`. Result times are ms of the audio given to
     :meth:`send` (after transcoding), whatever happened on the wire.
     """
 
@@ -297,7 +297,7 @@ class RasrStream:
             if not isinstance(src, AudioFormat):
                 raise TypeError(f"input_format must be an AudioFormat or SIS name, got {type(input_format).__name__}")
             if src != fmt:
-                from .transcode import Transcoder  # the audio conversion chain
+                from ..audio.transcode import Transcoder  # the audio conversion chain
 
                 self._transcoder = Transcoder(src, fmt)
         if vad is True:

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 
 from . import codec
-from .audio import AudioFormat
-from .errors import AudioFormatError, StreamClosedError
+from .formats import AudioFormat
+from ..errors import AudioFormatError, StreamClosedError
 from .resample import StreamResampler
 
 __all__ = ["Transcoder", "transcode"]
@@ -39,7 +39,7 @@ class Transcoder:
 
     Bytes in, bytes out; feed chunks of any size (a PCM chunk may even end in the middle of a
     sample: the odd byte waits for the next chunk). The resampler (when the rates differ) is a
-    :class:`~sis_stream.resample.StreamResampler` on int16, so the concatenated output of all
+    :class:`~sis_stream.audio.resample.StreamResampler` on int16, so the concatenated output of all
     :meth:`process` calls plus :meth:`flush` equals :func:`transcode` of the whole input. When
     the rates are equal no filter runs: G.711 <-> G.711 and G.711 <-> PCM go through int16 PCM
     only (never float), and equal formats are passed through.
@@ -47,7 +47,7 @@ class Transcoder:
     Parameters
     ----------
     src, dst : AudioFormat or str
-        Formats, as :class:`~sis_stream.audio.AudioFormat` or SIS names such as
+        Formats, as :class:`~sis_stream.audio.formats.AudioFormat` or SIS names such as
         ``"ulaw8k8bit"`` / ``"pcm16k16bit"``. Mono. `src` may be at any rate the resampler
         accepts (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000 Hz); `dst` at 8000 or
         16000 Hz, or at the rate of `src`.

@@ -7,8 +7,8 @@ import sys
 import time
 from typing import Any, BinaryIO, Final
 
-from ..audio import AudioFormat, wav_bytes
-from ..console import LiveDisplay
+from ..audio.formats import AudioFormat, wav_bytes
+from .console import LiveDisplay
 from ._common import (
     EXIT_INPUT,
     EXIT_OK,
@@ -68,7 +68,7 @@ def convert_bytes(data: bytes, src: AudioFormat, dst: AudioFormat,
         if progress is not None:
             progress(src.duration_ms(len(data)))
         return data
-    from ..transcode import Transcoder
+    from ..audio.transcode import Transcoder
 
     tc = Transcoder(src, dst)
     step = max(1, src.rate_hz * _STEP_MS // 1000) * src.bytes_per_frame

@@ -9,9 +9,9 @@ import json
 import sys
 from typing import Any, Final, TextIO
 
-from ..audio import AudioFormat, write_wav
-from ..console import LiveDisplay
-from ..wer import word_errors
+from ..audio.formats import AudioFormat, write_wav
+from .console import LiveDisplay
+from ..text import word_errors
 from ._common import (
     EXIT_OK,
     AudioSource,
@@ -66,8 +66,8 @@ def phone_audio(text: str, voice: str = "en-us+m3", rate_wpm: int = 150) -> tupl
     EspeakUnavailableError
         The ``tts`` extra (espeakng-loader) is not installed.
     """
-    from ..espeak import synthesize
-    from ..transcode import Transcoder
+    from ..engines.espeak import synthesize
+    from ..audio.transcode import Transcoder
 
     syn = synthesize(text, voice, rate_wpm=rate_wpm)
     src = AudioFormat(int(syn.rate_hz), "pcm", 2)

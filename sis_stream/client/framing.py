@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from .audio import AudioFormat
-from .errors import AudioFormatError, BufferFullError, StreamClosedError
+from ..audio.formats import AudioFormat
+from ..errors import AudioFormatError, BufferFullError, StreamClosedError
 
 __all__ = [
     "DEFAULT_FRAME_MS",

@@ -12,7 +12,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _backend
+from .. import _backend
 from ._filters import (
     INPUT_RATES,
     OUTPUT_RATES,
@@ -23,7 +23,7 @@ from ._filters import (
     check_quality,
     plan,
 )
-from .errors import AudioFormatError, StreamClosedError
+from ..errors import AudioFormatError, StreamClosedError
 
 __all__ = [
     "INPUT_RATES",
@@ -154,7 +154,7 @@ class StreamResampler:
         ``"telephony"``: -0.1 dB at 0.85 x, -75 dB stopband, 3.0 ms at 8k <-> 16k, under 2/3
         of the hq taps. Equiripple designs, except the 11.025 kHz family (Kaiser). Large
         down-sampling ratios (``in_rate >= 2.5 * out_rate``) run as a cascade of half-band
-        decimators and one rational stage (:func:`sis_stream._filters.plan`).
+        decimators and one rational stage (:func:`sis_stream.audio._filters.plan`).
         ``docs/resample.md`` has the measured figures next to soxr's.
     dtype : numpy.int16 or numpy.float32
         Sample type of both the input chunks and the output. int16 output is rounded to the

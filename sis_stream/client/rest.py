@@ -15,8 +15,8 @@ from typing import Any, Final
 import aiohttp
 from yarl import URL
 
-from .errors import AuthError, SisApiError, SisConnectionError, SisLimitError, SisServerError
-from .protocol import AkSk, Signer, Token, TokenRequest, api_error
+from ..errors import AuthError, SisApiError, SisConnectionError, SisLimitError, SisServerError
+from ..protocol import AkSk, Signer, Token, TokenRequest, api_error
 from .transport import TransportOptions, host_header
 
 __all__ = [

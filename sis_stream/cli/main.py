@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .commands._common import EXIT_AUTH, EXIT_INPUT, EXIT_OK, EXIT_SERVER, EXIT_USAGE
-from .errors import (
+from ._common import EXIT_AUTH, EXIT_INPUT, EXIT_OK, EXIT_SERVER, EXIT_USAGE
+from ..errors import (
     AudioFormatError,
     AuthError,
     EngineConfigError,
@@ -86,8 +86,8 @@ class _Parser(argparse.ArgumentParser):
 # -- serve ----------------------------------------------------------------------------------------
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server.serve import run
-    from .server.settings import ServerSettings, parse_engine_options
+    from ..server.serve import run
+    from ..server.settings import ServerSettings, parse_engine_options
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise _UsageError("--tls-cert and --tls-key go together")
@@ -101,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_sessions is not None:
         kwargs["max_sessions"] = args.max_sessions
     if args.fetch_allow is not None:
-        from .server.fetch import parse_fetch_allow
+        from ..server.fetch import parse_fetch_allow
 
         try:
             kwargs["fetch_allow"] = parse_fetch_allow(args.fetch_allow)
@@ -146,12 +146,12 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
 # -- main -----------------------------------------------------------------------------------------
 
 def _register_command_modules() -> None:
-    """Register the subcommands of :mod:`sis_stream.commands` (transcribe, demo, convert, vad,
+    """Register the subcommands of :mod:`sis_stream.cli.commands` (transcribe, demo, convert, vad,
     bench) when that package is present; ``serve`` stays defined here."""
     try:
         from .commands import COMMAND_SPECS
     except ImportError as exc:
-        logging.getLogger(__name__).debug("sis_stream.commands not available: %s", exc)
+        logging.getLogger(__name__).debug("sis_stream.cli.commands not available: %s", exc)
         return
     for name, help_, build, run in COMMAND_SPECS:
         if name not in COMMANDS:

@@ -14,7 +14,7 @@ from typing import Final
 
 import numpy as np
 
-from .errors import SisStreamError
+from ..errors import SisStreamError
 
 __all__ = ["EspeakUnavailableError", "Synthesis", "synthesize", "available"]
 

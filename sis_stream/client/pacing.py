@@ -13,7 +13,7 @@ from typing import Final
 
 import numpy as np
 
-from .errors import LocalProtocolError
+from ..errors import LocalProtocolError
 
 __all__ = [
     "DEFAULT_BURST_S",

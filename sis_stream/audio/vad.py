@@ -9,9 +9,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from . import _backend
-from ._reference import vad as _layout
-from .errors import AudioFormatError, StreamClosedError
+from .. import _backend
+from .._reference import vad as _layout
+from ..errors import AudioFormatError, StreamClosedError
 
 __all__ = [
     "BAND_FILTER_RATE_HZ",
@@ -187,7 +187,7 @@ class VadTuning:
     lookback_db : float
         Onset look-back: the frames just before an onset whose band energy was already
         `lookback_db` above the floor are counted (the onset of speech usually rises through
-        the noise before it clears the threshold); :class:`sis_stream.endpoint.Endpointer`
+        the noise before it clears the threshold); :class:`sis_stream.audio.endpoint.Endpointer`
         moves a segment's start back over them.
     lookback_ms : int
         Longest onset look-back (at most 127 frames).
@@ -386,7 +386,7 @@ class EnergyVad:
         is given.
     encoding : {"pcm", "ulaw", "alaw"}, optional
         Input encoding of :meth:`process`: little-endian int16 PCM (an int16 array or bytes),
-        or G.711 codes (a uint8 array or bytes), decoded with :mod:`sis_stream.codec`.
+        or G.711 codes (a uint8 array or bytes), decoded with :mod:`sis_stream.audio.codec`.
     tuning : VadTuning, optional
         Explicit detector constants (overrides `sensitivity`).
 

@@ -18,8 +18,8 @@ from typing import BinaryIO, Final
 
 import numpy as np
 
-from ..audio import SIS_FORMATS, AudioFormat, read_wav
-from ..codec import decode
+from ..audio.formats import SIS_FORMATS, AudioFormat, read_wav
+from ..audio.codec import decode
 from ..errors import (
     AudioFormatError,
     AuthError,
@@ -30,7 +30,7 @@ from ..errors import (
     SisConnectionError,
     SisStreamError,
 )
-from ..espeak import EspeakUnavailableError
+from ..engines.espeak import EspeakUnavailableError
 
 __all__ = [
     "EMBEDDED_LOGGERS",

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
-from ..audio import AudioFormat
-from ..console import LiveDisplay, Summary
+from ..audio.formats import AudioFormat
+from .console import LiveDisplay, Summary
 from ..errors import AudioFormatError, RequestRejected, SisConnectionError
-from ..output import FORMATS, Transcript, TranscriptSegment, TranscriptWriter, Word
-from ..pacing import Pacer
+from .output import FORMATS, Transcript, TranscriptSegment, TranscriptWriter, Word
+from ..client.pacing import Pacer
 from ..protocol import (
     AkSk,
     ConnectionClosed,
@@ -286,7 +286,7 @@ def check_config(config: Mapping[str, Any], mode: str) -> None:
     CliError
         Exit 2, with the SIS message (e.g. ``SIS.0032: 'vad_tail' is invalid``).
     """
-    from ..client import MODES
+    from ..client.rasr import MODES
 
     try:
         validate_config(dict(config), MODES[mode])
@@ -320,10 +320,10 @@ def _segment(index: int, ev: FinalResult) -> TranscriptSegment:
 @contextlib.asynccontextmanager
 async def open_client(target: Target, engine_overrides: tuple[str, ...] = (), *,
                       debug: bool = False) -> AsyncIterator[Any]:
-    """A connected :class:`~sis_stream.client.RasrClient` for `target` (starting the embedded
+    """A connected :class:`~sis_stream.client.rasr.RasrClient` for `target` (starting the embedded
     server for ``"embedded"``, its log lines silenced unless `debug`)."""
-    from ..client import RasrClient
-    from ..transport import TransportOptions
+    from ..client.rasr import RasrClient
+    from ..client.transport import TransportOptions
 
     if target.kind == "embedded":
         with quiet_loggers(enabled=not debug):
@@ -338,9 +338,9 @@ async def open_client(target: Target, engine_overrides: tuple[str, ...] = (), *,
 
 
 def embedded_server(**kwargs: Any) -> Any:
-    """The embedded server factory (:func:`sis_stream.embedded.embedded_server`); tests replace
+    """The embedded server factory (:func:`sis_stream.server.embedded.embedded_server`); tests replace
     this module attribute to share one engine registry between runs."""
-    from ..embedded import embedded_server as factory
+    from ..server.embedded import embedded_server as factory
 
     return factory(**kwargs)
 
