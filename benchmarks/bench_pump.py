@@ -361,7 +361,7 @@ async def _run_async(url: str, n: int, frame_ms: int, kind: str = "asyncio") -> 
     _window_pacing(res, p0, p1)
     gcw.update(res)
     try:  # the shared pacing timer (absent in older versions of the client): frames woken per timer
-        from sis_stream.client.transport import PacingScheduler
+        from sis_stream.client.scheduler import PacingScheduler
 
         sched = PacingScheduler.for_loop(asyncio.get_running_loop(), opts.pacing_coalesce_s)
         res["wakeups_per_fire"] = sched.wakeups / max(sched.fires, 1)

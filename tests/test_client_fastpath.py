@@ -19,7 +19,7 @@ from sis_stream.protocol import (
     StartConfig,
     StartStream,
 )
-from sis_stream.client.transport import PacingScheduler
+from sis_stream.client.scheduler import PacingScheduler
 
 U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
 

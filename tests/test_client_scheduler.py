@@ -1,4 +1,4 @@
-"""The shared pacing timer (``transport.PacingScheduler``): one loop timer for many paced streams."""
+"""The shared pacing timer (``scheduler.PacingScheduler``): one loop timer for many paced streams."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from client_fakes import AK, PROJECT, SK, FakeSisServer
 
 from sis_stream.client.rasr import RasrClient
 from sis_stream.protocol import AkSk, Ended
-from sis_stream.client.transport import PacingScheduler, TransportOptions
+from sis_stream.client.scheduler import PacingScheduler
+from sis_stream.client.transport import TransportOptions
 
 U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
 

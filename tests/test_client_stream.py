@@ -25,7 +25,8 @@ from sis_stream.protocol import (
     VoiceStart,
 )
 from sis_stream.client.rest import IamPassword
-from sis_stream.client.transport import Reconnected, ReconnectPolicy
+from sis_stream.client.events import Reconnected
+from sis_stream.client.transport import ReconnectPolicy
 
 U8 = {"audio_format": "ulaw8k8bit", "property": "chinese_8k_common"}
 FRAME = 800  # 100 ms of ulaw8k8bit
@@ -314,7 +315,7 @@ async def test_other_modes_never_reconnect(server, client):
 
 async def test_planned_rollover_at_silence_boundary(server, client):
     # rollover_after_s is tiny; the rollover waits for the final (a boundary), then continues.
-    from sis_stream.client.transport import RolledOver
+    from sis_stream.client.events import RolledOver
 
     t = [0.0]
     async with client.stream("continue", U8, pacing=None, rollover_after_s=0.5, clock=lambda: t[0]) as s:
@@ -404,7 +405,7 @@ async def test_event_queue_drop_partial_keeps_finals(server, client):
 
 
 def test_event_queue_validation():
-    from sis_stream.client.transport import EventQueue
+    from sis_stream.client.events import EventQueue
 
     with pytest.raises(ValueError, match="overflow must be one of"):
         EventQueue(4, "spill")
@@ -590,7 +591,7 @@ async def test_same_input_format_is_passed_through(server, client):
 
 async def test_forced_rollover_without_a_boundary(server, client):
     # No final and no idle moment: after the grace period the rollover happens anyway.
-    from sis_stream.client.transport import RolledOver
+    from sis_stream.client.events import RolledOver
 
     server.segment_ms = 100_000  # no final ever
     holder: dict = {}
@@ -612,7 +613,7 @@ async def test_forced_rollover_without_a_boundary(server, client):
 
 def test_time_map_gaps_and_keepalive():
     # conn ms -> user ms through sent frames: a VAD gap and a keepalive frame do not shift times.
-    from sis_stream.client.transport import _Sent, _TimeMap
+    from sis_stream.client._replay import _Sent, _TimeMap
 
     m = _TimeMap(100)
     m.add(_Sent(b"a" * 800, 0.0, 0.0, 100.0, False))       # user 0-100
@@ -629,7 +630,7 @@ def test_time_map_gaps_and_keepalive():
 
 
 def test_replay_ring_bound_and_trim():
-    from sis_stream.client.transport import _Ring, _Sent
+    from sis_stream.client._replay import _Ring, _Sent
 
     r = _Ring(300.0)
     for k in range(5):

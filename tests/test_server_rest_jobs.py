@@ -20,9 +20,9 @@ from test_server_rest_support import PROJECT, rest_server, v3_headers
 
 from sis_stream.audio.formats import AudioFormat, wav_bytes
 from sis_stream.errors import RequestRejected
-from sis_stream.server.app import METRICS
 from sis_stream.server.jobs import JobManager, JobStore, rfc3339
 from sis_stream.server.rest import JOBS, RestSettings
+from sis_stream.server.state import METRICS
 from sis_stream.text import wer
 
 JOBS_PATH = f"/v1/{PROJECT}/asr/transcriber/jobs"

@@ -17,9 +17,9 @@ from test_server_rest_support import (
 )
 
 from sis_stream.protocol import TokenRequest
-from sis_stream.server.app import METRICS
 from sis_stream.server.rest import RestSettings, rest_settings_from
 from sis_stream.server.settings import ServerSettings
+from sis_stream.server.state import METRICS
 
 P = PROJECT
 #: (method, path, interface): every REST route of the module.

@@ -15,9 +15,10 @@ from test_server_rest_support import PROJECT, old_sdk_body, old_sdk_headers, res
 
 from sis_stream.audio.formats import AudioFormat, wav_bytes
 from sis_stream.errors import RequestRejected
-from sis_stream.server.app import METRICS
+from sis_stream.server.decode import decode_audio
 from sis_stream.server.rest import RestSettings
-from sis_stream.server.rest_short import decode_audio, parse_short_audio
+from sis_stream.server.rest_short import parse_short_audio
+from sis_stream.server.state import METRICS
 from sis_stream.text import wer
 
 SHORT = f"/v1/{PROJECT}/asr/short-audio"
@@ -211,7 +212,7 @@ async def test_whisper_recognises_wav_mp3_and_legacy(tmp_path, whisper_registry)
 
 def test_resampling_uses_our_resampler_and_falls_back_for_other_rates():
     from sis_stream.audio.resample import resample
-    from sis_stream.server.rest_short import resample_pcm
+    from sis_stream.server.decode import resample_pcm
 
     x = speech_pcm(SENTENCES[1], 16000)
     assert np.array_equal(resample_pcm(x, 16000, 8000), resample(x, 16000, 8000))  # ours, bit for bit

@@ -16,8 +16,8 @@ from sis_stream.engines import espeak
 from sis_stream.audio.formats import read_wav
 from sis_stream.audio.codec import decode as g711_decode
 from sis_stream.protocol import AkSk, Signer
-from sis_stream.server.app import METRICS
-from sis_stream.server.tts import TtsParams, espeak_parameters, espeak_voice, parse_tts_config
+from sis_stream.server.state import METRICS
+from sis_stream.server.synthesis import TtsParams, espeak_parameters, espeak_voice, parse_tts_config
 from sis_stream.text import wer
 
 pytestmark = pytest.mark.skipif(not espeak.available(), reason="espeak-ng (tts extra) not installed")

@@ -16,9 +16,9 @@ from test_server_rest_support import (
 )
 
 from sis_stream.errors import RequestRejected
-from sis_stream.server.app import METRICS
 from sis_stream.server.rest import JOBS, VOCABULARIES
-from sis_stream.server.vocab import (
+from sis_stream.server.state import METRICS
+from sis_stream.server.vocab_store import (
     VocabularyStore,
     get_vocabulary_words,
     validate_vocabulary,
@@ -207,7 +207,7 @@ async def test_vocabulary_words_reach_the_engine_on_every_recognition_route(tmp_
     from sis_stream.audio.formats import AudioFormat, wav_bytes
     from sis_stream.engines.null import NullEngine
     from sis_stream.engines.registry import ENGINE_FACTORIES, EngineRegistry
-    from sis_stream.server.app import HOT_WORDS
+    from sis_stream.server.state import HOT_WORDS
 
     seen: list[list[str]] = []
 

@@ -66,7 +66,7 @@ from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import AudioFormatError, StreamClosedError
-from .vad import SUPPORTED_FRAME_MS, SUPPORTED_RATES, EnergyVad, VadTuning, _as_pcm
+from .vad import SUPPORTED_FRAME_MS, SUPPORTED_RATES, EnergyVad, VadTuning, as_pcm
 
 __all__ = [
     "AUDIO_CAP_MS",
@@ -539,7 +539,7 @@ class Endpointer:
         """
         if self._state is State.CLOSED:
             raise StreamClosedError("Endpointer.process() after flush(); call reset() first")
-        x = _as_pcm(chunk, "pcm", "Endpointer.process")
+        x = as_pcm(chunk, "pcm", "Endpointer.process")
         self._received += len(x)
         if self._state is State.ENDED:
             return []  # sentence over or cap reached: SIS ignores later audio

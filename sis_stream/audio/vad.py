@@ -282,7 +282,7 @@ class VadTuning:
         return p
 
 
-def _as_pcm(chunk: Any, encoding: str, what: str) -> np.ndarray:
+def as_pcm(chunk: Any, encoding: str, what: str) -> np.ndarray:
     """Validate one input chunk and return it as a contiguous int16 array (read-only is fine)."""
     if encoding == "pcm":
         if isinstance(chunk, np.ndarray):
@@ -347,7 +347,7 @@ def frame_features(pcm: np.ndarray, rate_hz: int, frame_ms: int = 10) -> np.ndar
         If the rate or frame duration is not supported, or `pcm` is not 1-D.
     """
     _check_geometry(rate_hz, frame_ms)
-    x = _as_pcm(pcm, "pcm", "frame_features")
+    x = as_pcm(pcm, "pcm", "frame_features")
     frame_len = rate_hz * frame_ms // 1000
     out = np.empty((len(x) // frame_len, _layout.N_FEATURES))
     sos = band_sos(rate_hz).ravel()
@@ -490,7 +490,7 @@ class EnergyVad:
         """
         if self._closed:
             raise StreamClosedError("EnergyVad.process() after flush(); call reset() first")
-        x = _as_pcm(chunk, self.encoding, "EnergyVad.process")
+        x = as_pcm(chunk, self.encoding, "EnergyVad.process")
         return _speech(self._decide(x)[0])
 
     def process_features(self, chunk: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -505,7 +505,7 @@ class EnergyVad:
         """
         if self._closed:
             raise StreamClosedError("EnergyVad.process() after flush(); call reset() first")
-        code, feat = self._decide(_as_pcm(chunk, self.encoding, "EnergyVad.process"), True)
+        code, feat = self._decide(as_pcm(chunk, self.encoding, "EnergyVad.process"), True)
         assert feat is not None  # features=True always returns them
         return _speech(code), feat
 
@@ -523,7 +523,7 @@ class EnergyVad:
         """
         if self._closed:
             raise StreamClosedError("EnergyVad.process() after flush(); call reset() first")
-        code = self._decide(_as_pcm(chunk, self.encoding, "EnergyVad.process"))[0]
+        code = self._decide(as_pcm(chunk, self.encoding, "EnergyVad.process"))[0]
         return _speech(code), (code >> _layout.DECISION_LOOKBACK_SHIFT).astype(np.intp)
 
     def flush(self) -> np.ndarray:

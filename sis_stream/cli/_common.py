@@ -49,6 +49,7 @@ __all__ = [
     "fmt_name",
     "guarded",
     "open_audio",
+    "read_all",
     "quiet_loggers",
     "register_secret",
     "scrub",
@@ -377,6 +378,21 @@ def _stream_wav_header(f: BinaryIO, name: str) -> tuple[AudioFormat, int | None,
             raise InputError(f"truncated WAV on {name}: chunk {cid!r} declares {size} bytes, "
                              f"{len(body)} came")
         header += ch + body
+
+
+def read_all(source: AudioSource, step_ms: int = 1000) -> bytes:
+    """All the audio of `source` as one bytes object (a file, or standard input read to its end
+    in `step_ms` chunks); :class:`CliError` (input error) when standard input was cut short."""
+    if source.data is not None:
+        return source.data
+
+    async def collect() -> bytes:
+        return b"".join([c async for c in source.achunks(step_ms)])
+
+    data = asyncio.run(collect())
+    if source.truncated is not None:
+        raise CliError(source.truncated, EXIT_INPUT)
+    return data
 
 
 def open_audio(name: str, audio_format: AudioFormat | None = None, *,

@@ -17,6 +17,7 @@ from ._common import (
     add_debug_flag,
     guarded,
     open_audio,
+    read_all,
     sis_format_arg,
     to_mono,
 )
@@ -81,20 +82,6 @@ def convert_bytes(data: bytes, src: AudioFormat, dst: AudioFormat,
     return b"".join(parts)
 
 
-def _read_all(source: AudioSource) -> bytes:
-    if source.data is not None:
-        return source.data
-    import asyncio
-
-    async def collect() -> bytes:
-        return b"".join([c async for c in source.achunks(_STEP_MS)])
-
-    data = asyncio.run(collect())
-    if source.truncated is not None:
-        raise CliError(source.truncated, EXIT_INPUT)
-    return data
-
-
 def _write(path: str, dst: AudioFormat, out: bytes, stdout: BinaryIO | None) -> str:
     if path == "-":
         sink = stdout if stdout is not None else sys.stdout.buffer
@@ -116,7 +103,7 @@ def convert_main(args: argparse.Namespace, *, stdin: BinaryIO | None = None,
     """The body of ``sis-stream convert``."""
     err = sys.stderr if stderr is None else stderr
     source = open_audio(args.input, args.audio_format, stdin=stdin)
-    data = _read_all(source)
+    data = read_all(source, _STEP_MS)
     if not data:
         raise CliError(f"input {source.name} holds no audio", EXIT_INPUT)
     src = source.format

@@ -22,6 +22,7 @@ from ._common import (
     add_debug_flag,
     guarded,
     open_audio,
+    read_all,
     sis_format_arg,
 )
 from .convert import convert_bytes
@@ -179,9 +180,7 @@ def vad_main(args: argparse.Namespace, *, stdin: Any = None, stdout: TextIO | No
         raise CliError("--plot needs matplotlib, which is not installed (pip install matplotlib)",
                        EXIT_USAGE)
     source = open_audio(args.input, args.audio_format, stdin=stdin)
-    from .convert import _read_all
-
-    data = _read_all(source)
+    data = read_all(source)
     pcm, rate = _analysis_pcm(data, source.format)
     try:
         report = analyse(pcm, rate, mode=args.mode, vad_head=args.vad_head, vad_tail=args.vad_tail,

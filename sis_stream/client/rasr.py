@@ -17,12 +17,11 @@ from .framing import Framer
 from .pacing import Pacer
 from ..protocol import AkSk, Ended, Mode, StartConfig, Token, validate_config
 from .rest import AuthProvider, IamPassword
+from .events import END_OF_EVENTS, EventQueue, StreamStats
+from .runner import StreamRunner
 from .transport import (
     DEFAULT_ROLLOVER_AFTER_S,
-    EventQueue,
     ReconnectPolicy,
-    StreamRunner,
-    StreamStats,
     TransportOptions,
     open_websocket,
     ws_url,
@@ -276,8 +275,8 @@ class RasrStream:
 
     Events: :class:`~sis_stream.protocol.Started`, ``PartialResult``, ``FinalResult``,
     ``VoiceStart``, ``VoiceEnd``, ``ExceededSilence``, ``ExceededAudio``, ``ServerError``,
-    ``Ended``, ``ConnectionClosed``, plus :class:`~sis_stream.client.transport.Reconnected` and
-    :class:`~sis_stream.client.transport.RolledOver`. Result times are ms of the audio given to
+    ``Ended``, ``ConnectionClosed``, plus :class:`~sis_stream.client.events.Reconnected` and
+    :class:`~sis_stream.client.events.RolledOver`. Result times are ms of the audio given to
     :meth:`send` (after transcoding), whatever happened on the wire.
     """
 
@@ -445,9 +444,7 @@ class RasrStream:
 
 
 def _is_item(item: object) -> bool:
-    from .transport import _END
-
-    return item is not _END
+    return item is not END_OF_EVENTS
 
 
 async def _wait_started(r: StreamRunner) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import AuthRejected
 from .errors import APIG_AUTH_PREFIX
-from .signer import HeadersLike, SignatureVerifier, _header_items
+from .signer import HeadersLike, SignatureVerifier, header_items
 from .token import TokenIssuer
 
 __all__ = ["Principal", "Authenticator"]
@@ -76,7 +76,7 @@ class Authenticator:
             :class:`SignatureVerifier` / :class:`TokenIssuer`; ``.body()`` is the answer and
             ``.http_status`` its status.
         """
-        items = _header_items(headers)
+        items = header_items(headers)
         names = {k.lower() for k, _ in items}
         if "authorization" in names:
             rec = self.verifier.verify(method, target, items, body)

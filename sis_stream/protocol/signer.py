@@ -166,7 +166,7 @@ def _body_bytes(body: bytes | str | None) -> bytes:
     raise TypeError(f"body must be bytes or str, got {type(body).__name__}")
 
 
-def _header_items(headers: HeadersLike | None) -> list[tuple[str, str]]:
+def header_items(headers: HeadersLike | None) -> list[tuple[str, str]]:
     if headers is None:
         return []
     items = headers.items() if hasattr(headers, "items") else headers
@@ -237,7 +237,7 @@ class Signer:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
             raise ValueError(f"url must be an absolute http(s)/ws(s) URL, got scheme {parts.scheme!r}")
-        out: dict[str, str] = dict(_header_items(headers))
+        out: dict[str, str] = dict(header_items(headers))
         lower = {k.lower(): k for k in out}
         if len(lower) != len(out):
             raise ValueError("headers contain the same name twice (case-insensitively)")
@@ -303,7 +303,7 @@ class Signer:
         dict
             Headers to send.
         """
-        h = dict(_header_items(headers))
+        h = dict(header_items(headers))
         h["X-Project-Id"] = project_id
         if user_agent is not None:
             h["User-Agent"] = user_agent
@@ -421,7 +421,7 @@ class SignatureVerifier:
             ``bad_signature``.
         """
         now = self._clock()
-        items = _header_items(headers)
+        items = header_items(headers)
         by_name: dict[str, list[str]] = {}
         for k, v in items:
             by_name.setdefault(k.lower(), []).append(v)

@@ -1,12 +1,16 @@
 """The SIS-compatible local server (aiohttp): RASR websockets, IAM tokens, metrics, REST routes.
 
 Start it with ``sis-stream serve`` (:mod:`sis_stream.cli.main`), :func:`serve.run`, or build the
-application with :func:`create_app` (see :mod:`.app` for the shared state route modules use).
+application with :func:`create_app` (:mod:`.app`, the assembler; the shared state route modules
+use is in :mod:`.state`).
 """
 
 from __future__ import annotations
 
-from .app import (
+from .app import create_app
+from .metrics import Metrics, Usage
+from .settings import ServerSettings, load_credentials
+from .state import (
     AUTHENTICATOR,
     CREDENTIALS,
     ENGINES,
@@ -16,10 +20,7 @@ from .app import (
     SETTINGS,
     TOKENS,
     SessionLimiter,
-    create_app,
 )
-from .metrics import Metrics, Usage
-from .settings import ServerSettings, load_credentials
 
 __all__ = [
     "AUTHENTICATOR",

@@ -41,6 +41,7 @@ from aiohttp import web
 
 from ..errors import AuthRejected, RequestRejected
 from ..protocol import Authenticator, Principal, error_body
+from .state import AUTHENTICATOR, METRICS
 
 __all__ = [
     "ANONYMOUS",
@@ -54,6 +55,7 @@ __all__ = [
     "REQUEST_ID",
     "authenticate_request",
     "json_error",
+    "mark_metrics_done",
     "route",
     "route_interface",
     "sis_middleware",
@@ -107,6 +109,12 @@ def _put(request: web.Request, key: str, value: Any) -> None:
 def record_audio(request: web.Request, audio_ms: float) -> None:
     """Record the audio a handler processed, for the per-project usage accounting."""
     _put(request, AUDIO_MS, float(audio_ms))
+
+
+def mark_metrics_done(request: web.Request) -> None:
+    """Tell the middleware not to record this request in the metrics (the handler did, or it is
+    the metrics/health endpoint itself)."""
+    _put(request, METRICS_DONE, True)
 
 
 def _route_handler(request: web.Request) -> Any:
@@ -168,8 +176,6 @@ def _http_error_body(exc: web.HTTPException) -> dict[str, str]:
 async def sis_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                          ) -> web.StreamResponse:
     """The middleware described in the module docstring (install it first)."""
-    from .app import AUTHENTICATOR, METRICS  # late: app imports this module
-
     app = request.app
     t0 = time.perf_counter()
     rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex

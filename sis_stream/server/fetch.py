@@ -35,6 +35,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "MAX_FETCH_BYTES",
     "FetchPolicy",
+    "check_http_url",
     "default_allow_hosts",
     "fetch_url",
     "parse_fetch_allow",
@@ -162,7 +163,19 @@ def _illegal(url: str, why: str) -> Exception:
     return reject("SIS.0608", f"illegal URL {url[:200]!r}: {why}")
 
 
-def _check_http_url(url: str, policy: FetchPolicy) -> tuple[str, str, int]:
+def check_http_url(url: str, policy: FetchPolicy) -> tuple[str, str, int]:
+    """Check an ``http(s)`` URL against `policy` (scheme, no user info, host on the allow-list).
+
+    Returns
+    -------
+    tuple
+        ``(scheme, normalised host, port)``.
+
+    Raises
+    ------
+    RequestRejected
+        ``SIS.0608`` naming what is not allowed.
+    """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -243,7 +256,7 @@ async def fetch_url(url: object, policy: FetchPolicy, *, too_large_code: str = "
         return await asyncio.to_thread(_read_file, url, policy, too_large_code)
     import aiohttp
 
-    scheme, host, port = _check_http_url(url, policy)
+    scheme, host, port = check_http_url(url, policy)
     timeout = aiohttp.ClientTimeout(total=policy.total_timeout_s, connect=policy.connect_timeout_s,
                                     sock_read=policy.connect_timeout_s * 3)
     current = url
@@ -257,7 +270,7 @@ async def fetch_url(url: object, policy: FetchPolicy, *, too_large_code: str = "
                         if not loc:
                             raise reject("SIS.0609", f"downloading {url[:200]!r} failed: redirect without Location")
                         nxt = urljoin(current, loc)
-                        n_scheme, n_host, n_port = _check_http_url(nxt, policy)
+                        n_scheme, n_host, n_port = check_http_url(nxt, policy)
                         if (n_scheme, n_host, n_port) != (scheme, host, port):
                             raise _illegal(url, f"redirect to another scheme/host/port ({nxt[:200]!r}) "
                                                 "is not followed")

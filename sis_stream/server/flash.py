@@ -20,6 +20,7 @@ with ``first_channel_only=yes``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import uuid
@@ -29,8 +30,22 @@ from typing import Any, Final
 from ..errors import RequestRejected
 from ..protocol.errors import reject
 from ..protocol.properties import Interface
+from .auth import record_audio
+from .decode import check_rate, decode_audio, to_engine_pcm
+from .recognize import check_property, engine_for, on_pool, transcribe_pcm, word_info_json
+from .rest import REST_SETTINGS, data_dir, json_response
+from .vocab_store import get_vocabulary_words
 
-__all__ = ["MAX_FLASH_AUDIO_MS", "MAX_FLASH_BYTES", "resolve_object"]
+__all__ = [
+    "MAX_FLASH_AUDIO_MS",
+    "MAX_FLASH_BYTES",
+    "ROUTES",
+    "flash_store",
+    "handle_flash",
+    "resolve_object",
+]
+
+logger = logging.getLogger(__name__)
 
 MAX_FLASH_BYTES: Final = 100 * 1024 * 1024
 MAX_FLASH_AUDIO_MS: Final = 30 * 60 * 1000
@@ -44,8 +59,6 @@ _PARAMS: Final = frozenset({"property", "audio_format", "obs_bucket_name", "obs_
 
 def flash_store(app: Any) -> Path:
     """The folder standing in for OBS."""
-    from .rest import REST_SETTINGS, data_dir
-
     rs = app[REST_SETTINGS]
     return rs.flash_store if rs.flash_store is not None else data_dir(app) / "obs"
 
@@ -86,19 +99,6 @@ def _read(path: Path) -> bytes:
 
 async def handle_flash(request: Any) -> Any:
     """``POST /v1/{project_id}/asr/flash?...``."""
-    from .auth import record_audio
-    from .rest import json_response
-    from .rest_short import (
-        _engine_for,
-        check_rate,
-        decode_audio,
-        to_engine_pcm,
-        transcribe_pcm,
-        word_info_json,
-    )
-    from .transcriber import _on_pool, check_property
-    from .vocab import get_vocabulary_words
-
     q = {k: v for k, v in request.query.items() if k}  # the SDK's '?&...' gives an empty key
     for key in q:
         if key not in _PARAMS:
@@ -130,12 +130,12 @@ async def handle_flash(request: Any) -> Any:
     check_rate(audio, rate_hz, fmt)
     if audio.duration_ms > MAX_FLASH_AUDIO_MS:
         raise reject("SIS.0537", f"the audio is too long: {audio.duration_ms} ms, at most 30 min")
-    engine, route = await _on_pool(request.app, _engine_for, request.app, prop)
+    engine, route = await on_pool(request.app, engine_for, request.app, prop)
     channels = [0] if flags["first_channel_only"] else list(range(audio.n_channels))
     flash_result = []
     for ch in channels:
         pcm = await asyncio.to_thread(to_engine_pcm, audio, ch)
-        hyps = await _on_pool(request.app, transcribe_pcm, engine, route.language, pcm, hot_words=words,
+        hyps = await on_pool(request.app, transcribe_pcm, engine, route.language, pcm, hot_words=words,
                               word_info=flags["need_word_info"], add_punc=flags["add_punc"],
                               digit_norm=flags["digit_norm"])
         sentences = []

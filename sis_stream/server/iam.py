@@ -14,6 +14,7 @@ from typing import Final
 from aiohttp import web
 
 from .auth import route
+from .state import TOKENS
 
 __all__ = ["TOKENS_PATH", "setup_routes"]
 
@@ -25,8 +26,6 @@ TOKENS_PATH: Final = "/v3/auth/tokens"
 @route(interface="iam.tokens", public=True)
 async def issue_token(request: web.Request) -> web.Response:
     """Answer a password-flow token request (201 + ``X-Subject-Token``)."""
-    from .app import TOKENS
-
     body = await request.read()
     issued = request.app[TOKENS].authenticate(body)  # RequestRejected / AuthRejected -> middleware
     logger.info("token issued user=%s project_id=%s", issued.claims.user, issued.claims.project_id)

@@ -52,6 +52,7 @@ from ..protocol import (
 )
 from .auth import PRINCIPAL, REQUEST_ID, route
 from .recognizer import RecognitionFailed, SessionRecognizer
+from .state import ENGINES, HOT_WORDS, METRICS, POOL, SESSIONS, SETTINGS
 
 __all__ = ["INTERFACES", "MAX_OUTBOUND_FRAMES", "MAX_WS_MESSAGE_BYTES", "RasrConnection", "setup_routes"]
 
@@ -82,8 +83,6 @@ class RasrConnection:
     """One websocket connection (any number of START..END sessions, one at a time)."""
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, mode: Mode) -> None:
-        from .app import ENGINES, HOT_WORDS, METRICS, POOL, SESSIONS, SETTINGS
-
         app = request.app
         self.settings = app[SETTINGS]
         self.metrics = app[METRICS]

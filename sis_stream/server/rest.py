@@ -1,29 +1,21 @@
-"""The local server's REST APIs (sis-protocol.md §11): route table, shared helpers, app state.
-
-:func:`setup_rest_routes` is called by ``create_app``; it registers
-
-=========================================================  ==================================
-route                                                      Cloud Eye ``interface`` (metrics)
-=========================================================  ==================================
-``POST /v1/{project_id}/asr/short-audio``                  ``sentence-transcription``
-``POST /v1.0/voice/asr/sentence`` (legacy, seed 003)       ``sentence-transcription``
-``POST /v1/{project_id}/asr/transcriber/jobs``             ``long-audio-transcription-post``
-``GET /v1/{project_id}/asr/transcriber/jobs/{job_id}``     ``long-audio-transcription-get``
-``POST /v1/{project_id}/tts``, ``POST /v1.0/voice/tts``     ``text-to-speech-customization``
-``POST /v1/{project_id}/asr/flash``                        ``flash-transcription`` (ours)
-``GET /v1/{project_id}/rtts`` (websocket)                  ``real-time-text-to-speech`` (ours)
-``/v1/{project_id}/asr/vocabularies[/{id}]``               ``vocabulary-create/-list/-get/-update/-delete`` (ours)
-=========================================================  ==================================
-
-The first four names are the ones the seeds list ("查询SIS监控维度指标信息"); the others are ours,
-because the docs name no more. Authentication, error bodies and metrics come from the shared
-middleware (``server/auth.py``): handlers declare their interface with ``route`` and raise
-:class:`~sis_stream.errors.RequestRejected`.
+"""What every REST route shares (sis-protocol.md §11): the REST settings, the REST state's app
+keys, the data directory, and the JSON request/answer helpers.
 
 The REST state (vocabulary store, transcriber job manager, fetch policy) is created at app
-startup from :class:`RestSettings`, derived from the server settings by
-:func:`rest_settings_from`; tests may put their own ``RestSettings`` in ``app[REST_SETTINGS]``
-before the app starts.
+startup (by the assembler, :func:`.app.setup_rest_routes`) from :class:`RestSettings`, derived
+from the server settings by :func:`rest_settings_from`; tests may put their own ``RestSettings``
+in ``app[REST_SETTINGS]`` before the app starts.
+
+=====================  ===========================================================================
+key                    what
+=====================  ===========================================================================
+``REST_SETTINGS``      :class:`RestSettings`
+``VOCABULARIES``       the hot-word tables (:class:`.vocab_store.VocabularyStore`)
+``JOBS``               the transcriber's :class:`.jobs.JobManager`
+``FETCH_POLICY``       :class:`.fetch.FetchPolicy` for ``data_url``/``url``/callbacks
+=====================  ===========================================================================
+
+:data:`INTERFACES` lists the Cloud Eye ``interface`` names of the REST routes.
 """
 
 from __future__ import annotations
@@ -38,7 +30,6 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ..errors import RequestRejected
 from ..protocol.errors import reject
 from .fetch import FetchPolicy, default_allow_hosts, parse_fetch_allow
 
@@ -49,10 +40,12 @@ __all__ = [
     "REST_SETTINGS",
     "VOCABULARIES",
     "RestSettings",
+    "close_data_dir",
+    "data_dir",
     "json_response",
+    "open_data_dir",
     "read_json",
     "rest_settings_from",
-    "setup_rest_routes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -202,10 +195,9 @@ def data_dir(app: web.Application) -> Path:
     return app[_DATA_DIR]
 
 
-async def _on_startup(app: web.Application) -> None:
-    from .transcriber import make_job_manager
-    from .vocab import VocabularyStore
-
+def open_data_dir(app: web.Application) -> Path:
+    """Create the REST data directory (``RestSettings.data_dir``, else a temporary one) and the
+    fetch policy ``app[FETCH_POLICY]`` over it; returns the directory (see :func:`data_dir`)."""
     rs = app[REST_SETTINGS]
     if rs.data_dir is None:
         tmp = tempfile.mkdtemp(prefix="sis-stream-data-")
@@ -218,57 +210,11 @@ async def _on_startup(app: web.Application) -> None:
         root.mkdir(parents=True, exist_ok=True)
     app[_DATA_DIR] = root
     app[FETCH_POLICY] = FetchPolicy(allow_hosts=rs.fetch_allow, data_dir=root)
-    app[VOCABULARIES] = VocabularyStore(root / "vocabularies.sqlite3", max_tables=rs.max_vocabularies,
-                                        max_words=rs.max_vocabulary_words)
-    manager = make_job_manager(app, root / "jobs.sqlite3", rs)
-    app[JOBS] = manager
-    await manager.start()
+    return root
 
 
-async def _on_cleanup(app: web.Application) -> None:
-    manager = app.get(JOBS)
-    if manager is not None:
-        await manager.stop()
-    store = app.get(VOCABULARIES)
-    if store is not None:
-        store.close()
+def close_data_dir(app: web.Application) -> None:
+    """Delete the temporary data directory, if :func:`open_data_dir` made one."""
     tmp = app.get(_TEMP_DIR)
     if tmp:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def setup_rest_routes(app: web.Application) -> None:
-    """Register every REST route, the RTTS websocket and the REST state's startup/cleanup hooks,
-    and publish the vocabulary lookup for the RASR websocket as ``app[HOT_WORDS]``.
-
-    Parameters
-    ----------
-    app : aiohttp.web.Application
-        The server app (``create_app`` has set ``app[SETTINGS]``); an ``app[REST_SETTINGS]``
-        already present is kept (tests).
-    """
-    from . import flash, rest_short, rtts, transcriber, tts, vocab
-    from .auth import route
-
-    if REST_SETTINGS not in app:
-        from .app import SETTINGS
-
-        app[REST_SETTINGS] = rest_settings_from(app[SETTINGS])
-    table: list[tuple[str, str, Any, str]] = [
-        *rest_short.ROUTES, *transcriber.ROUTES, *tts.ROUTES, *flash.ROUTES, *vocab.ROUTES, *rtts.ROUTES,
-    ]
-    for method, path, handler, interface in table:
-        app.router.add_route(method, path, route(interface=interface)(handler))
-    rtts.setup(app)
-    from .app import HOT_WORDS
-
-    def hot_words(project_id: str, vocabulary_id: str) -> list[str] | None:
-        # For the RASR websocket (app[HOT_WORDS] contract): None = unknown id (it answers SIS.0201).
-        try:
-            return vocab.get_vocabulary_words(app, project_id, vocabulary_id)
-        except RequestRejected:
-            return None
-
-    app[HOT_WORDS] = hot_words
-    app.on_startup.append(_on_startup)
-    app.on_cleanup.append(_on_cleanup)

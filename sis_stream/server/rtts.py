@@ -3,7 +3,7 @@
 Per connection: the client sends one text frame
 ``{"command": "START", "text": ..., "config": {"audio_format": "pcm"|"alaw"|"ulaw", "sample_rate",
 "property", "speed", "pitch", "volume"}}``; the server answers ``{"resp_type": "START", "trace_id"}``,
-then the synthesised audio (the same synthesis as ``POST /tts``, :mod:`.tts`) in binary frames of
+then the synthesised audio (the same synthesis as ``POST /tts``, :mod:`.synthesis`) in binary frames of
 ``FRAME_MS`` each, then ``{"resp_type": "END", "trace_id", "reason": "NORMAL"}``.
 
 Errors: a bad START is answered ``ERROR`` (``error_code``/``error_msg``, the TTS codes) and, since
@@ -33,8 +33,10 @@ from aiohttp import WSMsgType, web
 
 from ..errors import RequestRejected
 from ..protocol.errors import CATALOGUE, reject
+from .state import METRICS, SETTINGS
+from .synthesis import encode_audio, parse_tts_config, synthesize_pcm
 
-__all__ = ["FRAME_MS", "handle_rtts"]
+__all__ = ["FRAME_MS", "ROUTES", "handle_rtts", "setup"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +55,12 @@ def _err(resp_type: str, trace_id: str, exc: RequestRejected) -> dict[str, Any]:
 
 
 def _observe(request: web.Request, status: int, t0: float, audio_ms: float = 0.0) -> None:
-    from .app import METRICS
-
     request.app[METRICS].observe(INTERFACE, status, (time.perf_counter() - t0) * 1000.0,
                                  request.match_info.get("project_id"), audio_ms)
 
 
 async def _synthesize(ws: web.WebSocketResponse, request: web.Request, msg: dict[str, Any], trace_id: str) -> bool:
     """Run one START; False if it was rejected before a task started."""
-    from .tts import encode_audio, parse_tts_config, synthesize_pcm
-
     t0 = time.perf_counter()
     try:
         params = parse_tts_config(msg.get("text"), msg.get("config"), formats=("pcm", "alaw", "ulaw"),
@@ -89,8 +87,6 @@ async def _synthesize(ws: web.WebSocketResponse, request: web.Request, msg: dict
 
 async def handle_rtts(request: web.Request) -> web.StreamResponse:
     """The RTTS websocket (see the module docstring)."""
-    from .app import SETTINGS
-
     ws = web.WebSocketResponse(max_msg_size=64 * 1024)
     await ws.prepare(request)
     conns = request.app.get(_CONNECTIONS)

@@ -151,7 +151,7 @@ class ServerSettings:
     max_connection_s : float
         A websocket connection is closed after this long on ``clock`` (SIS: at most 5 hours).
     rest_routes : bool
-        Install the REST API (``sis_stream.server.rest``) when it is importable (default True).
+        Install the REST API (:func:`sis_stream.server.app.setup_rest_routes`; default True).
     fetch_allow : tuple of str, optional
         Hosts (``HOST`` or ``HOST:PORT``) the transcriber / legacy ASR may download ``data_url``
         from. None (default): the loopback hosts when listening on loopback, nothing otherwise.

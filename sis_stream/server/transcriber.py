@@ -28,7 +28,6 @@ English.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import unicodedata
 from pathlib import Path
@@ -36,12 +35,25 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ..audio.formats import SIS_FORMATS, AudioFormat
-from ..errors import EngineOverloadedError, PropertyNotSupportedError, RequestRejected
+from ..errors import RequestRejected
 from ..protocol.errors import reject
-from ..protocol.properties import Interface, lookup_property
+from ..protocol.properties import Interface
+from .decode import check_rate, decode_audio, to_engine_pcm
+from .fetch import FetchPolicy, check_http_url, fetch_url
 from .jobs import JobManager, JobRecord, JobStore
+from .recognize import check_property, engine_for, on_pool, transcribe_pcm
+from .rest import FETCH_POLICY, JOBS, json_response, read_json
+from .vocab_store import get_vocabulary_words
 
-__all__ = ["MAX_TRANSCRIBER_AUDIO_MS", "make_job_manager", "parse_transcriber_request", "process_job"]
+__all__ = [
+    "MAX_TRANSCRIBER_AUDIO_MS",
+    "ROUTES",
+    "handle_get",
+    "handle_submit",
+    "make_job_manager",
+    "parse_transcriber_request",
+    "process_job",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +67,6 @@ _CONFIG_KEYS: Final = frozenset({"audio_format", "property", "add_punc", "digit_
 _CHANNELS: Final = ("MONO", "LEFT_AGENT", "RIGHT_AGENT")
 INTERFACE_POST: Final = "long-audio-transcription-post"
 INTERFACE_GET: Final = "long-audio-transcription-get"
-_OVERLOAD_RETRIES: Final = 600  # x 1 s: how long a job waits for room on the engine executor
 
 
 def _invalid(field: str, why: str = "") -> RequestRejected:
@@ -69,29 +80,6 @@ def _yes_no(config: dict[str, Any], key: str, default: str) -> bool:
     return v == "yes"
 
 
-def check_property(app: Any, prop: object, interface: Interface) -> tuple[str, int]:
-    """A documented property of `interface` or one the engine registry routes; returns (name, rate).
-
-    Raises
-    ------
-    RequestRejected
-        ``SIS.0533 'property' is invalid``.
-    """
-    from ..engines.registry import property_rate_hz
-    from .app import ENGINES
-
-    info = lookup_property(interface, prop)
-    if info is not None:
-        return info.name, info.rate_hz
-    if isinstance(prop, str):
-        try:
-            app[ENGINES].route(prop)
-            return prop, property_rate_hz(prop)
-        except PropertyNotSupportedError:
-            pass
-    raise _invalid("property", f"{prop!r} is neither a {interface.value} property nor routed to an engine")
-
-
 def parse_transcriber_request(app: Any, project_id: str, body: object) -> dict[str, Any]:
     """Validate a submission; returns the normalised request stored with the job.
 
@@ -100,10 +88,6 @@ def parse_transcriber_request(app: Any, project_id: str, body: object) -> dict[s
     RequestRejected
         See the module docstring.
     """
-    from .fetch import FetchPolicy, _check_http_url
-    from .rest import FETCH_POLICY
-    from .vocab import get_vocabulary_words
-
     if not isinstance(body, dict):
         raise reject("SIS.0534", "the request body is invalid: expected a JSON object")
     for key in body:
@@ -114,7 +98,7 @@ def parse_transcriber_request(app: Any, project_id: str, body: object) -> dict[s
         raise reject("SIS.0032", "data url is empty")
     policy: FetchPolicy = app[FETCH_POLICY]
     if urlsplit(url.strip()).scheme.lower() != "file":
-        _check_http_url(url.strip(), policy)
+        check_http_url(url.strip(), policy)
     config = body.get("config")
     if config is None:
         raise reject("SIS.0012", field="config")
@@ -145,7 +129,7 @@ def parse_transcriber_request(app: Any, project_id: str, body: object) -> dict[s
         if not isinstance(cb, str) or len(cb.encode("utf-8")) >= 2048:
             raise _invalid("callback_url", "expected an http(s) URL shorter than 2048 bytes")
         try:
-            _check_http_url(cb, policy)
+            check_http_url(cb, policy)
         except RequestRejected as exc:
             raise _invalid("callback_url", exc.error_msg) from None
         out["callback_url"] = cb
@@ -200,24 +184,8 @@ def _segments(hyps_by_role: list[tuple[str | None, list[Any]]], req: dict[str, A
     return rows
 
 
-async def _on_pool(app: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from .app import POOL
-
-    for _ in range(_OVERLOAD_RETRIES):
-        try:
-            return await app[POOL].run(functools.partial(fn, *args, **kwargs))
-        except EngineOverloadedError:
-            await asyncio.sleep(1.0)  # a job waits for room instead of failing
-    raise reject("SIS.0538", "the transcriber task timed out waiting for the recognition queue")
-
-
 async def process_job(app: Any, job: JobRecord, should_stop: Any) -> tuple[list[dict[str, Any]], int]:
     """Download, decode and transcribe one job (the :class:`JobManager` processor)."""
-    from .fetch import fetch_url
-    from .rest import FETCH_POLICY
-    from .rest_short import check_rate, decode_audio, to_engine_pcm, transcribe_pcm
-    from .vocab import get_vocabulary_words
-
     req = job.request
     data = await fetch_url(req["data_url"], app[FETCH_POLICY], too_large_code="SIS.0537")
     audio = await asyncio.to_thread(decode_audio, data, req["audio_format"], unsupported_code="SIS.0535",
@@ -227,9 +195,7 @@ async def process_job(app: Any, job: JobRecord, should_stop: Any) -> tuple[list[
     if audio.duration_ms > MAX_TRANSCRIBER_AUDIO_MS:
         raise reject("SIS.0537", f"the audio is too long: {audio.duration_ms} ms, at most 5 h")
     words = get_vocabulary_words(app, job.project_id, req.get("vocabulary_id"))
-    from .rest_short import _engine_for
-
-    engine, route = await _on_pool(app, _engine_for, app, req["property"])
+    engine, route = await on_pool(app, engine_for, app, req["property"])
     channel = (req.get("need_analysis_info") or {}).get("channel", "MONO")
     if channel != "MONO" and audio.n_channels >= 2:
         agent = 0 if channel == "LEFT_AGENT" else 1
@@ -240,7 +206,7 @@ async def process_job(app: Any, job: JobRecord, should_stop: Any) -> tuple[list[
     for role, ch in plan:
         pcm = await asyncio.to_thread(to_engine_pcm, audio, ch)
         try:
-            hyps = await _on_pool(app, transcribe_pcm, engine, route.language, pcm, hot_words=words,
+            hyps = await on_pool(app, transcribe_pcm, engine, route.language, pcm, hot_words=words,
                                   word_info=req["need_word_info"], add_punc=req["add_punc"],
                                   digit_norm=req.get("digit_norm", True), should_stop=should_stop)
         except RequestRejected:
@@ -255,14 +221,11 @@ async def process_job(app: Any, job: JobRecord, should_stop: Any) -> tuple[list[
 
 def make_job_manager(app: Any, db_path: Path, rs: Any) -> JobManager:
     """The app's :class:`JobManager` (store under the data directory, settings from ``rs``)."""
-    from .fetch import _check_http_url
-    from .rest import FETCH_POLICY
-
     async def processor(job: JobRecord, should_stop: Any) -> tuple[list[dict[str, Any]], int]:
         return await process_job(app, job, should_stop)
 
     def callback_check(url: str) -> None:
-        _check_http_url(url, app[FETCH_POLICY])
+        check_http_url(url, app[FETCH_POLICY])
 
     return JobManager(JobStore(db_path), processor, workers=rs.transcriber_workers,
                       max_waiting=rs.max_waiting_jobs, retention_s=rs.job_retention_s,
@@ -272,8 +235,6 @@ def make_job_manager(app: Any, db_path: Path, rs: Any) -> JobManager:
 
 async def handle_submit(request: Any) -> Any:
     """``POST /v1/{project_id}/asr/transcriber/jobs`` -> ``{"job_id"}``."""
-    from .rest import JOBS, json_response, read_json
-
     project_id = request.match_info["project_id"]
     body = await read_json(request, code="SIS.0534")
     req = parse_transcriber_request(request.app, project_id, body)
@@ -283,8 +244,6 @@ async def handle_submit(request: Any) -> Any:
 
 async def handle_get(request: Any) -> Any:
     """``GET /v1/{project_id}/asr/transcriber/jobs/{job_id}``."""
-    from .rest import JOBS, json_response
-
     job = request.app[JOBS].get(request.match_info["project_id"], request.match_info["job_id"])
     return json_response(job.public_body())
 

@@ -1,0 +1,107 @@
+"""The server's own routes: ``GET /`` (root JSON), ``GET /metrics`` (Prometheus text),
+``GET /healthz``; and the engine/session gauges ``/metrics`` shows.
+
+Root JSON: server name, version, auth mode, the websocket paths, what each property maps to, the
+loaded engines and the limits. ``/healthz`` answers 200 ``{"status": "ok"}``, or 503 ``draining``
+during a graceful shutdown. All three are public and not counted in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from aiohttp import web
+
+from .. import __version__
+from ..protocol import Mode
+from .auth import mark_metrics_done, route
+from .state import ENGINES, METRICS, POOL, SESSIONS, SETTINGS
+
+__all__ = ["SERVER_NAME", "engine_gauges", "healthz", "metrics_handler", "root", "setup_routes"]
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME: Final = "sis-stream"
+
+
+def engine_gauges(app: web.Application) -> Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]:
+    """The gauges of the engine executor and the session limiter, for :class:`.metrics.Metrics`.
+
+    Parameters
+    ----------
+    app : aiohttp.web.Application
+        Read at each scrape (``app[POOL]``, ``app[SESSIONS]``; absent ones are skipped).
+
+    Returns
+    -------
+    callable
+        Yields ``(name, help, labels, value)`` per gauge.
+    """
+    def gauges():
+        pool = app.get(POOL)
+        if pool is not None:
+            st = pool.stats()
+            yield ("sis_engine_queue_depth", "Engine tasks queued, not started.", {}, st.queued)
+            yield ("sis_engine_running", "Engine tasks running now.", {}, st.running)
+            yield ("sis_engine_queue_limit", "Bound on queued engine tasks.", {}, st.max_queued)
+            yield ("sis_engine_workers", "Engine worker threads.", {}, st.workers)
+            yield ("sis_engine_rejected", "Engine tasks rejected or skipped (queue full).", {}, st.rejected)
+        lim = app.get(SESSIONS)
+        if lim is not None:
+            yield ("sis_sessions_limit", "Concurrency limit (SIS.0312 beyond).", {}, lim.limit)
+            yield ("sis_connections_open", "Websocket connections open.", {}, len(lim.connections))
+            yield ("sis_sessions_rejected_concurrency", "STARTs refused by the concurrency limit.", {},
+                   lim.rejected)
+    return gauges
+
+
+@route(interface="root", public=True)
+async def root(request: web.Request) -> web.Response:
+    """Root JSON: server name, version, modes, and what each property maps to."""
+    app = request.app
+    registry = app[ENGINES]
+    loop = asyncio.get_running_loop()
+    # describe() may read model files to tell multilingual from English-only: off the loop.
+    properties = await loop.run_in_executor(None, registry.describe)
+    settings = app[SETTINGS]
+    body: dict[str, Any] = {
+        "server": SERVER_NAME,
+        "version": __version__,
+        "auth": "none" if settings.no_auth else "aksk+token",
+        "websocket": {m.value: m.path("{project_id}") for m in Mode},
+        "iam": "/v3/auth/tokens",
+        "metrics": "/metrics",
+        "properties": properties,
+        "engines": {name: eng.description for name, eng in registry.loaded().items()},
+        "limits": {"max_sessions": settings.max_sessions, "idle_timeout_s": settings.idle_timeout_s},
+    }
+    return web.json_response(body)
+
+
+@route(interface="metrics", public=True)
+async def metrics_handler(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    mark_metrics_done(request)
+    text = request.app[METRICS].render()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+@route(interface="healthz", public=True)
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: 200 unless draining (503)."""
+    mark_metrics_done(request)
+    lim = request.app[SESSIONS]
+    status = 503 if lim.draining else 200
+    return web.json_response({"status": "draining" if lim.draining else "ok",
+                              "sessions": lim.active}, status=status)
+
+
+def setup_routes(app: web.Application) -> None:
+    """Install ``GET /``, ``GET /metrics`` and ``GET /healthz``."""
+    app.router.add_get("/", root)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
