@@ -1,13 +1,17 @@
 """Framer throughput vs a naive bytes-concatenation framer, side by side in one run.
 
-No external anchor exists for framing, so the anchor is the obvious hand-written loop
-(``buf += chunk; while len(buf) >= F: out.append(buf[:F]); buf = buf[F:]``), which is
-what an application would write without a Framer. Each case frames 10 s of audio, either
-in 1024-byte chunks (a typical capture block, deliberately not a multiple of a frame) or
-as one 10 s blob (a file read at once). The ratio table (naive time / Framer time, medians;
-> 1 means the Framer is faster) is printed in the terminal summary.
+No external anchor exists for framing, so the anchors are hand-written loops an application
+would write without a Framer: the *linear* one (a ``bytearray``, every whole frame sliced at
+its offset, one ``del buf[:n*F]`` per chunk) is the fair anchor; the *naive* one
+(``buf += chunk; while len(buf) >= F: out.append(buf[:F]); buf = buf[F:]``) is shown beside
+it and is quadratic when a whole file arrives as one chunk (every frame copies the rest of the
+buffer), so its "blob10s" ratios flatter the Framer and are labelled so in the table. Each case
+frames 10 s of audio, either in 1024-byte chunks (a typical capture block, deliberately not a
+multiple of a frame) or as one 10 s blob (a file read at once). Rounds are paired
+(``_ratios.Paired``: Framer and anchor back to back, ratio per round, median of the ratios);
+the table (anchor time / Framer time, > 1 means the Framer is faster) prints at the end.
 
-Run: ``/work/venv/bin/python -m pytest benchmarks/bench_framing.py -q``
+Run: ``python -m pytest benchmarks/bench_framing.py -q``
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("pytest_benchmark")
+pytest.importorskip("pytest_benchmark")  # the bench extra
+
+from _ratios import paired_fixture
 
 from sis_stream.client.framing import Framer
 
@@ -27,9 +33,6 @@ CASES = [  # (format, frame_ms, chunk_bytes or None for the whole 10 s at once)
     for chunk in (1024, None)
 ]
 BYTES_PER_S = {"ulaw8k8bit": 8000, "pcm16k16bit": 32000}
-
-_results: dict[tuple[str, int, str], dict[str, float]] = {}
-
 
 def _case_id(case):
     fmt, ms, chunk = case
@@ -74,66 +77,41 @@ def framer_frames(chunks: list[bytes], fmt: str, frame_ms: int) -> list[bytes]:
     return out
 
 
-def ratio_lines() -> list[str]:
-    """The ratio table of everything measured so far in this run."""
-    lines = [
-        f"Framer vs naive bytes-concatenation framer ({AUDIO_S} s of audio per round; medians)",
-        (
-            f"{'case':34s} {'naive':>10s} {'Framer':>10s} {'naive/Framer':>13s} "
-            f"{'Framer x realtime':>18s}"
-        ),
-    ]
-    for key in sorted(_results):
-        r = _results[key]
-        if "naive" in r and "framer" in r:
-            lines.append(
-                f"{key[2]:34s} {r['naive'] * 1e6:8.0f}us {r['framer'] * 1e6:8.0f}us "
-                f"{r['naive'] / r['framer']:13.2f} {AUDIO_S / r['framer']:17.0f}x"
-            )
-    return lines
+def linear_frames(chunks: list[bytes], frame_bytes: int) -> list[bytes]:
+    """The fair anchor: a bytearray, every whole frame sliced at its offset, one trim per chunk.
+
+    Linear in the input (the naive loop's ``buf = buf[F:]`` copies the rest of the buffer for
+    every frame, which is quadratic when a whole file arrives as one chunk).
+    """
+    buf = bytearray()
+    out = []
+    for c in chunks:
+        buf += c
+        n = len(buf) // frame_bytes
+        with memoryview(buf) as mv:  # one copy per frame (a bytearray slice would make two)
+            out.extend(mv[i * frame_bytes : (i + 1) * frame_bytes].tobytes() for i in range(n))
+        del buf[: n * frame_bytes]
+    if buf:
+        out.append(bytes(buf))
+    return out
 
 
-class _RatioReport:
-    """Prints the ratio table in the terminal summary (output of fixtures is captured)."""
+ANCHORS = {
+    "linear": (linear_frames, "bytearray + offsets, linear (the fair anchor)"),
+    "naive": (naive_frames, "buf = buf[F:] per frame: quadratic on one whole-file chunk"),
+}
 
-    def pytest_terminal_summary(self, terminalreporter):
-        if _results:
-            terminalreporter.write_sep("-", "bench_framing ratios")
-            for line in ratio_lines():
-                terminalreporter.write_line(line)
+paired = paired_fixture(f"Framer vs hand-written framers ({AUDIO_S} s of audio a round)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ratio_table(request):
-    pm = request.config.pluginmanager
-    if not pm.has_plugin("bench_framing_ratios"):
-        pm.register(_RatioReport(), "bench_framing_ratios")
-    yield
-
-
-def _record(benchmark, case, impl):
-    fmt, ms, _chunk = case
-    # The median: the box is shared and noisy, and outliers hit the mean hard.
-    _results.setdefault((fmt, ms, _case_id(case)), {})[impl] = benchmark.stats.stats.median
-    benchmark.extra_info["audio_s"] = AUDIO_S
-
-
+@pytest.mark.parametrize("anchor", ANCHORS)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_bench_naive(benchmark, case):
+def bench_framer(benchmark, paired, case, anchor):
     fmt, ms, chunk = case
     chunks = _chunks(fmt, chunk)
     fb = BYTES_PER_S[fmt] * ms // 1000
-    benchmark.group = _case_id(case)
-    out = benchmark.pedantic(naive_frames, args=(chunks, fb), rounds=15, warmup_rounds=2)
-    assert b"".join(out) == b"".join(chunks)
-    _record(benchmark, case, "naive")
-
-
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_bench_framer(benchmark, case):
-    fmt, ms, chunk = case
-    chunks = _chunks(fmt, chunk)
-    benchmark.group = _case_id(case)
-    out = benchmark.pedantic(framer_frames, args=(chunks, fmt, ms), rounds=15, warmup_rounds=2)
-    assert out == naive_frames(chunks, BYTES_PER_S[fmt] * ms // 1000)
-    _record(benchmark, case, "framer")
+    fn, note = ANCHORS[anchor]
+    want = naive_frames(chunks, fb)
+    assert fn(chunks, fb) == want and framer_frames(chunks, fmt, ms) == want
+    paired.run(benchmark, _case_id(case), "Framer", lambda: framer_frames(chunks, fmt, ms),
+               f"{anchor} framer", lambda: fn(chunks, fb), rounds=15, warmup_rounds=2, note=note)

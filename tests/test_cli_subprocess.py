@@ -1,7 +1,8 @@
 """The CLI as a subprocess (``python -m sis_stream ...``) against the embedded local server.
 
-Skipped as a whole until ``sis_stream.cli`` registers the main-job commands
-(``sis_stream.cli.commands.add_subcommands``). Loopback only: the embedded server binds 127.0.0.1.
+The CLI must register ``transcribe`` (``sis_stream.cli.commands.add_subcommands``): if it stops
+doing so, these tests fail (they are never skipped for it). Loopback only: the embedded server
+binds 127.0.0.1. Every wait is bounded by a generous deadline.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +22,34 @@ import pytest
 from sis_stream.audio.formats import AudioFormat, wav_bytes
 
 
-def _cli_registers_transcribe() -> bool:
-    try:
-        from sis_stream.cli.main import build_parser
-    except ImportError:
-        return False
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return "transcribe" in action.choices
-    return False
+def _subcommands() -> set[str]:
+    from sis_stream.cli.main import build_parser
+
+    return {name for action in build_parser()._actions
+            if isinstance(action, argparse._SubParsersAction) for name in action.choices}
 
 
-if not _cli_registers_transcribe():
-    pytest.skip("sis_stream.cli does not register 'transcribe' yet: wire "
-                "sis_stream.cli.commands.add_subcommands into the top-level parser",
-                allow_module_level=True)
+def test_cli_registers_transcribe() -> None:
+    # The feature under test: a CLI without it fails here (and below), it is not skipped.
+    assert "transcribe" in _subcommands(), (
+        "sis_stream.cli does not register 'transcribe': wire "
+        "sis_stream.cli.commands.add_subcommands into the top-level parser")
+
 
 NONE_ENGINE = ["--engine", "english_16k_common=none"]
 SPANS = [(0.5, 1.5), (2.5, 3.2)]
+
+
+def _bursts(spans: list[tuple[float, float]], seconds: float, path: Path) -> Path:
+    """Tone bursts at `spans` over quiet noise, 16 kHz PCM WAV (segments for the none engine)."""
+    rng = np.random.default_rng(7)
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = rng.normal(0, 30, len(t))
+    for a, b in spans:
+        m = (t >= a) & (t < b)
+        x[m] += 8000 * np.sin(2 * np.pi * 440 * t[m])
+    path.write_bytes(wav_bytes(AudioFormat.from_sis("pcm16k16bit"), np.round(x).astype(np.int16).tobytes()))
+    return path
 
 
 def _env() -> dict[str, str]:
@@ -56,15 +66,7 @@ def sis(*argv: str, stdin: bytes | None = None, timeout: float = 60) -> subproce
 @pytest.fixture(scope="module")
 def bursts_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two tone bursts over quiet noise, 16 kHz PCM (segments for the none engine)."""
-    rng = np.random.default_rng(7)
-    t = np.arange(4 * 16000) / 16000
-    x = rng.normal(0, 30, len(t))
-    for a, b in SPANS:
-        m = (t >= a) & (t < b)
-        x[m] += 8000 * np.sin(2 * np.pi * 440 * t[m])
-    p = tmp_path_factory.mktemp("sub") / "bursts.wav"
-    p.write_bytes(wav_bytes(AudioFormat.from_sis("pcm16k16bit"), np.round(x).astype(np.int16).tobytes()))
-    return p
+    return _bursts(SPANS, 4.0, tmp_path_factory.mktemp("sub") / "bursts.wav")
 
 
 def test_transcribe_file_jsonl(bursts_wav: Path) -> None:
@@ -100,17 +102,20 @@ def test_missing_credentials_exit_4(bursts_wav: Path) -> None:
     assert len(err.strip().splitlines()) == 1 and "AK_NOT_PRINTED" not in err
 
 
-def test_ctrl_c_keeps_the_first_final(bursts_wav: Path) -> None:
-    # SIGINT after the first final: END cancel, the final is kept, exit 130.
-    proc = subprocess.Popen([sys.executable, "-m", "sis_stream", "transcribe", str(bursts_wav), *NONE_ENGINE,
+def test_ctrl_c_keeps_the_first_final(tmp_path: Path) -> None:
+    # SIGINT after the first final: END cancel, the final is kept, exit 130. The second burst
+    # ends 20 s of real time after the first one, so a slow machine has ample time to deliver
+    # the signal before a second final could exist (event-driven: no fixed sleeps).
+    wav = _bursts([(0.5, 1.5), (21.0, 22.0)], 23.0, tmp_path / "far.wav")
+    proc = subprocess.Popen([sys.executable, "-m", "sis_stream", "transcribe", str(wav), *NONE_ENGINE,
                              "--speed", "realtime", "--format", "jsonl"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        assert ready, "no final within 30 s"
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no final within 60 s"
         first = proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -128,7 +133,6 @@ def test_vad_and_bench_run(bursts_wav: Path) -> None:
 
 
 def test_convert_runs(bursts_wav: Path, tmp_path: Path) -> None:
-    pytest.importorskip("sis_stream.audio.transcode")
     out = tmp_path / "o.wav"
     r = sis("convert", str(bursts_wav), str(out), "--to", "ulaw8k8bit")
     assert r.returncode == 0, r.stderr.decode()
@@ -138,13 +142,9 @@ def test_convert_runs(bursts_wav: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.engine
 def test_demo_recognises_half_the_words() -> None:
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("espeakng_loader")
-    pytest.importorskip("sis_stream.audio.transcode")
-    t0 = time.monotonic()
-    r = sis("demo", "--json", timeout=120)
+    # faster-whisper and espeak-ng (espeakng-loader) come with the test extra: no skip guards.
+    r = sis("demo", "--json", timeout=300)  # a bound on a hung demo, not a speed claim
     assert r.returncode == 0, r.stderr.decode()
     doc = json.loads(r.stdout)
     assert doc["wer"] <= 0.5, doc
     assert doc["phone_format"] == "ulaw8k8bit" and doc["session_format"] == "pcm16k16bit"
-    assert time.monotonic() - t0 < 120

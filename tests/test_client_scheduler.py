@@ -94,12 +94,26 @@ def test_coalesce_window_is_validated(bad):
         TransportOptions(pacing_coalesce_s=bad)
 
 
-async def test_streams_share_the_loop_scheduler():
-    """Default clock and sleep: every paced frame waits on the loop's one scheduler (few frames of
-    real time; nothing here checks wall-clock pacing values)."""
+async def test_streams_share_the_loop_scheduler(monkeypatch):
+    """Default clock and sleep: every paced wait of every stream goes to the loop's one scheduler.
+
+    Real time, a few frames: how many frames actually wait depends on the machine (a frame that
+    is already due when the sender reaches it is sent without waiting), so the counts are
+    bounded, not exact, and nothing checks wall-clock pacing values. The whole test is bounded
+    by a generous deadline.
+    """
     loop = asyncio.get_running_loop()
     sched = PacingScheduler.for_loop(loop, TransportOptions().pacing_coalesce_s)
     assert PacingScheduler.for_loop(loop, TransportOptions().pacing_coalesce_s) is sched
+    used: list[PacingScheduler] = []
+    for name in ("wait_until", "call_at"):
+        real = getattr(PacingScheduler, name)
+
+        def spy(self, *args, _real=real, **kwargs):
+            used.append(self)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(PacingScheduler, name, spy)
     before = sched.wakeups
     async with FakeSisServer() as srv, RasrClient(srv.url, PROJECT, AkSk(AK, SK)) as c:
 
@@ -113,7 +127,10 @@ async def test_streams_share_the_loop_scheduler():
                 assert s.stats.pacing.count == 4
                 return s.stats.frames_sent
 
-        assert await asyncio.gather(one(1), one(2), one(3)) == [4, 4, 4]
-    # frame 0 of each stream is due at once; frames 1-3 wait on the shared timer
-    assert sched.wakeups - before == 9
+        got = await asyncio.wait_for(asyncio.gather(one(1), one(2), one(3)), 60)
+        assert got == [4, 4, 4]
+    # frame 0 of each stream is due at once; frames 1-3 (9 in all) may wait on the shared
+    # timer: at least one did (20 ms apart, they cannot all have been late), none elsewhere.
+    assert used and all(u is sched for u in used)
+    assert 1 <= sched.wakeups - before <= 9
     assert len(sched) == 0

@@ -41,6 +41,20 @@ async def no_sleep(_s: float) -> None:
     await asyncio.sleep(0)
 
 
+#: Generous bound on every wait for something to happen (shared, loaded machines).
+WAIT_S = 30.0
+
+
+async def until(cond, what: str, timeout_s: float = WAIT_S) -> None:
+    """Wait (polling the loop) until ``cond()`` is true; fail after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
 async def collect(stream) -> list[object]:
     return [ev async for ev in stream]
 
@@ -125,7 +139,8 @@ async def test_cancel_overrides_a_pending_end(server, client):
         for f in frames(0, 50):
             await s.send(f)
         pending = asyncio.create_task(s.end())
-        await asyncio.sleep(0.3)
+        # some audio is out (the pacer runs), far from the 5 s end() waits for
+        await until(lambda: len(server.connections[0].audio) >= 2 * FRAME, "the first frames")
         assert not pending.done()
         await s.end(cancel=True)
         await pending
@@ -140,8 +155,9 @@ async def test_exception_in_block_cancels_session(server, client):
         async with client.stream("continue", U8, pacing=None) as s:
             await s.send(frames(0, 1)[0])
             raise RuntimeError("boom")
-    await asyncio.sleep(0.05)
-    assert json.loads(server.connections[0].texts_in[-1])["cancel"] == "true"
+    texts = server.connections[0].texts_in
+    await until(lambda: texts and json.loads(texts[-1]).get("command") == "END", "the END")
+    assert json.loads(texts[-1])["cancel"] == "true"
 
 
 # --- server errors -----------------------------------------------------------------------------
@@ -387,7 +403,8 @@ async def test_event_queue_error_policy_fails_stream(server, client):
     async with client.stream("continue", U8, pacing=None, events_max=2, events_overflow="error") as s:
         for f in frames(0, 10):
             await s.send(f)
-        await asyncio.sleep(0.2)
+        events = s._kw["events"]  # the stream's bounded queue: wait until it overflowed
+        await until(lambda: events.overruns >= 1, "the event queue to overflow")
         with pytest.raises(BufferFullError, match="event queue full"):
             await collect(s)
 
@@ -399,9 +416,10 @@ async def test_event_queue_drop_partial_keeps_finals(server, client):
         for f in frames(0, 20):
             await s.send(f)
         await s.end()
-        await asyncio.sleep(0.2)
+        events = s._kw["events"]  # not read yet: partials had to make room for finals
+        await until(lambda: events.dropped >= 1, "a partial to be dropped")
         evs = await collect(s)
-    assert len(finals(evs)) == 10
+    assert len(finals(evs)) == 10 and events.dropped >= 1
 
 
 def test_event_queue_validation():

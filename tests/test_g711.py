@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+
+with warnings.catch_warnings():  # deprecated in 3.11-3.12 (pyproject filters it in tests)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop  # stdlib up to 3.12, the audioop-lts package (test extra) from 3.13
 
 # ---------------------------------------------------------------------------------------------
 # Independent spec implementation, one Python int at a time, written from the G.711 segment
@@ -73,7 +79,7 @@ def _decode(backend, law, codes):
 
 
 def _audioop():
-    return pytest.importorskip("audioop", reason="audioop (stdlib <= 3.12) / audioop-lts")
+    return audioop
 
 
 # --- exhaustive: every int16 input, every code ------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.signal as signal  # the test extra
 
 from sis_stream import _backend
 from sis_stream.audio import codec
@@ -57,7 +58,6 @@ def test_layout_constants_match():
 
 def test_band_sos_matches_scipy_butter():
     # One 2nd-order Butterworth high-pass at 300 Hz, designed for the 8 kHz filter rate.
-    signal = pytest.importorskip("scipy.signal")
     want = signal.butter(2, 300, "high", fs=8000, output="sos")
     for rate in (8000, 16000):
         np.testing.assert_allclose(band_sos(rate), want, rtol=1e-12, atol=1e-14)
@@ -74,7 +74,6 @@ def _pair_mean(x: np.ndarray, decim: int) -> np.ndarray:
 def test_band_energy_equals_sosfilt(backend, rate, frame_ms):
     # Band feature == energy of scipy.signal.sosfilt output on the (pair-mean) decimated
     # input, from a random initial state, through both kernel paths (6 and 50 frames).
-    signal = pytest.importorskip("scipy.signal")
     rng = np.random.default_rng(rate + frame_ms)
     sos = band_sos(rate)
     decim = band_decimation(rate)
