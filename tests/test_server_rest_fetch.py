@@ -58,7 +58,7 @@ async def origin():
 
 
 def _policy(tmp_path, **kw):
-    return FetchPolicy(allow_hosts=("127.0.0.1",), data_dir=tmp_path, max_bytes=1000,
+    return FetchPolicy(allow_hosts=("127.0.0.1",), input_dir=tmp_path, max_bytes=1000,
                        connect_timeout_s=2.0, total_timeout_s=5.0, **kw)
 
 
@@ -93,7 +93,7 @@ async def test_same_host_redirect_is_followed(origin, tmp_path):
     ("http://127.0.0.1:PORT/redirect?to=http://127.0.0.1:1/ok", "SIS.0608", "redirect to another"),
     ("http://127.0.0.1:PORT/redirect?to=file:///etc/passwd", "SIS.0608", "scheme 'file'"),
     ("http://127.0.0.1:PORT/loop", "SIS.0609", "more than 3 redirects"),
-    ("http://127.0.0.1:PORT/missing", "SIS.0609", "HTTP 404"),
+    ("http://127.0.0.1:PORT/missing", "SIS.0609", "the source could not be read"),
     ("http://127.0.0.1:PORT/big", "SIS.0537", "too large: 5000 bytes"),  # Content-Length over the cap
     ("http://127.0.0.1:PORT/chunked", "SIS.0537", "too large"),  # streamed past the cap
     ("", "SIS.0032", "data url is empty"),
@@ -117,10 +117,10 @@ async def test_connection_refused_is_sis_0609(tmp_path):
 
 
 async def test_port_pinned_allow_list_entry(origin, tmp_path):
-    pol = FetchPolicy(allow_hosts=(f"127.0.0.1:{origin + 1 if origin < 65535 else origin - 1}",), data_dir=tmp_path)
+    pol = FetchPolicy(allow_hosts=(f"127.0.0.1:{origin + 1 if origin < 65535 else origin - 1}",), input_dir=tmp_path)
     code, _ = await _code(f"http://127.0.0.1:{origin}/ok", pol)
     assert code == "SIS.0608"
-    pol = FetchPolicy(allow_hosts=(f"127.0.0.1:{origin}",), data_dir=tmp_path)
+    pol = FetchPolicy(allow_hosts=(f"127.0.0.1:{origin}",), input_dir=tmp_path)
     assert await fetch_url(f"http://127.0.0.1:{origin}/ok", pol) == b"A" * 100
 
 
@@ -130,7 +130,7 @@ async def test_file_urls_only_below_the_data_dir(tmp_path):
     (data / "a.wav").write_bytes(b"x" * 10)
     (tmp_path / "secret").write_bytes(b"s")
     os.symlink(tmp_path / "secret", data / "link")
-    pol = FetchPolicy(data_dir=data, max_bytes=50)
+    pol = FetchPolicy(input_dir=data, max_bytes=50)
     assert await fetch_url((data / "a.wav").as_uri(), pol) == b"x" * 10
     for url, code in [((tmp_path / "secret").as_uri(), "SIS.0608"),
                       ((data / "link").as_uri(), "SIS.0608"),  # symlink out of the directory

@@ -184,7 +184,7 @@ async def receiver():
 
 
 async def test_callback_retries_until_the_receiver_accepts(tmp_path, receiver):
-    rest = RestSettings(data_dir=tmp_path / "data", fetch_allow=("127.0.0.1",), callback_backoff_s=0.05,
+    rest = RestSettings(data_dir=tmp_path / "data", fetch_dir=tmp_path / "data", fetch_allow=("127.0.0.1",), callback_backoff_s=0.05,
                         callback_attempts=5)
     (tmp_path / "data").mkdir()
     audio = tmp_path / "data" / "a.wav"
@@ -206,7 +206,7 @@ async def test_callback_retries_until_the_receiver_accepts(tmp_path, receiver):
 
 async def test_callback_gives_up_after_the_attempts(tmp_path, receiver):
     receiver["fail_first"] = 99
-    rest = RestSettings(data_dir=tmp_path / "data", fetch_allow=("127.0.0.1",), callback_backoff_s=0.01,
+    rest = RestSettings(data_dir=tmp_path / "data", fetch_dir=tmp_path / "data", fetch_allow=("127.0.0.1",), callback_backoff_s=0.01,
                         callback_attempts=3)
     (tmp_path / "data").mkdir()
     audio = tmp_path / "data" / "a.pcm"
@@ -371,7 +371,8 @@ class SlowNullEngine(NullEngine):
 async def main():
     reg = EngineRegistry(["chinese_8k_common=none"], factories={**ENGINE_FACTORIES, "none": lambda **o: SlowNullEngine()})
     app = create_app(ServerSettings(no_auth=True, registry=reg, data_dir=data_dir))
-    app[REST_SETTINGS] = RestSettings(data_dir=data_dir, fetch_allow=("127.0.0.1",), callback_backoff_s=0.05)
+    app[REST_SETTINGS] = RestSettings(data_dir=data_dir, fetch_dir=data_dir, fetch_allow=("127.0.0.1",), callback_backoff_s=0.05,
+                                  transcriber_workers=1)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

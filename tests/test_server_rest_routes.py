@@ -77,9 +77,12 @@ async def test_unknown_paths_and_methods_answer_json(tmp_path):
 
 
 def test_rest_settings_from_server_settings(tmp_path):
+    # Nothing may be fetched by default, not even loopback (issue 18: no port oracle on loopback).
     rs = rest_settings_from(ServerSettings(host="127.0.0.1", data_dir=tmp_path))
-    assert rs.fetch_allow == ("127.0.0.1", "localhost", "::1") and rs.data_dir == tmp_path
+    assert rs.fetch_allow == () and rs.fetch_dir is None and rs.data_dir == tmp_path
+    assert rs.transcriber_workers >= 2
     assert rest_settings_from(ServerSettings(host="0.0.0.0")).fetch_allow == ()
+    assert rest_settings_from(ServerSettings(fetch_dir=tmp_path)).fetch_dir == tmp_path
     # the server-settings fields the REST module reads when they exist (--fetch-allow ...)
     from types import SimpleNamespace
 

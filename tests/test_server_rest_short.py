@@ -165,7 +165,7 @@ async def test_short_audio_route_success_and_errors(tmp_path):
 
 
 async def test_legacy_sentence_route(tmp_path):
-    rest = RestSettings(data_dir=tmp_path / "data", fetch_allow=("127.0.0.1",))
+    rest = RestSettings(data_dir=tmp_path / "data", fetch_dir=tmp_path / "data", fetch_allow=("127.0.0.1",))
     pcm8 = speech_pcm(SENTENCES[2], 8000)
     async with rest_server(tmp_path, rest=rest) as srv, ClientSession() as http:
         st, body = await _post(srv, http, LEGACY, {"data": _b64(_wav(pcm8, 8000)), "encode_type": "wav",

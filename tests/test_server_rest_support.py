@@ -81,6 +81,7 @@ async def rest_server(tmp_path: Any, *, rest: RestSettings | None = None, regist
     kw.update(settings_kw)
     app = create_app(ServerSettings(**kw))
     app[REST_SETTINGS] = rest if rest is not None else RestSettings(data_dir=tmp_path / "data",
+                                                                    fetch_dir=tmp_path / "data",
                                                                     fetch_allow=("127.0.0.1",))
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, access_log=None)
     await runner.setup()

@@ -17,10 +17,12 @@ def test_rest_options_flow_into_rest_settings(tmp_path):
     assert rest.transcriber_workers == 3
 
 
-def test_default_fetch_allow_is_loopback_only_on_loopback():
-    # Nothing is fetched from anywhere unless the server itself is loopback-only.
+def test_default_fetch_allow_is_empty_even_on_loopback():
+    # Nothing is fetched from anywhere unless --fetch-allow / --fetch-dir name it (issue 18:
+    # a default loopback allow-list let data_url probe every local port).
     assert rest_settings_from(ServerSettings(host="0.0.0.0")).fetch_allow == ()
-    assert "127.0.0.1" in rest_settings_from(ServerSettings(host="127.0.0.1")).fetch_allow
+    assert rest_settings_from(ServerSettings(host="127.0.0.1")).fetch_allow == ()
+    assert rest_settings_from(ServerSettings(host="127.0.0.1")).fetch_dir is None
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,15 +23,17 @@ __all__ = [
     "ALGORITHM",
     "DATE_FORMAT",
     "EMPTY_BODY_SHA256",
-    "canonical_uri",
+    "UNSIGNED_PAYLOAD",
+    "CheckedHeaders",
+    "HeadersLike",
+    "SignatureVerifier",
+    "Signer",
     "canonical_query",
     "canonical_request",
-    "string_to_sign",
+    "canonical_uri",
     "compute_signature",
     "format_sdk_date",
-    "Signer",
-    "SignatureVerifier",
-    "HeadersLike",
+    "string_to_sign",
 ]
 
 logger = logging.getLogger(__name__)
@@ -325,6 +328,40 @@ class _Failures:
     locked_until: float = 0.0
 
 
+#: ``X-Sdk-Content-Sha256`` value that leaves the body out of the signature (v3 SDK, non-JSON).
+UNSIGNED_PAYLOAD: Final = "UNSIGNED-PAYLOAD"
+#: Methods whose signatures are remembered for replay protection (state-changing or billed
+#: REST calls). GET (websocket upgrades, job queries) is exempt: clients legitimately repeat an
+#: identical GET within the one-second resolution of ``X-Sdk-Date``.
+REPLAY_METHODS: Final = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+#: Signatures remembered at most (overflow policy ``drop_oldest``).
+DEFAULT_REPLAY_CAPACITY: Final = 65536
+_HEX64: Final = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class CheckedHeaders:
+    """What :meth:`SignatureVerifier.check_headers` found valid (the body is not checked yet)."""
+
+    record: AccessKeyRecord
+    signed: tuple[str, ...]
+    signature: str
+    date: str
+    by_name: dict[str, list[str]]
+
+    @property
+    def body_hash(self) -> str | None:
+        """The signed ``X-Sdk-Content-Sha256`` value, or None when the body must be hashed."""
+        if "x-sdk-content-sha256" not in self.signed:
+            return None
+        return self.by_name["x-sdk-content-sha256"][0].strip()
+
+    @property
+    def needs_body(self) -> bool:
+        """False when the signature does not cover the body (``UNSIGNED-PAYLOAD``)."""
+        return self.body_hash != UNSIGNED_PAYLOAD
+
+
 class SignatureVerifier:
     """Verify ``SDK-HMAC-SHA256`` requests on the server (the API gateway's job, §2.2).
 
@@ -341,6 +378,10 @@ class SignatureVerifier:
         Consecutive failures of one AK that lock it (default 5).
     lockout_s : float, optional
         Lock duration (default 300 s).
+    replay_capacity : int, optional
+        Signatures of :data:`REPLAY_METHODS` requests remembered for the skew window (replay
+        protection); 0 turns replay protection off. When full, the oldest entry is forgotten
+        (overflow policy ``drop_oldest``).
 
     Notes
     -----
@@ -350,6 +391,12 @@ class SignatureVerifier:
     sends another Host (e.g. without the port) fails. Failures of a known AK (bad signature, bad
     or expired date, headers missing) count towards the lockout; while locked, even a correct
     signature is rejected; a success resets the count. Thread-safe.
+
+    Body integrity: the body's SHA-256 is part of the signature. An ``X-Sdk-Content-Sha256``
+    header is only used when it is itself signed, and then only ``UNSIGNED-PAYLOAD`` or the
+    hash of the body actually received is accepted; an unsigned one is ignored (the body is
+    hashed). Replays: a POST/PUT/DELETE/PATCH signature is accepted once within the skew window
+    (``reason="replay"`` for the second use).
     """
 
     def __init__(
@@ -360,15 +407,18 @@ class SignatureVerifier:
         clock: Callable[[], float] = time.time,
         max_failures: int = 5,
         lockout_s: float = 300.0,
+        replay_capacity: int = DEFAULT_REPLAY_CAPACITY,
     ) -> None:
-        if max_skew_s < 0 or lockout_s < 0 or max_failures < 1:
-            raise ValueError("max_skew_s and lockout_s must be >= 0 and max_failures >= 1")
+        if max_skew_s < 0 or lockout_s < 0 or max_failures < 1 or replay_capacity < 0:
+            raise ValueError("max_skew_s, lockout_s and replay_capacity must be >= 0 and max_failures >= 1")
         self._store = store
         self.max_skew_s = float(max_skew_s)
         self._clock = clock
         self.max_failures = int(max_failures)
         self.lockout_s = float(lockout_s)
+        self.replay_capacity = int(replay_capacity)
         self._failures: dict[str, _Failures] = {}  # bounded: known AKs only
+        self._seen: OrderedDict[str, float] = OrderedDict()  # signature -> forget after (POSIX s)
         self._lock = threading.Lock()
 
     def _reject(self, reason: str, detail: str = _FAIL) -> AuthRejected:
@@ -391,34 +441,28 @@ class SignatureVerifier:
             f = self._failures.get(ak)
             return f is not None and now < f.locked_until
 
-    def verify(
-        self,
-        method: str,
-        target: str,
-        headers: HeadersLike,
-        body: bytes | str | None = b"",
-    ) -> AccessKeyRecord:
-        """Check one request.
+    def _fail(self, ak: str, now: float, problem: tuple[str, str]) -> AuthRejected:
+        self._failed(ak, now)
+        logger.info("AK/SK rejected for %s: %s", mask(ak), problem[0])
+        return self._reject(*problem)
+
+    def check_headers(self, headers: HeadersLike) -> CheckedHeaders:
+        """Every check that needs only the headers (run it before reading the body).
 
         Parameters
         ----------
-        method : str
-        target : str
-            The raw request target: path plus optional ``?query`` as received (or an absolute URL).
         headers : mapping or pairs
-            Every received header (duplicates kept: a duplicated signed header is rejected).
-        body : bytes or str, optional
+            Every received header (duplicates kept).
 
         Returns
         -------
-        AccessKeyRecord
-            The caller's AK record (its ``project_id`` scopes the request).
+        CheckedHeaders
+            Pass it to :meth:`verify_body`.
 
         Raises
         ------
         AuthRejected
-            ``reason`` one of ``missing``, ``malformed``, ``unknown_ak``, ``locked``, ``expired``,
-            ``bad_signature``.
+            ``reason`` one of ``missing``, ``malformed``, ``unknown_ak``, ``locked``, ``expired``.
         """
         now = self._clock()
         items = header_items(headers)
@@ -440,47 +484,119 @@ class SignatureVerifier:
             raise self._reject("locked", _FAIL + f": the access key is locked for {self.lockout_s:.0f} s "
                                                  f"after {self.max_failures} consecutive failures")
         signed = signed_list.split(";")
-        problem = None
         if signed != sorted(signed) or len(set(signed)) != len(signed) or any(s != s.lower() for s in signed):
-            problem = ("malformed", _FAIL + ": SignedHeaders must be lower-case, sorted and unique")
-        elif "host" not in signed or "x-sdk-date" not in signed:
-            problem = ("missing", _FAIL + ": host and x-sdk-date must be signed")
+            raise self._fail(ak, now, ("malformed", _FAIL + ": SignedHeaders must be lower-case, sorted and unique"))
+        if "host" not in signed or "x-sdk-date" not in signed:
+            raise self._fail(ak, now, ("missing", _FAIL + ": host and x-sdk-date must be signed"))
+        for name in signed:
+            vals = by_name.get(name)
+            if not vals:
+                raise self._fail(ak, now, ("missing", _FAIL + f": signed header {name!r} is missing"))
+            if len(vals) > 1:
+                raise self._fail(ak, now, ("malformed", _FAIL + f": signed header {name!r} appears "
+                                                                f"{len(vals)} times"))
+        date = by_name["x-sdk-date"][0].strip()
+        try:
+            ts = _parse_sdk_date(date)
+        except ValueError:
+            raise self._fail(ak, now, ("malformed", _FAIL + ": X-Sdk-Date is not YYYYMMDDTHHMMSSZ")) from None
+        if abs(now - ts) > self.max_skew_s:
+            raise self._fail(ak, now, ("expired", "calc ak sk signature fail:signature expired"))
+        checked = CheckedHeaders(rec, tuple(signed), signature, date, by_name)
+        bh = checked.body_hash
+        if bh is not None and bh != UNSIGNED_PAYLOAD and not _HEX64.match(bh):
+            raise self._fail(ak, now, ("malformed", _FAIL + ": X-Sdk-Content-Sha256 must be UNSIGNED-PAYLOAD "
+                                                            "or the hex SHA-256 of the body"))
+        return checked
+
+    def verify_body(self, checked: CheckedHeaders, method: str, target: str,
+                    body: bytes | str | None = b"") -> AccessKeyRecord:
+        """Finish :meth:`check_headers`: the signature over the request line, headers and body.
+
+        Raises
+        ------
+        AuthRejected
+            ``reason`` ``malformed``, ``bad_signature`` or ``replay``.
+        """
+        now = self._clock()
+        ak = checked.record.ak
+        try:
+            parts = urlsplit(target)
+        except ValueError:  # e.g. "//[" (an unclosed IPv6 literal)
+            raise self._fail(ak, now, ("malformed", _FAIL + ": malformed request target")) from None
+        claimed = checked.body_hash
+        if claimed is None:
+            body_hash = hashlib.sha256(_body_bytes(body)).hexdigest()
+        elif claimed == UNSIGNED_PAYLOAD:
+            body_hash = claimed
         else:
-            for name in signed:
-                vals = by_name.get(name)
-                if not vals:
-                    problem = ("missing", _FAIL + f": signed header {name!r} is missing")
-                    break
-                if len(vals) > 1:
-                    problem = ("malformed", _FAIL + f": signed header {name!r} appears {len(vals)} times")
-                    break
-        if problem is None:
-            date = by_name["x-sdk-date"][0].strip()
-            try:
-                ts = _parse_sdk_date(date)
-            except ValueError:
-                problem = ("malformed", _FAIL + ": X-Sdk-Date is not YYYYMMDDTHHMMSSZ")
-            else:
-                if abs(now - ts) > self.max_skew_s:
-                    problem = ("expired", "calc ak sk signature fail:signature expired")
-        if problem is None:
-            try:
-                parts = urlsplit(target)
-            except ValueError:  # e.g. "//[" (an unclosed IPv6 literal)
-                parts = None
-                problem = ("malformed", _FAIL + ": malformed request target")
-        if problem is None and parts is not None:
-            canon_headers = {name: by_name[name][0] for name in signed}
-            sha = by_name.get("x-sdk-content-sha256")
-            body_hash = sha[0].strip() if sha else hashlib.sha256(_body_bytes(body)).hexdigest()
-            canon = canonical_request(method, parts.path, parts.query, canon_headers, signed, body_hash)
-            expected = compute_signature(rec.sk, string_to_sign(date, canon))
-            if not hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii")):
-                problem = ("bad_signature", _FAIL)
-        if problem is not None:
-            self._failed(ak, now)
-            logger.info("AK/SK rejected for %s: %s", mask(ak), problem[0])
-            raise self._reject(*problem)
+            actual = hashlib.sha256(_body_bytes(body)).hexdigest()
+            if not hmac.compare_digest(actual.encode("ascii"), claimed.lower().encode("ascii")):
+                raise self._fail(ak, now, ("bad_signature", _FAIL + ": the body does not match X-Sdk-Content-Sha256"))
+            body_hash = claimed
+        signed = list(checked.signed)
+        canon_headers = {name: checked.by_name[name][0] for name in signed}
+        canon = canonical_request(method, parts.path, parts.query, canon_headers, signed, body_hash)
+        expected = compute_signature(checked.record.sk, string_to_sign(checked.date, canon))
+        if not hmac.compare_digest(expected.encode("ascii"), checked.signature.encode("ascii")):
+            raise self._fail(ak, now, ("bad_signature", _FAIL))
+        if method.upper() in REPLAY_METHODS and not self._remember(checked.signature, now):
+            logger.info("AK/SK rejected for %s: replay", mask(ak))
+            raise self._reject("replay", _FAIL + ": this signed request was already used (replay); sign every "
+                                                 "request anew")
         with self._lock:
             self._failures.pop(ak, None)
-        return rec
+        return checked.record
+
+    def _remember(self, signature: str, now: float) -> bool:
+        """Record a signature; False if it was seen within the skew window."""
+        if self.replay_capacity == 0:
+            return True
+        with self._lock:
+            seen = self._seen
+            while seen:
+                sig, until = next(iter(seen.items()))
+                if until > now:
+                    break
+                del seen[sig]
+            until = seen.get(signature)
+            if until is not None and until > now:
+                return False
+            # A signature stays valid while its X-Sdk-Date is within the skew window: at most
+            # 2 x max_skew_s from now.
+            seen[signature] = now + 2 * self.max_skew_s
+            seen.move_to_end(signature)
+            while len(seen) > self.replay_capacity:
+                seen.popitem(last=False)
+            return True
+
+    def verify(
+        self,
+        method: str,
+        target: str,
+        headers: HeadersLike,
+        body: bytes | str | None = b"",
+    ) -> AccessKeyRecord:
+        """Check one request (:meth:`check_headers` then :meth:`verify_body`).
+
+        Parameters
+        ----------
+        method : str
+        target : str
+            The raw request target: path plus optional ``?query`` as received (or an absolute URL).
+        headers : mapping or pairs
+            Every received header (duplicates kept: a duplicated signed header is rejected).
+        body : bytes or str, optional
+
+        Returns
+        -------
+        AccessKeyRecord
+            The caller's AK record (its ``project_id`` scopes the request).
+
+        Raises
+        ------
+        AuthRejected
+            ``reason`` one of ``missing``, ``malformed``, ``unknown_ak``, ``locked``, ``expired``,
+            ``bad_signature``, ``replay``.
+        """
+        return self.verify_body(self.check_headers(headers), method, target, body)

@@ -44,6 +44,8 @@ from ..engines.registry import EngineRegistry
 from ..protocol import Authenticator, SignatureVerifier, TokenIssuer, TokenService
 from . import flash, iam, rasr, rest_short, rtts, status, transcriber, tts, vocab
 from .auth import route, sis_middleware
+from .console.routes import setup_console
+from .guard import track_websocket
 from .metrics import Metrics
 from .rest import (
     JOBS,
@@ -128,7 +130,9 @@ def create_app(settings: ServerSettings | None = None) -> web.Application:
     rasr.setup_routes(app)
     if settings.rest_routes:
         setup_rest_routes(app)
+    setup_console(app)  # /console/ and /console/monitor (the browser console)
 
+    app.on_response_prepare.append(track_websocket)  # errors after an upgrade: guard.py
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app

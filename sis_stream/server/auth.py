@@ -10,11 +10,16 @@ Every request passes :func:`sis_middleware`:
    :class:`~sis_stream.protocol.Principal` in ``request["principal"]``. A failure is answered
    HTTP 401 with the API-gateway body ``{"error_code": "APIG.0301", "error_msg": ...}`` (a token
    of another project: 401 ``SIS.0101``). With ``no_auth`` every request gets an anonymous
-   principal scoped to the URL's project.
+   principal scoped to the URL's project. The credential headers are checked before any byte of
+   the body is read (:meth:`~sis_stream.protocol.Authenticator.check_headers`); the body is read
+   (:func:`.intake.read_body`: size cap, minimum rate) only to verify a signature that covers it.
+   Unknown paths and methods skip authentication: 404/405 JSON.
 3. It turns exceptions into SIS JSON answers: :class:`~sis_stream.errors.RequestRejected` ->
    its status and body; :class:`~sis_stream.errors.AuthRejected` -> 401 body; aiohttp HTTP
-   errors -> a JSON body (404 ``APIG.0101``); anything else -> 500 ``SIS.0100`` (logged with the
-   request id, never with credentials).
+   errors -> a JSON body (404 ``APIG.0101``); after a websocket upgrade, an ``ERROR`` message
+   and a close (:mod:`.guard`); a client that hung up -> 499, logged at INFO; a full disk ->
+   503 ``SIS.0302``; anything else -> 500 ``SIS.0100`` (logged with the request id, never with
+   credentials). A response to a request whose body was not read closes the connection.
 4. It records the call in ``app[METRICS]`` (status, latency, project, ``request["audio_ms"]``),
    except for websocket responses (their handler reports per recognition session) and requests
    that set ``request[METRICS_DONE] = True``.
@@ -41,6 +46,9 @@ from aiohttp import web
 
 from ..errors import AuthRejected, RequestRejected
 from ..protocol import Authenticator, Principal, error_body
+from .guard import CLIENT_CLOSED, DISK_FULL_BODY, after_upgrade_error, client_gone, disk_full
+from .intake import body_consumed, read_body
+from .console.session import cookie_principal
 from .state import AUTHENTICATOR, METRICS
 
 __all__ = [
@@ -156,9 +164,18 @@ async def authenticate_request(request: web.Request, authenticator: Authenticato
     project_id = request.match_info.get("project_id")
     if authenticator is None:
         return Principal(ANONYMOUS, ANONYMOUS, project_id or "")
-    body = await request.read() if request.can_read_body else b""
-    return authenticator.authenticate(request.method, request.raw_path, _raw_headers(request), body,
-                                      project_id=project_id)
+    # The browser console's session cookie (only when no Authorization / X-Auth-Token is sent).
+    console = cookie_principal(request, project_id)
+    if console is not None:
+        return console
+    # Nothing is read before the credential headers pass: a request without (valid) credentials
+    # is answered from its headers alone; a token needs no body; only an AK/SK signature that
+    # covers the body makes us read it (under the size and transfer-rate limits of read_body).
+    pending = authenticator.check_headers(_raw_headers(request), project_id=project_id)
+    if isinstance(pending, Principal):
+        return pending
+    body = await read_body(request) if pending.needs_body else b""
+    return authenticator.verify_body(pending, request.method, request.raw_path, body)
 
 
 def _http_error_body(exc: web.HTTPException) -> dict[str, str]:
@@ -183,7 +200,10 @@ async def sis_middleware(request: web.Request, handler: Callable[[web.Request], 
     iface = route_interface(request)
     _put(request, INTERFACE, iface)
     metrics = app[METRICS]
-    public = bool(getattr(_route_handler(request), PUBLIC_ATTR, False))
+    # Unknown paths and methods (aiohttp's system routes) are answered 404/405 without looking
+    # at credentials: they do nothing, and a 401 would hide the real mistake.
+    public = (bool(getattr(_route_handler(request), PUBLIC_ATTR, False))
+              or getattr(request.match_info, "http_exception", None) is not None)
     project_id = request.match_info.get("project_id")
     resp: web.StreamResponse | None = None
     try:
@@ -197,14 +217,30 @@ async def sis_middleware(request: web.Request, handler: Callable[[web.Request], 
         logger.info("auth rejected request_id=%s interface=%s reason=%s", rid, iface, exc.reason)
         resp = json_error(exc.http_status, exc.body(), rid)
     except RequestRejected as exc:
-        resp = json_error(exc.http_status, exc.body(), rid)
+        resp = await after_upgrade_error(request, exc, rid) or json_error(exc.http_status, exc.body(), rid)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         resp = json_error(exc.status, _http_error_body(exc), rid)
-    except Exception:
-        logger.exception("internal error request_id=%s interface=%s", rid, iface)
-        resp = json_error(500, error_body("SIS.0100"), rid)
+    except Exception as exc:
+        resp = await after_upgrade_error(request, exc, rid)
+        if resp is not None:
+            pass
+        elif client_gone(request, exc):
+            logger.info("client closed the connection request_id=%s interface=%s (%s)", rid, iface,
+                        type(exc).__name__)
+            resp = json_error(CLIENT_CLOSED, {"error_code": "SIS.0032",
+                                              "error_msg": "the client closed the connection"}, rid)
+        elif (full := disk_full(exc, request)) is not None:
+            logger.error("data directory full request_id=%s interface=%s directory=%s: %s", rid, iface,
+                         full, exc)
+            resp = json_error(503, DISK_FULL_BODY, rid)
+        else:
+            logger.exception("internal error request_id=%s interface=%s", rid, iface)
+            resp = json_error(500, error_body("SIS.0100"), rid)
+    if not resp.prepared and not body_consumed(request):
+        # An unread body (rejected before it was read): close instead of draining it.
+        resp.force_close()
     if not isinstance(resp, web.WebSocketResponse) and not request.get(METRICS_DONE):
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if not resp.prepared:

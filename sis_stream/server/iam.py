@@ -14,6 +14,7 @@ from typing import Final
 from aiohttp import web
 
 from .auth import route
+from .intake import loads_json, read_body
 from .state import TOKENS
 
 __all__ = ["TOKENS_PATH", "setup_routes"]
@@ -26,7 +27,8 @@ TOKENS_PATH: Final = "/v3/auth/tokens"
 @route(interface="iam.tokens", public=True)
 async def issue_token(request: web.Request) -> web.Response:
     """Answer a password-flow token request (201 + ``X-Subject-Token``)."""
-    body = await request.read()
+    # Parsed strictly here (lone surrogates, NaN, deep nesting are a 400, not a crash further on).
+    body = loads_json(await read_body(request), "SIS.0032")
     issued = request.app[TOKENS].authenticate(body)  # RequestRejected / AuthRejected -> middleware
     logger.info("token issued user=%s project_id=%s", issued.claims.user, issued.claims.project_id)
     return web.json_response(issued.response_body(), status=201, headers=issued.response_headers())

@@ -20,8 +20,11 @@ kill loses nothing that was answered:
 ``WAITING`` and ``RUNNING`` both read as ``"WAITING"`` on the wire (the docs list WAITING,
 FINISHED, ERROR only).
 
-Workers: ``workers`` asyncio tasks take job ids from a bounded queue (``max_waiting``; a submit
-beyond it is ``SIS.0536``) and run the blocking recognition on the shared engine executor.
+Workers: ``workers`` asyncio tasks (2 by default) take job ids from a bounded :class:`FairQueue`
+(``max_waiting``; a submit beyond it is ``SIS.0536``) that serves projects round-robin, so one
+project's backlog does not make another project's jobs wait behind all of it; the blocking
+recognition runs on the shared engine executor. A download that stalls is abandoned by the
+fetcher's minimum transfer rate (:mod:`.fetch`), so a slow source cannot hold a worker.
 
 Callbacks: when a job with a ``callback_url`` ends, its ``callback_state`` becomes PENDING in the
 same transaction. A delivery task POSTs the job's GET body (plus ``job_id``) with header
@@ -44,6 +47,7 @@ import json
 import logging
 import time
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -54,7 +58,7 @@ from ..errors import RequestRejected
 from ..protocol.errors import reject
 from .store import Database
 
-__all__ = ["MAX_ATTEMPTS", "JobManager", "JobRecord", "JobStore", "rfc3339"]
+__all__ = ["MAX_ATTEMPTS", "FairQueue", "JobManager", "JobRecord", "JobStore", "rfc3339"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +177,13 @@ class JobStore:
 
     def pending(self) -> list[str]:
         """WAITING and RUNNING jobs, oldest first (to queue again at start-up)."""
-        return [r["job_id"] for r in self.db.query(
-            "SELECT job_id FROM jobs WHERE state IN ('WAITING', 'RUNNING') ORDER BY create_time, job_id")]
+        return [job_id for job_id, _ in self.pending_by_project()]
+
+    def pending_by_project(self) -> list[tuple[str, str]]:
+        """``(job_id, project_id)`` of the WAITING and RUNNING jobs, oldest first."""
+        return [(r["job_id"], r["project_id"]) for r in self.db.query(
+            "SELECT job_id, project_id FROM jobs WHERE state IN ('WAITING', 'RUNNING') "
+            "ORDER BY create_time, job_id")]
 
     def pending_callbacks(self) -> list[str]:
         return [r["job_id"] for r in self.db.query(
@@ -236,6 +245,58 @@ class JobStore:
             "OR (finish_time IS NULL AND create_time < ?)", (limit, limit))
 
 
+class FairQueue:
+    """Job ids per project, served round-robin across projects (FIFO within one project).
+
+    Bounded: at most `maxsize` ids in total; :meth:`put_nowait` beyond raises
+    :class:`asyncio.QueueFull` (overflow policy ``error``: the submit is refused, SIS.0536).
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = int(maxsize)
+        self._by_project: OrderedDict[str, deque[str]] = OrderedDict()
+        self._size = 0
+        self._getters: deque[asyncio.Future[None]] = deque()
+
+    def qsize(self) -> int:
+        return self._size
+
+    def full(self) -> bool:
+        return self._size >= self.maxsize
+
+    def put_nowait(self, project_id: str, item: str) -> None:
+        if self.full():
+            raise asyncio.QueueFull
+        dq = self._by_project.get(project_id)
+        if dq is None:
+            dq = self._by_project[project_id] = deque()
+        dq.append(item)
+        self._size += 1
+        while self._getters:
+            fut = self._getters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                break
+
+    async def get(self) -> str:
+        while self._size == 0:
+            fut = asyncio.get_running_loop().create_future()
+            self._getters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(fut)
+                raise
+        project_id, dq = next(iter(self._by_project.items()))
+        item = dq.popleft()
+        del self._by_project[project_id]
+        if dq:  # the project goes to the back of the rotation
+            self._by_project[project_id] = dq
+        self._size -= 1
+        return item
+
+
 #: ``process(job) -> (segments, audio_duration_ms)``; raises RequestRejected for job errors.
 Processor = Callable[["JobRecord", Callable[[], bool]], Awaitable[tuple[list[dict[str, Any]], int]]]
 
@@ -249,7 +310,7 @@ class JobManager:
     processor : callable
         ``await processor(job, should_stop)`` returns ``(segments, audio_duration_ms)``.
     workers : int
-        Jobs processed at once.
+        Jobs processed at once (jobs are taken round-robin across projects).
     max_waiting : int
         Bound on queued jobs (``SIS.0536`` beyond).
     retention_s : float
@@ -259,7 +320,7 @@ class JobManager:
         Re-validates a stored callback URL before each delivery (raises RequestRejected).
     """
 
-    def __init__(self, store: JobStore, processor: Processor, *, workers: int = 1, max_waiting: int = 1000,
+    def __init__(self, store: JobStore, processor: Processor, *, workers: int = 2, max_waiting: int = 1000,
                  retention_s: float = 72 * 3600.0, callback_attempts: int = 5, callback_backoff_s: float = 1.0,
                  callback_timeout_s: float = 10.0, callback_check: Callable[[str], None] | None = None,
                  max_attempts: int = MAX_ATTEMPTS) -> None:
@@ -273,7 +334,7 @@ class JobManager:
         self.callback_timeout_s = callback_timeout_s
         self.callback_check = callback_check
         self.max_attempts = max_attempts
-        self._queue: asyncio.Queue[str] | None = None
+        self._queue: FairQueue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._callbacks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -284,13 +345,13 @@ class JobManager:
         """Queue the jobs left WAITING/RUNNING, resume PENDING callbacks, start the workers."""
         import aiohttp
 
-        self._queue = asyncio.Queue(maxsize=self.max_waiting + self.workers)
+        self._queue = FairQueue(self.max_waiting + self.workers)
         self._session = aiohttp.ClientSession(trust_env=False,
                                               timeout=aiohttp.ClientTimeout(total=self.callback_timeout_s))
         self.store.expire(self.retention_s)
-        resumed = self.store.pending()
-        for job_id in resumed[: self.max_waiting]:
-            self._queue.put_nowait(job_id)
+        resumed = self.store.pending_by_project()
+        for job_id, project_id in resumed[: self.max_waiting]:
+            self._queue.put_nowait(project_id, job_id)
         if resumed:
             logger.info("resuming %d transcriber job(s)", len(resumed))
         for job_id in self.store.pending_callbacks():
@@ -328,7 +389,7 @@ class JobManager:
             raise reject("SIS.0536", f"the transcriber submission limit is reached: {self.max_waiting} jobs are "
                                      "waiting")
         job_id = self.store.insert(project_id, request, callback_url)
-        self._queue.put_nowait(job_id)
+        self._queue.put_nowait(project_id, job_id)
         return job_id
 
     def get(self, project_id: str, job_id: str) -> JobRecord:

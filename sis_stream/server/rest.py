@@ -31,7 +31,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..protocol.errors import reject
-from .fetch import FetchPolicy, default_allow_hosts, parse_fetch_allow
+from .fetch import FetchPolicy, parse_fetch_allow
+from .intake import loads_json, read_body
 
 __all__ = [
     "FETCH_POLICY",
@@ -71,12 +72,14 @@ class RestSettings:
         Directory for ``vocabularies.sqlite3``, ``jobs.sqlite3`` and the flash store; None makes a
         temporary one (deleted at shutdown: nothing survives a restart).
     fetch_allow : tuple of str
-        Hosts ``data_dir``/``url`` downloads may use (``--fetch-allow``).
+        Hosts ``data_url``/``url`` downloads may use (``--fetch-allow``; none by default).
+    fetch_dir : Path, optional
+        The local input directory ``file://`` URLs may name (``--fetch-dir``; none by default).
     flash_store : Path, optional
         Folder standing in for OBS in flash ASR (``obs_bucket_name`` = sub-folder,
         ``obs_object_key`` = file); default ``<data_dir>/obs``.
     transcriber_workers : int
-        Jobs processed at once.
+        Jobs processed at once (default 2); waiting jobs are taken round-robin across projects.
     max_waiting_jobs : int
         Jobs queued (WAITING) per server; beyond: ``SIS.0536``.
     job_retention_s : float
@@ -97,8 +100,9 @@ class RestSettings:
 
     data_dir: Path | None = None
     fetch_allow: tuple[str, ...] = ()
+    fetch_dir: Path | None = None
     flash_store: Path | None = None
-    transcriber_workers: int = 1
+    transcriber_workers: int = 2
     max_waiting_jobs: int = 1000
     job_retention_s: float = 72 * 3600.0
     callback_attempts: int = 5
@@ -110,7 +114,7 @@ class RestSettings:
     legacy_property_16k: str = "chinese_16k_common"
 
     def __post_init__(self) -> None:
-        for name in ("data_dir", "flash_store"):
+        for name in ("data_dir", "flash_store", "fetch_dir"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, Path):
                 object.__setattr__(self, name, Path(v))
@@ -130,17 +134,16 @@ class RestSettings:
 def rest_settings_from(settings: Any) -> RestSettings:
     """Derive :class:`RestSettings` from the server's ``ServerSettings``.
 
-    Reads ``data_dir`` and ``host``; ``fetch_allow``, ``flash_store`` and
-    ``transcriber_workers`` when the server settings have them (else the defaults: loopback hosts
-    when the server listens on loopback, nothing otherwise).
+    Reads ``data_dir``; ``fetch_allow``, ``fetch_dir``, ``flash_store`` and
+    ``transcriber_workers`` when the server settings have them (else the defaults: no host and no
+    directory may be fetched from).
     """
-    host = getattr(settings, "host", "127.0.0.1")
     allow = getattr(settings, "fetch_allow", None)
     kwargs: dict[str, Any] = {
         "data_dir": getattr(settings, "data_dir", None),
-        "fetch_allow": default_allow_hosts(host) if allow is None else parse_fetch_allow(allow),
+        "fetch_allow": () if allow is None else parse_fetch_allow(allow),
     }
-    for name in ("flash_store", "transcriber_workers", "legacy_property_8k", "legacy_property_16k"):
+    for name in ("fetch_dir", "flash_store", "transcriber_workers", "legacy_property_8k", "legacy_property_16k"):
         v = getattr(settings, name, None)
         if v is not None:
             kwargs[name] = v
@@ -177,17 +180,16 @@ async def read_json(request: web.Request, *, allow_empty: bool = False,
     Raises
     ------
     RequestRejected
-        Empty (unless allowed) or malformed body.
+        Empty (unless allowed) or malformed body (not JSON, ``NaN``/``Infinity``, lone
+        surrogates, nested too deeply: :func:`.intake.loads_json`); 408 for a body that arrives
+        too slowly (:func:`.intake.read_body`).
     """
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         if allow_empty:
             return None
         raise reject(code, "the request body is empty: expected a JSON object")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise reject(code, f"the request body is not valid JSON: {exc}") from None
+    return loads_json(raw, code)
 
 
 def data_dir(app: web.Application) -> Path:
@@ -197,7 +199,7 @@ def data_dir(app: web.Application) -> Path:
 
 def open_data_dir(app: web.Application) -> Path:
     """Create the REST data directory (``RestSettings.data_dir``, else a temporary one) and the
-    fetch policy ``app[FETCH_POLICY]`` over it; returns the directory (see :func:`data_dir`)."""
+    fetch policy ``app[FETCH_POLICY]``; returns the directory (see :func:`data_dir`)."""
     rs = app[REST_SETTINGS]
     if rs.data_dir is None:
         tmp = tempfile.mkdtemp(prefix="sis-stream-data-")
@@ -209,7 +211,7 @@ def open_data_dir(app: web.Application) -> Path:
         root = rs.data_dir
         root.mkdir(parents=True, exist_ok=True)
     app[_DATA_DIR] = root
-    app[FETCH_POLICY] = FetchPolicy(allow_hosts=rs.fetch_allow, data_dir=root)
+    app[FETCH_POLICY] = FetchPolicy(allow_hosts=rs.fetch_allow, input_dir=rs.fetch_dir)
     return root
 
 

@@ -31,6 +31,7 @@ from .vocab_store import get_vocabulary_words
 __all__ = [
     "MAX_DATA_BASE64_BYTES",
     "MAX_SHORT_AUDIO_MS",
+    "MAX_USER_WORDS",
     "ROUTES",
     "ShortAudioRequest",
     "decode_base64",
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: ``data`` limit: 4 MB after base64 encoding (§11.1, seed 003).
 MAX_DATA_BASE64_BYTES: Final = 4 * 1024 * 1024
+#: Most ``user_words`` accepted (the same cap as the websocket START config).
+MAX_USER_WORDS: Final = 10000
 #: Longest short audio (1 minute).
 MAX_SHORT_AUDIO_MS: Final = 60_000
 
@@ -142,8 +145,9 @@ def parse_short_audio(body: object) -> ShortAudioRequest:
     if vid is not None and not isinstance(vid, str):
         raise reject("SIS.0032", field="vocabulary_id")
     user_words = config.get("user_words", [])
-    if not isinstance(user_words, list) or not all(isinstance(w, str) and w.strip() for w in user_words):
-        raise reject("SIS.0032", "'user_words' is invalid: expected a list of words")
+    if (not isinstance(user_words, list) or len(user_words) > MAX_USER_WORDS
+            or not all(isinstance(w, str) and w.strip() for w in user_words)):
+        raise reject("SIS.0032", f"'user_words' is invalid: expected a list of at most {MAX_USER_WORDS} words")
     audio = decode_base64(body.get("data"))
     return ShortAudioRequest(audio, audio_format, info.name, info.rate_hz, add_punc, digit_norm, need_word_info,
                              vid or None, tuple(w.strip() for w in user_words))

@@ -33,8 +33,10 @@ from aiohttp import WSMsgType, web
 
 from ..errors import RequestRejected
 from ..protocol.errors import CATALOGUE, reject
+from .intake import loads_json
 from .state import METRICS, SETTINGS
 from .synthesis import encode_audio, parse_tts_config, synthesize_pcm
+from .wsframes import StrictWebSocketResponse
 
 __all__ = ["FRAME_MS", "ROUTES", "handle_rtts", "setup"]
 
@@ -87,7 +89,7 @@ async def _synthesize(ws: web.WebSocketResponse, request: web.Request, msg: dict
 
 async def handle_rtts(request: web.Request) -> web.StreamResponse:
     """The RTTS websocket (see the module docstring)."""
-    ws = web.WebSocketResponse(max_msg_size=64 * 1024)
+    ws = StrictWebSocketResponse(max_msg_size=64 * 1024)
     await ws.prepare(request)
     conns = request.app.get(_CONNECTIONS)
     if conns is not None:
@@ -112,9 +114,9 @@ async def handle_rtts(request: web.Request) -> web.StreamResponse:
                                                                            "send the START command as text")))
                 continue
             try:
-                body = json.loads(msg.data)
-            except ValueError:
-                await _send(ws, _err("ERROR", trace_id, reject("SIS.0032", "the message is not valid JSON")))
+                body = loads_json(msg.data, "SIS.0032")
+            except RequestRejected as exc:
+                await _send(ws, _err("ERROR", trace_id, exc))
                 continue
             if not isinstance(body, dict) or body.get("command") != "START":
                 await _send(ws, _err("ERROR", trace_id, reject("SIS.0032", "'command' is invalid: expected START")))

@@ -159,7 +159,22 @@ class ServerSettings:
         Folder standing in for OBS for flash ASR (``obs_bucket_name`` = sub-folder,
         ``obs_object_key`` = file).
     transcriber_workers : int, optional
-        Concurrent recording-file transcription jobs (default: the REST module's default).
+        Concurrent recording-file transcription jobs (default: the REST module's default, 2).
+    fetch_dir : Path, optional
+        The local input directory ``file://`` URLs (``data_url``, ``url``) may name
+        (``--fetch-dir``); None (default): no ``file://`` URL is read.
+    min_body_rate_bps : float
+        Minimum transfer rate of a request body after ``body_grace_s`` (slower: 408, closed).
+    body_idle_timeout_s : float
+        Longest pause while a request body arrives.
+    body_grace_s : float
+        Time a request body may take before the minimum rate applies.
+    header_timeout_s : float
+        Time a connection may take to send a complete request head (and how long an idle
+        keep-alive connection stays open).
+    validate_engines : bool
+        ``serve`` loads every mapped engine before listening, so a wrong model path or option
+        fails at start-up (:class:`~sis_stream.errors.EngineConfigError`), not at the first request.
     """
 
     host: str = DEFAULT_HOST
@@ -191,6 +206,12 @@ class ServerSettings:
     fetch_allow: tuple[str, ...] | None = None
     flash_store: Path | None = None
     transcriber_workers: int | None = None
+    fetch_dir: Path | None = None
+    min_body_rate_bps: float = 16 * 1024
+    body_idle_timeout_s: float = 10.0
+    body_grace_s: float = 5.0
+    header_timeout_s: float = 30.0
+    validate_engines: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -199,7 +220,7 @@ class ServerSettings:
             raise ValueError(f"port must be an int in 0..65535, got {self.port!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: give both or neither")
-        for name in ("credentials_file", "data_dir", "tls_cert", "tls_key", "flash_store"):
+        for name in ("credentials_file", "data_dir", "tls_cert", "tls_key", "flash_store", "fetch_dir"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, Path):
                 object.__setattr__(self, name, Path(v))
@@ -215,6 +236,12 @@ class ServerSettings:
         _positive("max_skew_s", self.max_skew_s, float)
         _positive("shutdown_timeout_s", self.shutdown_timeout_s, float)
         _positive("max_connection_s", self.max_connection_s, float)
+        _positive("min_body_rate_bps", self.min_body_rate_bps, float)
+        _positive("body_idle_timeout_s", self.body_idle_timeout_s, float)
+        _positive("header_timeout_s", self.header_timeout_s, float)
+        if isinstance(self.body_grace_s, bool) or not isinstance(self.body_grace_s, (int, float)) \
+                or self.body_grace_s < 0:
+            raise ValueError(f"body_grace_s must be a number >= 0, got {self.body_grace_s!r}")
         if self.engine_workers is not None:
             _positive("engine_workers", self.engine_workers)
         if self.engine_queue is not None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -106,7 +107,8 @@ class TtsParams:
 
 def _int_field(config: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
     value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not lo <= value <= hi:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value) or not lo <= value <= hi):
         raise reject("SIS.0601", f"'{key}' is invalid: expected an integer in {lo}..{hi}, got {value!r}")
     return int(value)
 
@@ -149,7 +151,7 @@ def parse_tts_config(text: object, config: object, *, formats: tuple[str, ...] =
     raw_rate = config.get("sample_rate", "8000")
     try:
         rate = int(raw_rate) if not isinstance(raw_rate, bool) else -1
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         rate = -1
     if rate not in _RATES:
         raise reject("SIS.0402", f"'sample_rate' is invalid: expected \"8000\" or \"16000\", got {raw_rate!r}")

@@ -32,14 +32,13 @@ import logging
 import unicodedata
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from ..audio.formats import SIS_FORMATS, AudioFormat
 from ..errors import RequestRejected
 from ..protocol.errors import reject
 from ..protocol.properties import Interface
 from .decode import check_rate, decode_audio, to_engine_pcm
-from .fetch import FetchPolicy, check_http_url, fetch_url
+from .fetch import FetchPolicy, check_http_url, fetch_url, url_scheme
 from .jobs import JobManager, JobRecord, JobStore
 from .recognize import check_property, engine_for, on_pool, transcribe_pcm
 from .rest import FETCH_POLICY, JOBS, json_response, read_json
@@ -97,7 +96,7 @@ def parse_transcriber_request(app: Any, project_id: str, body: object) -> dict[s
     if not isinstance(url, str) or not url.strip():
         raise reject("SIS.0032", "data url is empty")
     policy: FetchPolicy = app[FETCH_POLICY]
-    if urlsplit(url.strip()).scheme.lower() != "file":
+    if url_scheme(url.strip()) != "file":
         check_http_url(url.strip(), policy)
     config = body.get("config")
     if config is None:

@@ -306,6 +306,14 @@ class VocabularyStore:
             raise reject("SIS.0201", vocabulary_id=vocabulary_id)
 
 
+def _is_unicode(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def get_vocabulary_words(app: Any, project_id: str, vocabulary_id: object) -> list[str]:
     """The words of ``vocabulary_id`` for the engines (short-audio, transcriber, flash, RASR).
 
@@ -330,7 +338,8 @@ def get_vocabulary_words(app: Any, project_id: str, vocabulary_id: object) -> li
     """
     if vocabulary_id is None or vocabulary_id == "":
         return []
-    if not isinstance(vocabulary_id, str):
+    if not isinstance(vocabulary_id, str) or not _is_unicode(vocabulary_id):
+        # (A lone surrogate cannot be stored or looked up: a client mistake, not a database error.)
         raise reject("SIS.0032", field="vocabulary_id")
     store: VocabularyStore | None = app.get(VOCABULARIES) if hasattr(app, "get") else None
     if store is None:
