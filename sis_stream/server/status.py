@@ -1,8 +1,9 @@
 """The server's own routes: ``GET /`` (root JSON), ``GET /metrics`` (Prometheus text),
 ``GET /healthz``; and the engine/session gauges ``/metrics`` shows.
 
-Root JSON: server name, version, auth mode, the websocket paths, what each property maps to, the
-loaded engines and the limits. ``/healthz`` answers 200 ``{"status": "ok"}``, or 503 ``draining``
+Root JSON: server name, version, auth mode, the websocket paths, what each property maps to (engine,
+the model behind it, language, status), a note that dialect accuracy is unmeasured, the loaded
+engines and the limits. ``/healthz`` answers 200 ``{"status": "ok"}``, or 503 ``draining``
 during a graceful shutdown. All three are public and not counted in the metrics.
 """
 
@@ -25,6 +26,9 @@ __all__ = ["SERVER_NAME", "engine_gauges", "healthz", "metrics_handler", "root",
 logger = logging.getLogger(__name__)
 
 SERVER_NAME: Final = "sis-stream"
+#: What ``GET /`` says about the dialect properties.
+DIALECT_ACCURACY: Final = ("unmeasured: sichuan_*, cantonese_* and shanghai_* properties are served by the "
+                           "Mandarin model (Whisper base, language 'zh'); Whisper base has no Cantonese token")
 
 
 def engine_gauges(app: web.Application) -> Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]:
@@ -75,6 +79,7 @@ async def root(request: web.Request) -> web.Response:
         "iam": "/v3/auth/tokens",
         "metrics": "/metrics",
         "properties": properties,
+        "dialect_accuracy": DIALECT_ACCURACY,
         "engines": {name: eng.description for name, eng in registry.loaded().items()},
         "limits": {"max_sessions": settings.max_sessions, "idle_timeout_s": settings.idle_timeout_s},
     }

@@ -1,0 +1,132 @@
+"""The ``moonshine`` engine: Moonshine base (English) on ONNX Runtime, weights folded once.
+
+Where the model comes from
+--------------------------
+The PyPI wheel ``moonshine-cpp`` (MIT licence, Moonshine AI) ships Moonshine base-en as two ONNX
+Runtime files, ``models/base-en/encoder_model.ort`` and ``decoder_model_merged.ort``, and its
+tokenizer ``tokenizer.bin``. Only those files are used: the wheel's own C library is never loaded
+(it leaks memory on every call). The wheel is located with :func:`importlib.util.find_spec`, so
+importing it runs nothing.
+
+Folding (:mod:`.moonshine_fold`)
+--------------------------------
+The shipped weights are int8 with a scale and an offset, re-expanded to float32 by Cast/Mul/Add
+nodes on every session run, which for the decoder means on every token. The first start folds
+those chains into float32 constants once and keeps the result in a per-user cache; this costs a
+few seconds and about 250 MB of disk, and cuts the CPU per decode by 3-6x. A fold is used only
+after it produced the same transcripts as the shipped model on the wheel's test clip.
+
+Moonshine's cost grows with the audio (unlike Whisper, which pads every window to 30 s): use
+it for short segments. It gives neither word timings nor hot-word biasing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import EngineConfigError
+from .base import (
+    DEFAULT_MAX_SEGMENT_S,
+    Engine,
+    HotWordStatus,
+    Hypothesis,
+    available_cores,
+    hot_word_text,
+    normalize_hot_words,
+)
+from .buffered import BufferedStream
+from .moonshine_fold import folded_model
+from .moonshine_model import MoonshineModel, shipped_model_dir
+
+__all__ = ["MoonshineEngine", "MoonshineStream"]
+
+logger = logging.getLogger(__name__)
+
+class MoonshineEngine(Engine):
+    """Moonshine base-en, folded, on ONNX Runtime (English only; no word timings, no hot words).
+
+    Parameters
+    ----------
+    cache_dir : path, optional
+        Where the folded model is kept (default: :func:`sis_stream.engines.moonshine_fold.cache_root`).
+    fold : bool
+        False runs the shipped (int8, unfolded) files: 3-6x more CPU, no cache written.
+    cpu_threads : int
+        ONNX Runtime threads per decode.
+    max_segment_s : float
+        Cap on one open segment.
+
+    Raises
+    ------
+    EngineUnavailableError
+        If moonshine-cpp, onnxruntime or onnx (needed to fold) are missing, or the fold failed.
+    EngineConfigError
+        For bad numbers.
+    """
+
+    name = "moonshine"
+    punctuates = True
+    languages = ("en",)
+
+    def __init__(self, *, cache_dir: str | os.PathLike[str] | None = None, fold: bool = True,
+                 cpu_threads: int = 1, max_segment_s: float = DEFAULT_MAX_SEGMENT_S) -> None:
+        if not isinstance(cpu_threads, int) or cpu_threads < 1:
+            raise EngineConfigError(f"cpu_threads must be an int >= 1, got {cpu_threads!r}")
+        if not max_segment_s > 0:
+            raise EngineConfigError(f"max_segment_s must be > 0, got {max_segment_s!r}")
+        if not isinstance(fold, bool):
+            raise EngineConfigError(f"fold must be a bool, got {fold!r}")
+        src = shipped_model_dir()
+        t0 = time.perf_counter()
+        if fold:
+            enc, dec = folded_model(src, cache_dir=cache_dir)
+        else:
+            enc, dec = src / "encoder_model.ort", src / "decoder_model_merged.ort"
+        self.model = MoonshineModel(enc, dec, src / "tokenizer.bin", threads=cpu_threads)
+        self.load_seconds = time.perf_counter() - t0
+        self.max_segment_s = float(max_segment_s)
+        self.folded = fold
+        self.description = (f"Moonshine base-en ({'folded float32' if fold else 'int8 as shipped'}, "
+                            f"onnxruntime, {cpu_threads} thread(s); {available_cores()} core(s))")
+        logger.info("Moonshine model loaded in %.2f s (%s)", self.load_seconds, enc)
+
+    def new_stream(self, *, language: str, hot_words: Iterable[str | tuple[str, str]] = (),
+                   word_info: bool = False) -> MoonshineStream:
+        """Open a stream; see :meth:`Engine.new_stream`.
+
+        Raises
+        ------
+        EngineConfigError
+            For ``word_info=True``: Moonshine gives no word timings (route such requests to the
+            ``whisper`` engine).
+        """
+        language = self._check_language(language)
+        if word_info:
+            raise EngineConfigError("the moonshine engine gives no word timings (need_word_info); "
+                                    "route such requests to the whisper engine")
+        statuses = tuple(HotWordStatus(hot_word_text(e), False, "skipped: the moonshine engine has no "
+                                       "hot-word biasing") for e in normalize_hot_words(hot_words))
+        return MoonshineStream(self, language=language, word_info=False, hot_words=statuses,
+                               max_segment_s=self.max_segment_s)
+
+    def decode(self, audio: np.ndarray) -> tuple[str, float]:
+        """Text of int16 16 kHz `audio` and its confidence in [0, 1] (thread-safe)."""
+        return self.model.transcribe(audio)
+
+
+class MoonshineStream(BufferedStream):
+    """Buffers the open segment (int16) and decodes it on demand; partials re-decode it."""
+
+    def __init__(self, engine: MoonshineEngine, **kwargs: Any) -> None:
+        super().__init__(engine, **kwargs)
+        self._engine: MoonshineEngine = engine
+
+    def decode_segment(self, audio: np.ndarray, start_ms: int, end_ms: int, final: bool) -> Hypothesis:
+        text, score = self._engine.decode(audio)
+        return Hypothesis(text, score if text else 0.0, (), start_ms, end_ms, final)
