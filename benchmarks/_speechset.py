@@ -11,6 +11,13 @@ Every track is deterministic (seeded) and cached per process:
   (50 Hz with harmonics for English, 60 Hz for Mandarin), scaled to an SNR measured as
   (mean clean power over speech frames) / (mean noise power);
 - mixtures are rounded and clipped to int16; :func:`g711_roundtrip` gives the u-law copy.
+
+Real recorded speech (:func:`real_track`): Asterisk's 8 kHz telephone prompts and the LibriVox
+16 kHz read speech of ``tests/realspeech.py`` (Debian packages, nothing committed), each
+utterance normalised to the same -26 dBFS active level and placed between 0.8-1.6 s pauses of
+-70 dBFS hiss (a quiet line, not digital silence); labels and noises as above. The prompts are
+split in two halves by name order: ``"tune"`` (what the detector was tuned on) and ``"test"``
+(held out); the five LibriVox files are too few to split and serve both.
 """
 
 from __future__ import annotations
@@ -135,6 +142,67 @@ def track(language: str, rate_hz: int) -> Track:
     return Track(language, rate_hz, clean, labels, tuple(utts))
 
 
+#: SNRs of the real-speech tables; None is the clean recording (only the -70 dBFS pause hiss).
+REAL_SNRS_DB: Final = (None, 20, 10, 5, 0)
+#: Level of the hiss in the pauses between real utterances, dBFS.
+PAUSE_HISS_DBFS: Final = -70.0
+
+
+def _real_utterances(rate_hz: int, split: str) -> list[np.ndarray]:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.realspeech import asterisk_prompts, librivox
+
+    if rate_hz == 16000:
+        return [u.pcm.astype(np.float64) for u in librivox()]
+    prompts = sorted(asterisk_prompts(), key=lambda u: u.name)
+    half = prompts[0::2] if split == "tune" else prompts[1::2]
+    # 24 prompts of the half (about a minute and a half of speech), spread over it.
+    pick = np.linspace(0, len(half) - 1, 24).round().astype(int)
+    return [half[i].pcm.astype(np.float64) for i in pick]
+
+
+@functools.cache
+def real_track(rate_hz: int, split: str = "test") -> Track:
+    """Real recorded speech with pauses, at 8 kHz (Asterisk prompts) or 16 kHz (LibriVox)."""
+    if split not in ("tune", "test"):
+        raise ValueError(f"split must be 'tune' or 'test', got {split!r}")
+    rng = np.random.default_rng(4321 + rate_hz + (1 if split == "test" else 0))
+    frame_len = rate_hz * LABEL_FRAME_MS // 1000
+    target = 32768.0 * 10 ** (SPEECH_LEVEL_DBFS / 20)
+    parts: list[np.ndarray] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for u in _real_utterances(rate_hz, split):
+        gap = frame_len * int(rng.integers(80, 160))
+        parts.append(np.zeros(gap))
+        pos += gap
+        db = _frame_db(u, frame_len)
+        active = db > db.max() - LABEL_RANGE_DB
+        level = np.sqrt(np.mean(u[: len(db) * frame_len].reshape(len(db), -1)[active] ** 2))
+        u = u * (target / level)
+        u = np.concatenate((u, np.zeros(-len(u) % frame_len)))
+        parts.append(u)
+        spans.append((pos, pos + len(u)))
+        pos += len(u)
+    parts.append(np.zeros(frame_len * 150))
+    clean = np.concatenate(parts)
+    hiss = rng.standard_normal(len(clean)) * 32768.0 * 10 ** (PAUSE_HISS_DBFS / 20)
+    is_gap = np.ones(len(clean), bool)
+    for a, b in spans:
+        is_gap[a:b] = False
+    clean = clean + hiss * is_gap
+    db = _frame_db(clean, frame_len)
+    labels_ = db > db.max() - LABEL_RANGE_DB
+    utts = []
+    for a, b in spans:
+        idx = np.flatnonzero(labels_[a // frame_len : b // frame_len]) + a // frame_len
+        utts.append(Utterance(a, b, int(idx[0]) * LABEL_FRAME_MS, int(idx[-1] + 1) * LABEL_FRAME_MS))
+    return Track("en", rate_hz, clean, labels_, tuple(utts))
+
+
 def labels(tr: Track, frame_ms: int) -> np.ndarray:
     """Labels for `frame_ms` frames: speech when any 10 ms label frame inside is speech."""
     k = frame_ms // LABEL_FRAME_MS
@@ -184,8 +252,12 @@ def noise(kind: str, n: int, rate_hz: int, language: str) -> np.ndarray:
     return x / np.sqrt(np.mean(x**2))
 
 
-def mix(tr: Track, kind: str, snr_db: float) -> np.ndarray:
-    """Clean track plus noise at `snr_db` (speech-active power over noise power), int16."""
+def mix(tr: Track, kind: str, snr_db: float | None) -> np.ndarray:
+    """Clean track plus noise at `snr_db` (speech-active power over noise power), int16.
+
+    ``snr_db=None``: the clean track alone, rounded."""
+    if snr_db is None:
+        return np.clip(np.round(tr.clean), -32768, 32767).astype(np.int16)
     frame_len = tr.rate_hz * LABEL_FRAME_MS // 1000
     n = len(tr.labels) * frame_len
     p_speech = np.mean(tr.clean[:n].reshape(-1, frame_len)[tr.labels] ** 2)

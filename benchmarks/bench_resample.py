@@ -172,10 +172,11 @@ def bench_quality_table(capsys):
         return "-" if v is None else f"{v:.{digits}f}"
 
     lines = ["resample quality (tones at -6 dBFS; dB):",
-             f"{'pair':12} {'dtype':8} {'who':14} {'ripple<=0.8':>12} {'gain@0.9':>9} "
-             f"{'alias':>7} {'image':>7} {'1kHz res':>8}"]
+             f"{'pair':12} {'dtype':8} {'who':14} {'ripple<=0.8':>12} {'p-p .1-.8':>10} "
+             f"{'gain@0.9':>9} {'alias':>7} {'image':>7} {'1kHz res':>8}"]
     for pair, dt, who, r in rows:
         lines.append(f"{pair:12} {dt:8} {who:14} {fmt(r['ripple_db'], 5):>12} "
+                     f"{fmt(r['ripple_pp_db'], 5):>10} "
                      f"{fmt(r['gain_09_db'], 3):>9} {fmt(r['alias_db']):>7} "
                      f"{fmt(r['image_db']):>7} {fmt(r['snr_1k_db']):>8}")
     with capsys.disabled():

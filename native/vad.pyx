@@ -1,8 +1,19 @@
 # cython: language_level=3
 """VAD kernels: per-frame features of int16 PCM and the energy detector's decision loop."""
 
-from libc.math cimport log2
+import sys
+
+from libc.math cimport floor as c_floor, log2
 from libc.stdint cimport int16_t, int64_t, uint8_t
+from libc.string cimport memcpy, memmove
+from cpython cimport array
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.object cimport PyObject
+
+cimport numpy as cnp
+
+cnp.import_array()
 
 # Shared layout constants (the same numbers as sis_stream/_reference/vad.py; a test pins them).
 FEATURE_ENERGY = 0
@@ -15,9 +26,11 @@ MAX_SECTIONS = 4
 DECIMATIONS = (1, 2)
 P_ON_DB, P_OFF_DB, P_MIN_DBFS, P_FALL, P_RISE, P_RISE_MAX_DB, P_HANGOVER, P_ONSET = range(8)
 P_LOOKBACK_DB, P_LOOKBACK_MAX, P_ON_MAX_DB, P_DEV_FACTOR, P_DEV_BETA, P_DEV_INIT = range(8, 14)
-N_PARAMS = 14
-S_FLOOR, S_ACTIVE, S_HANG, S_NFRAMES, S_RUN, S_UP, S_DEV = range(7)
-N_STATE = 7
+P_HANG_QUIET, P_QUIET_LO_DBFS, P_QUIET_HI_DBFS, P_HANG_EXTRA = range(14, 18)
+P_MARGIN_LO_DB, P_MARGIN_HI_DB, P_LEVEL_BETA = range(18, 21)
+N_PARAMS = 21
+S_FLOOR, S_ACTIVE, S_HANG, S_NFRAMES, S_RUN, S_UP, S_DEV, S_LEVEL = range(8)
+N_STATE = 8
 DECISION_SPEECH = 1
 DECISION_LOOKBACK_SHIFT = 1
 MAX_LOOKBACK = 127
@@ -45,16 +58,20 @@ cdef inline double _dbfs(double mean_square) noexcept nogil:
     return _DB_PER_OCTAVE * log2(mean_square / _FS2)
 
 
-cdef double _band_ms_seq(const int16_t[::1] x, Py_ssize_t base, Py_ssize_t m, Py_ssize_t decim,
-                        const double[::1] sos, Py_ssize_t n_sec, double[::1] zi) except? -1 nogil:
-    # Band mean square of one frame, sample by sample in transposed direct form II on the
-    # decimated input (sos row i at 6 * i, zi at 2 * i); updates zi.
+cdef double _band_ms_ptr(const int16_t* x, Py_ssize_t m, Py_ssize_t decim, const double* sos,
+                        Py_ssize_t n_sec, double* zi) noexcept nogil:
+    # Band mean square of one frame (x: its first sample; m decimated samples), sample by
+    # sample on the decimated input (sos row i at 6 * i, zi at 2 * i); updates zi. The shipped
+    # one-section filter runs in direct form I (one multiply-add deep), any other in transposed
+    # direct form II.
     cdef Py_ssize_t t, i
     cdef double acc = 0.0, u, y, z1, z2
+    if n_sec == 1 and m >= 2:
+        return sis_vad_band_ms_df1(x, m, decim, sos, zi)
     for t in range(m):
-        u = <double>x[base + decim * t]  # decim * t + decim - 1 < frame_len: in the frame
+        u = <double>x[decim * t]  # decim * t + decim - 1 < frame_len: in the frame
         if decim == 2:
-            u = 0.5 * (u + <double>x[base + 2 * t + 1])
+            u = 0.5 * (u + <double>x[2 * t + 1])
         for i in range(n_sec):
             z1 = zi[2 * i]
             z2 = zi[2 * i + 1]
@@ -64,6 +81,12 @@ cdef double _band_ms_seq(const int16_t[::1] x, Py_ssize_t base, Py_ssize_t m, Py
             u = y
         acc += u * u
     return acc / <double>m
+
+
+cdef double _band_ms_seq(const int16_t[::1] x, Py_ssize_t base, Py_ssize_t m, Py_ssize_t decim,
+                        const double[::1] sos, Py_ssize_t n_sec, double[::1] zi) except? -1 nogil:
+    # _band_ms_ptr on the frame at x[base] (callers keep base + m * decim <= len(x)).
+    return _band_ms_ptr(&x[base], m, decim, &sos[0], n_sec, &zi[0])
 
 
 cdef inline bint _use_parallel(Py_ssize_t n_frames, Py_ssize_t m) noexcept nogil:
@@ -138,6 +161,49 @@ cdef extern from *:
         int32_t c = 0;
         for (Py_ssize_t t = 1; t < L; t++) c += (int32_t)((uint16_t)(x[t] ^ x[t - 1]) >> 15);
         return c;
+    }
+
+    /* Band mean square of one frame through ONE biquad section sos = [b0 b1 b2 1 a1 a2] in
+       direct form I, float64, starting from (and leaving) the transposed-direct-form-II state
+       zi = [z1, z2]: the first two outputs use the state (y0 = b0 u0 + z1,
+       y1 = b0 u1 + b1 u0 - a1 y0 + z2), the rest y_t = (b0 u_t + b1 u_{t-1} + b2 u_{t-2}
+       - a2 y_{t-2}) - a1 y_{t-1}, whose recursion is one multiply-add deep (TDF-II: two).
+       The final TDF-II state follows from the last two samples. m >= 2; decim 1 or 2
+       (u_t = (x[2t] + x[2t+1]) / 2). */
+    static double sis_vad_band_ms_df1(const int16_t *x, Py_ssize_t m, Py_ssize_t decim,
+                                      const double *sos, double *zi) {
+        const double b0 = sos[0], b1 = sos[1], b2 = sos[2], a1 = sos[4], a2 = sos[5];
+        double u0, u1, y0, y1, acc;
+        if (decim == 2) {
+            u0 = 0.5 * ((double)x[0] + (double)x[1]);
+            u1 = 0.5 * ((double)x[2] + (double)x[3]);
+        } else {
+            u0 = (double)x[0];
+            u1 = (double)x[1];
+        }
+        y0 = b0 * u0 + zi[0];
+        y1 = b0 * u1 + (b1 * u0 - a1 * y0 + zi[1]);
+        acc = y0 * y0 + y1 * y1;
+        if (decim == 2) {
+            for (Py_ssize_t t = 2; t < m; t++) {
+                const double u = 0.5 * ((double)x[2 * t] + (double)x[2 * t + 1]);
+                const double p = b0 * u + b1 * u1 + b2 * u0 - a2 * y0;
+                const double y = p - a1 * y1;
+                acc += y * y;
+                u0 = u1; u1 = u; y0 = y1; y1 = y;
+            }
+        } else {
+            for (Py_ssize_t t = 2; t < m; t++) {
+                const double u = (double)x[t];
+                const double p = b0 * u + b1 * u1 + b2 * u0 - a2 * y0;
+                const double y = p - a1 * y1;
+                acc += y * y;
+                u0 = u1; u1 = u; y0 = y1; y1 = y;
+            }
+        }
+        zi[0] = b1 * u1 + b2 * u0 - a1 * y1 - a2 * y0;
+        zi[1] = b2 * u1 - a2 * y1;
+        return acc / (double)m;
     }
 
     /* Rows r[g] (8 consecutive samples of lane g) -> o[k * SIS_VAD_LANES + g] (sample k of
@@ -363,6 +429,8 @@ cdef extern from *:
                               float* e0, float* w, float* z1, float* z2, double* sq,
                               double* zc) noexcept nogil
     int sis_vad_isa() noexcept nogil
+    double sis_vad_band_ms_df1(const int16_t* x, Py_ssize_t m, Py_ssize_t decim,
+                               const double* sos, double* zi) noexcept nogil
     int sis_vad_zero_crossings(const int16_t* x, Py_ssize_t L) noexcept nogil
     int64_t sis_vad_sum_squares(const int16_t* x, Py_ssize_t L) noexcept nogil
 
@@ -612,12 +680,33 @@ def band_energy(const int16_t[::1] x, Py_ssize_t frame_len, Py_ssize_t decim,
 
 cdef int _energy_decide_impl(const double[::1] band, Py_ssize_t n, const double[::1] p,
                              double[::1] state, uint8_t[::1] out) except -1 nogil:
+    # The callers checked the sizes (n <= len(band), len(out); N_PARAMS, N_STATE); n >= 1.
+    # (Each pointer is taken at its last element and moved back, so that the debug build's
+    # bounds checks cover the whole range.)
+    _decide_ptr(&band[n - 1] - (n - 1), n, &p[20] - 20, &state[7] - 7, &out[n - 1] - (n - 1))
+    return 0
+
+
+cdef inline double _ramp(double v, double lo, double hi) noexcept nogil:
+    # 0 at or below lo, 1 at or above hi, linear between (a step at hi if hi <= lo).
+    if v >= hi:
+        return 1.0
+    if v <= lo:
+        return 0.0
+    return (v - lo) / (hi - lo)
+
+
+cdef void _decide_ptr(const double* band, Py_ssize_t n, const double* p, double* state,
+                      uint8_t* out) noexcept nogil:
+    # The detector's frame loop over band[0 .. n-1] (p: N_PARAMS values, state: N_STATE).
     cdef double on = p[0], off = p[1], gate = p[2], fall = p[3], rise = p[4]
     cdef double rise_max = p[5], hang_max = p[6], onset = p[7], lb_db = p[8], lb_max = p[9]
     cdef double on_max = p[10], dev_k = p[11], dev_beta = p[12], dev_init = p[13]
+    cdef double hang_quiet = p[14], quiet_lo = p[15], quiet_hi = p[16], hang_extra = p[17]
+    cdef double margin_lo = p[18], margin_hi = p[19], level_beta = p[20]
     cdef double floor = state[0], active = state[1], hang = state[2], seen = state[3]
-    cdef double run = state[4], up = state[5], dev = state[6]
-    cdef double b, d, thr, r, on_eff
+    cdef double run = state[4], up = state[5], dev = state[6], level = state[7]
+    cdef double b, d, thr, r, on_eff, q, e
     cdef int code
     cdef Py_ssize_t i
     if lb_max > _MAX_LOOKBACK:
@@ -627,6 +716,7 @@ cdef int _energy_decide_impl(const double[::1] band, Py_ssize_t n, const double[
         if seen == 0.0:
             floor = b
             dev = dev_init
+            level = b
         # Entry threshold above the floor: dev_k times the noise's deviation, within [on, on_max].
         on_eff = dev_k * dev
         if on_eff < on:
@@ -649,7 +739,12 @@ cdef int _energy_decide_impl(const double[::1] band, Py_ssize_t n, const double[
                 run = 0.0
                 code = <int>(up if up < lb_max else lb_max) << 1  # DECISION_LOOKBACK_SHIFT
         if active != 0.0:
-            hang = hang_max
+            # Speech level, and the hangover for this line: from hang_quiet (quiet floor) to
+            # hang_max, plus up to hang_extra at a low speech-to-floor margin.
+            level += level_beta * (b - level)
+            q = _ramp(floor, quiet_lo, quiet_hi)
+            e = 1.0 - _ramp(level - floor, margin_lo, margin_hi)
+            hang = c_floor(hang_quiet + (hang_max - hang_quiet) * q + hang_extra * e + 0.5)
             code = code | 1
         elif hang > 0.0:
             hang -= 1.0
@@ -682,7 +777,7 @@ cdef int _energy_decide_impl(const double[::1] band, Py_ssize_t n, const double[
     state[4] = run
     state[5] = up
     state[6] = dev
-    return 0
+    state[7] = level
 
 
 def energy_decide(const double[::1] band, const double[::1] params, double[::1] state,
@@ -694,6 +789,8 @@ def energy_decide(const double[::1] band, const double[::1] params, double[::1] 
             f"params must hold {N_PARAMS} values, state {N_STATE}, out >= {n}; "
             f"got {params.shape[0]}, {state.shape[0]}, {out.shape[0]}"
         )
+    if n == 0:
+        return 0
     with nogil:
         _energy_decide_impl(band, n, params, state, out)
     return n
@@ -718,3 +815,315 @@ def band_decide(const int16_t[::1] x, Py_ssize_t frame_len, Py_ssize_t decim,
         _band_energy_impl(x, frame_len, decim, n, sos, n_sec, zi, band)
         _energy_decide_impl(band, n, params, state, out)
     return n
+
+
+
+# --- compiled front-ends of EnergyVad.process and Endpointer.process --------------------------
+# A gateway decides one 20 ms frame per call. The arithmetic of a frame (~0.3 us) is a fraction
+# of what the Python frames around it cost (attribute traffic, np.concatenate, typed memoryview
+# acquisition, the result array), so sis_stream.audio.vad binds _vad_process_front as
+# EnergyVad.process and sis_stream.audio.endpoint binds _endpoint_process_front as
+# Endpointer.process when _backend selected this module at import. Each handles only its hot
+# case in C: a 1-D aligned native-order int16 ndarray (or PCM bytes) of 1.._FRONT_MAX_FRAMES
+# whole frames, on an open stream with no partial frame buffered, while ``_backend.vad`` is
+# still this module (one dict look-up, so the test fixture that swaps in the reference kernel
+# reaches it through the Python method). Everything else, including every error, is handed
+# unchanged to the Python method, which owns all validation and messages. The state stays in
+# the Python objects' arrays (EnergyVad._kargs, Endpointer._c and _store), read and written
+# here exactly as the Python methods do.
+
+cdef enum:
+    _FRONT_MAX_FRAMES = 16  # longer chunks go to the Python method (the frame-parallel kernel)
+
+#: Endpointer counters (sis_stream.audio.endpoint._COUNTERS must be the same tuple).
+EP_COUNTERS = (
+    "_received", "_accepted", "_frames", "_lead", "_boundary", "_seg_start", "_sil_run",
+    "_index", "_audio_from", "_audio_start", "_prev_audio_end", "_buf_start", "_back", "_head",
+    "_fill", "_hot", "_cap_samples", "_head_frames", "_tail_frames", "_max_frames",
+    "_keep_back", "_frame_len_c", "_rate_c", "_include_audio_c",
+)
+
+cdef enum:
+    _C_RECEIVED, _C_ACCEPTED, _C_FRAMES, _C_LEAD, _C_BOUNDARY, _C_SEG_START, _C_SIL_RUN,
+    _C_INDEX, _C_AUDIO_FROM, _C_AUDIO_START, _C_PREV_AUDIO_END, _C_BUF_START, _C_BACK, _C_HEAD,
+    _C_FILL, _C_HOT, _C_CAP, _C_HEAD_FRAMES, _C_TAIL_FRAMES, _C_MAX_FRAMES, _C_KEEP_BACK,
+    _C_FRAME_LEN, _C_RATE, _C_INCLUDE_AUDIO, _N_COUNTERS
+
+cdef bint _LITTLE = sys.byteorder == "little"  # PCM bytes are little-endian int16
+cdef dict _backend_ns = None  # sis_stream._backend.__dict__
+cdef object _self_module = None  # this module, as _backend holds it
+cdef object _py_vad_process = None  # the Python EnergyVad.process
+cdef object _py_ep_process = None  # the Python Endpointer.process
+cdef object _segment_audio = None  # sis_stream.audio.endpoint.SegmentAudio
+cdef bint _segment_audio_direct = False  # build it without its generated __init__ (see below)
+#: SegmentAudio's fields in order (its generated __init__ takes them so).
+_SEGMENT_AUDIO_FIELDS = ("timestamp_ms", "detected_ms", "index", "start_sample", "n_samples", "pcm")
+
+
+def _bind_vad_front_end(backend_ns, self_module, process):
+    """Register ``_backend``'s namespace and the Python ``EnergyVad.process`` (called once)."""
+    global _backend_ns, _self_module, _py_vad_process
+    _backend_ns = backend_ns
+    _self_module = self_module
+    _py_vad_process = process
+
+
+def _bind_endpoint_front_end(process, segment_audio, counters):
+    """Register the Python ``Endpointer.process`` and ``SegmentAudio``; check the counters."""
+    global _py_ep_process, _segment_audio, _segment_audio_direct
+    import dataclasses
+
+    if tuple(counters) != EP_COUNTERS:
+        raise ValueError(f"Endpointer counters {tuple(counters)} differ from the native "
+                         f"front-end's {EP_COUNTERS}: rebuild the extension")
+    _py_ep_process = process
+    _segment_audio = segment_audio
+    # A frozen dataclass's generated __init__ sets each field with object.__setattr__ (~1.5 us
+    # for six). When SegmentAudio is exactly that (these fields, no __post_init__, no slots),
+    # _new_segment_audio writes the same fields into a new instance's __dict__ (~0.15 us);
+    # otherwise it calls the class.
+    _segment_audio_direct = (
+        segment_audio is not None and dataclasses.is_dataclass(segment_audio)
+        and tuple(f.name for f in dataclasses.fields(segment_audio)) == _SEGMENT_AUDIO_FIELDS
+        and not hasattr(segment_audio, "__post_init__")
+        and "__slots__" not in segment_audio.__dict__
+    )
+
+
+cdef object _new_segment_audio(object timestamp_ms, object detected_ms, object index,
+                               object start_sample, object n_samples, object pcm):
+    # SegmentAudio(timestamp_ms, detected_ms, index, start_sample, n_samples, pcm).
+    cdef dict d
+    if not _segment_audio_direct:
+        return _segment_audio(timestamp_ms, detected_ms, index, start_sample, n_samples, pcm)
+    ev = _segment_audio.__new__(_segment_audio)
+    d = <dict>ev.__dict__
+    d["timestamp_ms"] = timestamp_ms
+    d["detected_ms"] = detected_ms
+    d["index"] = index
+    d["start_sample"] = start_sample
+    d["n_samples"] = n_samples
+    d["pcm"] = pcm
+    return ev
+
+
+cdef inline bint _vad_selected() except -1:
+    # One dict look-up with an interned key: is this module still _backend's vad kernel?
+    if _backend_ns is None:
+        raise RuntimeError(
+            "sis_stream._native.vad front-end used before sis_stream.audio.vad bound it")
+    return PyDict_GetItemWithError(_backend_ns, "vad") == <PyObject*>_self_module
+
+
+cdef const int16_t* _pcm_of(object chunk, Py_ssize_t* n):
+    # Samples of the hot-case chunk (aligned native int16 1-D C-contiguous ndarray, or bytes of
+    # even length on a little-endian host) and their number; NULL for anything else.
+    cdef cnp.ndarray arr
+    if type(chunk) is cnp.ndarray:
+        arr = <cnp.ndarray>chunk
+        if cnp.PyArray_TYPE(arr) != cnp.NPY_INT16 or cnp.PyArray_NDIM(arr) != 1 \
+                or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISBEHAVED_RO(arr):
+            return NULL
+        n[0] = cnp.PyArray_DIM(arr, 0)
+        return <const int16_t*>cnp.PyArray_DATA(arr)
+    if type(chunk) is bytes and _LITTLE and PyBytes_GET_SIZE(chunk) % 2 == 0:
+        n[0] = PyBytes_GET_SIZE(chunk) // 2
+        return <const int16_t*>PyBytes_AS_STRING(chunk)
+    return NULL
+
+
+cdef double* _f64(object obj, Py_ssize_t size):
+    # Data of a writable C-contiguous native float64 ndarray of `size` values (size < 0: any),
+    # else NULL.
+    cdef cnp.ndarray arr
+    if type(obj) is not cnp.ndarray:
+        return NULL
+    arr = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(arr) != cnp.NPY_DOUBLE or cnp.PyArray_NDIM(arr) != 1 \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISBEHAVED(arr) \
+            or (size >= 0 and cnp.PyArray_DIM(arr, 0) != size):
+        return NULL
+    return <double*>cnp.PyArray_DATA(arr)
+
+
+cdef Py_ssize_t _vad_frames(object kargs, const int16_t* x, Py_ssize_t n_x,
+                            uint8_t* code) except -2:
+    # The hot case of EnergyVad._decide: n_x samples of whole frames (1.._FRONT_MAX_FRAMES)
+    # through band energy and detector with EnergyVad._kargs = (frame_len, decim, sos, zi,
+    # params, state), decision codes into code[]; returns the number of frames, or -1 (nothing
+    # touched) when this is not the hot case.
+    cdef tuple k
+    cdef Py_ssize_t frame_len, decim, n, n_sec, f, m
+    cdef double* sos
+    cdef double* zi
+    cdef double* params
+    cdef double* state
+    cdef double band[_FRONT_MAX_FRAMES]
+    if type(kargs) is not tuple or len(<tuple>kargs) != 6:
+        return -1
+    k = <tuple>kargs
+    frame_len = k[0]
+    decim = k[1]
+    if frame_len < 2 or frame_len > _MAX_FRAME or (decim != 1 and decim != 2) \
+            or frame_len % decim != 0 or n_x % frame_len != 0:
+        return -1
+    n = n_x // frame_len
+    if n < 1 or n > _FRONT_MAX_FRAMES:
+        return -1
+    sos = _f64(k[2], -1)
+    if sos == NULL:
+        return -1
+    n_sec = cnp.PyArray_DIM(<cnp.ndarray>k[2], 0) // 6
+    if n_sec < 1 or n_sec > _MAX_SEC or 6 * n_sec != cnp.PyArray_DIM(<cnp.ndarray>k[2], 0):
+        return -1
+    zi = _f64(k[3], 2 * n_sec)
+    params = _f64(k[4], N_PARAMS)
+    state = _f64(k[5], N_STATE)
+    if zi == NULL or params == NULL or state == NULL:
+        return -1
+    m = frame_len // decim
+    # The same per-frame arithmetic as band_decide on fewer than _PARALLEL_MIN_FRAMES frames
+    # (_FRONT_MAX_FRAMES is below it), so the front-end and the Python method agree bit for bit.
+    for f in range(n):
+        band[f] = _dbfs(_band_ms_ptr(x + f * frame_len, m, decim, sos, n_sec, zi))
+    _decide_ptr(band, n, params, state, code)
+    return n
+
+
+def _vad_process_front(self, chunk):
+    """Compiled front-end of EnergyVad.process (docstring set by sis_stream.audio.vad)."""
+    cdef const int16_t* x
+    cdef Py_ssize_t n_x = 0, n, i
+    cdef uint8_t code[_FRONT_MAX_FRAMES]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.ndarray out
+    cdef uint8_t* o
+    if not _vad_selected():
+        return _py_vad_process(self, chunk)
+    kargs = self._fast  # EnergyVad._kargs on an open PCM stream with nothing pending, else None
+    if kargs is None:
+        return _py_vad_process(self, chunk)
+    x = _pcm_of(chunk, &n_x)
+    if x == NULL:
+        return _py_vad_process(self, chunk)
+    n = _vad_frames(kargs, x, n_x, code)
+    if n < 0:
+        return _py_vad_process(self, chunk)
+    dims[0] = n
+    out = cnp.PyArray_EMPTY(1, dims, cnp.NPY_BOOL, 0)
+    o = <uint8_t*>cnp.PyArray_DATA(out)
+    for i in range(n):
+        o[i] = code[i] != 0  # bit 0 is speech; the look-back bits only come with it
+    return out
+
+
+cdef object _ep_decisions(const uint8_t* code, Py_ssize_t n):
+    # (speech, look-back) arrays of n decision codes, as EnergyVad.process_onsets returns them.
+    cdef cnp.npy_intp dims[1]
+    cdef Py_ssize_t i
+    dims[0] = n
+    d = cnp.PyArray_EMPTY(1, dims, cnp.NPY_BOOL, 0)
+    back = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INTP, 0)
+    cdef uint8_t* pd = <uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>d)
+    cdef cnp.npy_intp* pb = <cnp.npy_intp*>cnp.PyArray_DATA(<cnp.ndarray>back)
+    for i in range(n):
+        pd[i] = code[i] != 0
+        pb[i] = code[i] >> 1  # DECISION_LOOKBACK_SHIFT
+    return d, back
+
+
+def _endpoint_process_front(self, chunk):
+    """Compiled front-end of Endpointer.process (docstring set by sis_stream.audio.endpoint)."""
+    cdef const int16_t* x
+    cdef Py_ssize_t n_x = 0, n, i, L
+    cdef uint8_t code[_FRONT_MAX_FRAMES]
+    cdef array.array ca
+    cdef long long* c
+    cdef cnp.ndarray store, pcm
+    cdef int16_t* st
+    cdef long long hot, f, lead, sil, k_max, k_tail, upto, keep, a
+    cdef cnp.npy_intp dims[1]
+    if not _vad_selected():
+        return _py_ep_process(self, chunk)
+    ca = self._c
+    if ca.ob_descr.typecode != b'q' or len(ca) != _N_COUNTERS:
+        raise TypeError(f"Endpointer._c must be array('q') of {_N_COUNTERS} counters")
+    c = ca.data.as_longlongs
+    hot = c[_C_HOT]  # 1 waiting, 2 in a segment (default EnergyVad, not short mode), else 0
+    if hot == 0:
+        return _py_ep_process(self, chunk)
+    x = _pcm_of(chunk, &n_x)
+    if x == NULL or n_x == 0 or c[_C_ACCEPTED] + n_x > c[_C_CAP]:
+        return _py_ep_process(self, chunk)
+    store = self._store
+    if type(store) is not cnp.ndarray or cnp.PyArray_TYPE(store) != cnp.NPY_INT16 \
+            or cnp.PyArray_NDIM(store) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(store) \
+            or not cnp.PyArray_ISBEHAVED(store) or c[_C_HEAD] < 0 or c[_C_HEAD] > c[_C_FILL] \
+            or c[_C_FILL] - c[_C_HEAD] + n_x > cnp.PyArray_DIM(store, 0):
+        return _py_ep_process(self, chunk)  # the Python method grows the buffer
+    st = <int16_t*>cnp.PyArray_DATA(store)
+    if c[_C_FILL] + n_x > cnp.PyArray_DIM(store, 0):
+        # Endpointer._append: move the live audio to the front (the content is unchanged).
+        memmove(st, st + c[_C_HEAD], (c[_C_FILL] - c[_C_HEAD]) * sizeof(int16_t))
+        c[_C_FILL] -= c[_C_HEAD]
+        c[_C_HEAD] = 0
+    L = c[_C_FRAME_LEN]
+    kargs = self.vad._fast
+    if kargs is None or n_x % L != 0 or (<tuple>kargs)[0] != L:
+        return _py_ep_process(self, chunk)
+    n = _vad_frames(kargs, x, n_x, code)
+    if n < 0:
+        return _py_ep_process(self, chunk)
+    # Committed: the audio is accepted and buffered, the VAD has decided it.
+    memcpy(st + c[_C_FILL], x, n_x * sizeof(int16_t))  # FILL + n_x <= len(store): checked
+    c[_C_FILL] += n_x
+    c[_C_RECEIVED] += n_x
+    c[_C_ACCEPTED] += n_x
+    # Frame counting (Endpointer._advance) on copies: a frame that raises a trigger sends the
+    # decisions to the Python state machine (Endpointer._decided), which owns every transition.
+    lead = c[_C_LEAD]
+    sil = c[_C_SIL_RUN]
+    for i in range(n):
+        f = c[_C_FRAMES] + i
+        if hot == 1:
+            if code[i] != 0 or lead + 1 >= c[_C_HEAD_FRAMES]:
+                return self._decided(*_ep_decisions(code, n), False)
+            lead += 1
+        else:
+            k_max = c[_C_MAX_FRAMES] - (f - c[_C_SEG_START])
+            if code[i] != 0:
+                if k_max <= 1:
+                    return self._decided(*_ep_decisions(code, n), False)
+                sil = 0
+            else:
+                k_tail = c[_C_TAIL_FRAMES] - sil
+                if (k_tail if k_tail < k_max else k_max) <= 1:
+                    return self._decided(*_ep_decisions(code, n), False)
+                sil += 1
+    c[_C_LEAD] = lead
+    c[_C_SIL_RUN] = sil
+    c[_C_FRAMES] += n
+    events = []
+    upto = c[_C_FRAMES] * L
+    if hot == 2 and c[_C_INCLUDE_AUDIO] and upto > c[_C_AUDIO_FROM]:
+        # Endpointer._emit_audio: the decided audio since the last SegmentAudio, a read-only copy.
+        a = c[_C_AUDIO_FROM] - c[_C_BUF_START]
+        if a < 0 or c[_C_HEAD] + (upto - c[_C_BUF_START]) > c[_C_FILL]:
+            raise RuntimeError("Endpointer buffer does not hold the segment's audio")
+        dims[0] = upto - c[_C_AUDIO_FROM]
+        pcm = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT16, 0)
+        memcpy(cnp.PyArray_DATA(pcm), st + c[_C_HEAD] + a, dims[0] * sizeof(int16_t))
+        cnp.PyArray_CLEARFLAGS(pcm, cnp.NPY_ARRAY_WRITEABLE)
+        events.append(_new_segment_audio(c[_C_AUDIO_FROM] * 1000 // c[_C_RATE],
+                                         upto * 1000 // c[_C_RATE], c[_C_INDEX],
+                                         c[_C_AUDIO_FROM], dims[0], pcm))
+        c[_C_AUDIO_FROM] = upto
+    # Endpointer._trim: keep the pre-roll and look-back before the decided end and the open
+    # segment's unsent audio.
+    keep = upto - c[_C_KEEP_BACK]
+    if hot == 2 and c[_C_INCLUDE_AUDIO] and c[_C_AUDIO_FROM] < keep:
+        keep = c[_C_AUDIO_FROM]
+    if keep > c[_C_BUF_START]:
+        c[_C_HEAD] += keep - c[_C_BUF_START]
+        c[_C_BUF_START] = keep
+    return events

@@ -38,7 +38,7 @@ N_STATE: Final[int]
 DECISION_SPEECH: Final[int]
 DECISION_LOOKBACK_SHIFT: Final[int]
 MAX_LOOKBACK: Final[int]
-#: "avx2+fma" or "baseline": which build of the frame-parallel loop runs on this CPU.
+#: "avx512f", "avx2+fma" or "baseline": which build of the frame-parallel loop runs on this CPU.
 LANES_ISA: Final[str]
 
 def frame_features(
@@ -66,3 +66,18 @@ def band_decide(
     out: Buffer,
 ) -> int:
     """band_energy() then energy_decide() in one call (the streaming hot path); return n."""
+
+# Compiled front-ends of EnergyVad.process and Endpointer.process (bound by sis_stream.audio.vad
+# and sis_stream.audio.endpoint when this module is the selected backend; every call outside the
+# hot case goes to the Python method registered here).
+#: Endpointer counters in the order of Endpointer._c (sis_stream.audio.endpoint._COUNTERS).
+EP_COUNTERS: Final[tuple[str, ...]]
+
+def _bind_vad_front_end(backend_ns: object, self_module: object, process: object) -> None:
+    """Register ``_backend``'s namespace and the Python ``EnergyVad.process`` (called once)."""
+
+def _bind_endpoint_front_end(process: object, segment_audio: object, counters: object) -> None:
+    """Register the Python ``Endpointer.process`` and ``SegmentAudio``; check the counters."""
+
+def _vad_process_front(self: object, chunk: object) -> object: ...
+def _endpoint_process_front(self: object, chunk: object) -> object: ...

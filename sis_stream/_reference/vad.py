@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Final
 
@@ -26,19 +27,27 @@ __all__ = [
     "P_DEV_INIT",
     "P_FALL",
     "P_HANGOVER",
+    "P_HANG_EXTRA",
+    "P_HANG_QUIET",
+    "P_LEVEL_BETA",
     "P_LOOKBACK_DB",
     "P_LOOKBACK_MAX",
+    "P_MARGIN_HI_DB",
+    "P_MARGIN_LO_DB",
     "P_MIN_DBFS",
     "P_OFF_DB",
     "P_ONSET",
     "P_ON_DB",
     "P_ON_MAX_DB",
+    "P_QUIET_HI_DBFS",
+    "P_QUIET_LO_DBFS",
     "P_RISE",
     "P_RISE_MAX_DB",
     "S_ACTIVE",
     "S_DEV",
     "S_FLOOR",
     "S_HANG",
+    "S_LEVEL",
     "S_NFRAMES",
     "S_RUN",
     "S_UP",
@@ -78,7 +87,14 @@ P_ON_MAX_DB: Final = 10  #: entry threshold above the floor, upper bound (dB, >=
 P_DEV_FACTOR: Final = 11  #: entry threshold = this x noise deviation, within [P_ON_DB, P_ON_MAX_DB]
 P_DEV_BETA: Final = 12  #: smoothing factor of the noise deviation (per frame, 0..1]
 P_DEV_INIT: Final = 13  #: noise deviation at the first frame (dB)
-N_PARAMS: Final = 14
+P_HANG_QUIET: Final = 14  #: hangover frames on a quiet line (floor <= P_QUIET_LO_DBFS)
+P_QUIET_LO_DBFS: Final = 15  #: floor at or below which the hangover is P_HANG_QUIET ...
+P_QUIET_HI_DBFS: Final = 16  #: ... and at or above which it is P_HANGOVER (linear between)
+P_HANG_EXTRA: Final = 17  #: extra hangover frames at low SNR (speech level - floor <= P_MARGIN_LO)
+P_MARGIN_LO_DB: Final = 18  #: speech-to-floor margin at or below which all P_HANG_EXTRA is added
+P_MARGIN_HI_DB: Final = 19  #: ... and at or above which none (linear between)
+P_LEVEL_BETA: Final = 20  #: smoothing factor of the speech level over speech frames (0..1]
+N_PARAMS: Final = 21
 
 # Detector state vector (float64, N_STATE); shared with native/vad.pyx.
 S_FLOOR: Final = 0  #: noise-floor estimate, dBFS
@@ -88,7 +104,8 @@ S_NFRAMES: Final = 3  #: frames seen so far (the first one initialises the floor
 S_RUN: Final = 4  #: consecutive frames above the entry threshold while not active
 S_UP: Final = 5  #: consecutive frames (up to the previous one) above floor + lookback dB
 S_DEV: Final = 6  #: noise deviation: smoothed |band - floor| over non-speech frames (dB)
-N_STATE: Final = 7
+S_LEVEL: Final = 7  #: speech level: smoothed band energy of speech frames, dBFS
+N_STATE: Final = 8
 
 # Decision codes written by energy_decide (uint8): bit 0 is speech; on the frame where the
 # detector enters speech, the bits above hold how many frames before it already rose above the
@@ -250,6 +267,15 @@ def band_energy(x: np.ndarray, frame_len: int, decim: int, sos: np.ndarray, zi: 
     return n
 
 
+def _ramp(v: float, lo: float, hi: float) -> float:
+    """0 at or below `lo`, 1 at or above `hi`, linear between (a step at `hi` if hi <= lo)."""
+    if v >= hi:
+        return 1.0
+    if v <= lo:
+        return 0.0
+    return (v - lo) / (hi - lo)
+
+
 def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
                   out: np.ndarray) -> int:
     """Decision code for each band energy (dBFS) into ``out`` (uint8); update ``state``; return n.
@@ -263,8 +289,14 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
       ``[on, on_max]``; speech starts above ``max(floor + threshold, min_dbfs)`` (after ``onset``
       consecutive frames above it) and continues above
       ``max(floor + off + (threshold - on), min_dbfs)``;
-    - a speech frame re-arms the hangover; after the detector falls silent, ``hangover`` more
-      frames are still reported as speech;
+    - a speech frame moves the speech level by ``level_beta`` toward its band energy and
+      re-arms the hangover; after the detector falls silent, that many more frames are still
+      reported as speech. The hangover adapts to the line: ``floor(base + extra * e + 0.5)``
+      frames, where ``base`` goes linearly from ``hang_quiet`` (floor at or below ``quiet_lo``
+      dBFS: a quiet line, where the detector itself follows speech down to the gate) to
+      ``hangover`` (floor at or above ``quiet_hi``), and ``e`` from 1 (speech level - floor at
+      or below ``margin_lo`` dB: low SNR, weak speech tails lost in the noise) to 0 (at or
+      above ``margin_hi``);
     - onset look-back: ``up`` counts the consecutive frames before the current one whose band
       energy was above ``max(floor + lookback_db, min_dbfs)`` (each judged against the floor of
       its own time); the frame that enters speech reports ``min(up, lookback_max)``;
@@ -283,13 +315,14 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
             f"got {len(params)}, {len(state)}, {len(out)}"
         )
     (on, off, gate, fall, rise, rise_max, hang_max, onset, lb_db, lb_max, on_max, dev_k, dev_beta,
-     dev_init) = (float(v) for v in params)
+     dev_init, hang_quiet, quiet_lo, quiet_hi, hang_extra, margin_lo, margin_hi,
+     level_beta) = (float(v) for v in params)
     lb_max = min(lb_max, float(MAX_LOOKBACK))
-    floor, active, hang, seen, run, up, dev = (float(v) for v in state)
+    floor, active, hang, seen, run, up, dev, level = (float(v) for v in state)
     for i in range(n):
         b = float(band[i])
         if seen == 0.0:
-            floor, dev = b, dev_init
+            floor, dev, level = b, dev_init, b
         thr_on = min(max(dev_k * dev, on), on_max)
         code = 0
         if active:
@@ -300,7 +333,10 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
                 active, run = 1.0, 0.0
                 code = int(min(up, lb_max)) << DECISION_LOOKBACK_SHIFT
         if active:
-            hang = hang_max
+            level += level_beta * (b - level)
+            q = _ramp(floor, quiet_lo, quiet_hi)
+            e = 1.0 - _ramp(level - floor, margin_lo, margin_hi)
+            hang = float(math.floor(hang_quiet + (hang_max - hang_quiet) * q + hang_extra * e + 0.5))
             code |= DECISION_SPEECH
         elif hang > 0.0:
             hang -= 1.0
@@ -317,7 +353,7 @@ def energy_decide(band: np.ndarray, params: np.ndarray, state: np.ndarray,
         else:
             floor += rise * d
         seen += 1.0
-    state[:] = (floor, active, hang, seen, run, up, dev)
+    state[:] = (floor, active, hang, seen, run, up, dev, level)
     return n
 
 

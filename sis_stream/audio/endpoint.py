@@ -60,13 +60,16 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import AudioFormatError, StreamClosedError
-from .vad import SUPPORTED_FRAME_MS, SUPPORTED_RATES, EnergyVad, VadTuning, as_pcm
+from .vad import SUPPORTED_FRAME_MS, SUPPORTED_RATES, EnergyVad, VadTuning, as_pcm, native_vad
 
 __all__ = [
     "AUDIO_CAP_MS",
@@ -360,6 +363,55 @@ _REASONS: Final = {
 }
 
 
+# Every integer the per-frame path reads or writes lives in one int64 ``array('q')``
+# (``Endpointer._c``), so that the compiled front-end in ``sis_stream._native.vad`` reaches them
+# through one pointer; the Python code uses them as plain attributes (``_Counter``). The order is
+# ``_COUNTERS``; the native module's ``EP_COUNTERS`` must be the same tuple (checked at binding).
+_COUNTERS: Final = (
+    "_received",  # samples received (accepted or ignored)
+    "_accepted",  # samples given to the VAD (stops at the audio cap)
+    "_frames",  # frames decided
+    "_lead",  # silence frames since the last boundary (WAITING)
+    "_boundary",  # sample index of the last boundary (for SilenceCut.start_ms)
+    "_seg_start",  # onset frame of the open segment
+    "_sil_run",  # trailing non-speech frames in the open segment
+    "_index",  # index of the current/last segment
+    "_audio_from",  # next sample of the open segment not yet emitted as audio
+    "_audio_start",  # first sample of the open segment's audio
+    "_prev_audio_end",  # end of the previous segment's audio (pre-roll never overlaps)
+    "_buf_start",  # session sample index of the first buffered sample (_store[_head])
+    "_back",  # onset look-back (frames) of the decision run being walked
+    "_head",  # _store offset of the first buffered sample
+    "_fill",  # _store offset past the last buffered sample
+    "_hot",  # what the compiled front-end may do: 0 nothing, 1 waiting, 2 in a segment
+    # constants of the configuration
+    "_cap_samples",
+    "_head_frames",
+    "_tail_frames",
+    "_max_frames",
+    "_keep_back",
+    "_frame_len_c",
+    "_rate_c",
+    "_include_audio_c",
+)
+_N_RESET: Final = _COUNTERS.index("_cap_samples")  # counters before it are zeroed by reset()
+
+
+class _Counter:
+    """Attribute view of one slot of ``Endpointer._c`` (an int)."""
+
+    __slots__ = ("_i",)
+
+    def __init__(self, i: int) -> None:
+        self._i = i
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return self if obj is None else obj._c[self._i]
+
+    def __set__(self, obj: Any, value: int) -> None:
+        obj._c[self._i] = value
+
+
 def _check_int(name: str, value: Any, lo: int, hi: int, unit: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int ({unit}), got {type(value).__name__}")
@@ -432,6 +484,7 @@ class Endpointer:
         vad: FrameVad | None = None,
         include_audio: bool = True,
     ) -> None:
+        self._c = array("q", bytes(8 * len(_COUNTERS)))  # see _COUNTERS
         try:
             self.mode: Final = Mode(mode)
         except ValueError:
@@ -452,7 +505,8 @@ class Endpointer:
             # No VAD hangover: the tail timer is the hangover, and the end of speech is then
             # where the VAD first fell silent.
             base = VadTuning.from_sensitivity(sensitivity)
-            tuning = VadTuning(**{**base.__dict__, "hangover_ms": 0})
+            tuning = VadTuning(**{**base.__dict__, "hangover_ms": 0, "hangover_quiet_ms": 0,
+                                  "hangover_low_snr_ms": 0})
             vad = EnergyVad(rate_hz, frame_ms, sensitivity, tuning=tuning)
         elif not isinstance(vad, FrameVad):
             raise TypeError(f"vad must provide rate_hz, frame_len, process(), reset(); got {vad!r}")
@@ -478,6 +532,12 @@ class Endpointer:
         look = int(getattr(vad, "max_lookback_frames", 0)) if self._onsets is not None else 0
         # Audio kept before the decided end while waiting: the look-back plus the pre-roll.
         self._keep_back = self._pre_roll + look * self.frame_len
+        self._frame_len_c = self.frame_len
+        self._rate_c = self.rate_hz
+        self._include_audio_c = int(self.include_audio)
+        # The compiled front-end runs the default EnergyVad's frames (the exact class: it reads
+        # the VAD's state directly) in sentence and continuous mode.
+        self._front_ok = type(vad) is EnergyVad and self.mode is not Mode.SHORT
         self.reset()
 
     # -- public API ---------------------------------------------------------------------------
@@ -485,22 +545,43 @@ class Endpointer:
     def reset(self) -> None:
         """Start a new session with the same configuration (clears the VAD too)."""
         self.vad.reset()
-        self._state = State.WAITING
-        self._received = 0  # samples received (accepted or ignored)
-        self._accepted = 0  # samples given to the VAD (stops at the audio cap)
-        self._frames = 0  # frames decided
-        self._lead = 0  # silence frames since the last boundary (WAITING)
-        self._boundary = 0  # sample index of the last boundary (for SilenceCut.start_ms)
-        self._seg_start = 0  # onset frame of the open segment
-        self._sil_run = 0  # trailing non-speech frames in the open segment
-        self._index = -1  # index of the current/last segment
-        self._audio_from = 0  # next sample of the open segment not yet emitted as audio
-        self._audio_start = 0  # first sample of the open segment's audio
-        self._prev_audio_end = 0  # end of the previous segment's audio (pre-roll never overlaps)
-        self._buf = np.zeros(0, np.int16)  # recent audio: pre-roll, open segment, partial frame
-        self._buf_start = 0  # session sample index of _buf[0]
-        self._back = 0  # onset look-back (frames) of the decision run being walked
+        for i in range(_N_RESET):  # every counter of the session (see _COUNTERS)
+            self._c[i] = 0
+        self._index = -1
+        # Recent audio (pre-roll, open segment, partial frame) is _store[_head:_fill]; it
+        # starts at session sample _buf_start. Appends go to the end; room is made by moving
+        # the live part to the front or by doubling (_append).
+        self._store = np.empty(2 * (self._keep_back + self.rate_hz), np.int16)
         self._events: list[EndpointEvent] = []
+        self._state = State.WAITING
+
+    @property
+    def _state(self) -> State:
+        return self._state_v
+
+    @_state.setter
+    def _state(self, state: State) -> None:
+        self._state_v = state
+        self._hot = (1 if state is State.WAITING else 2 if state is State.IN_SEGMENT else 0) \
+            if self._front_ok else 0
+
+    @property
+    def _buf(self) -> np.ndarray:
+        # The buffered audio (a view).
+        return self._store[self._head : self._fill]
+
+    def _append(self, x: np.ndarray) -> None:
+        n = len(x)
+        head, fill = self._head, self._fill
+        if fill + n > len(self._store):
+            live = fill - head
+            store = self._store
+            if live + n > len(store):  # (the compiled front-end compacts the same way)
+                store = np.empty(2 * (live + n), np.int16)
+            store[:live] = self._store[head:fill]  # numpy copes with the overlap
+            self._store, self._head, fill = store, 0, live
+        self._store[fill : fill + n] = x
+        self._fill = fill + n
 
     @property
     def state(self) -> State:
@@ -549,19 +630,27 @@ class Endpointer:
             x = x[:room]
         self._accepted += len(x)
         if len(x):
-            self._buf = np.concatenate((self._buf, x)) if len(self._buf) else np.array(x)
+            self._append(x)
         if self.mode is Mode.SHORT:
             if len(x) and self._state is State.WAITING:
                 self._fire(_T.AUDIO, 0, 0)
-            decided_end = self._accepted
-        else:
-            if len(x):
-                if self._onsets is not None:
-                    d, back = self._onsets(x)
-                    self._run_decisions(np.asarray(d, dtype=bool), back)
-                else:
-                    self._run_decisions(np.asarray(self.vad.process(x), dtype=bool))
-            decided_end = self._frames * self.frame_len
+            return self._finish(over, self._accepted)
+        if not len(x):
+            return self._decided(None, None, over)
+        if self._onsets is not None:
+            d, back = self._onsets(x)
+            return self._decided(np.asarray(d, dtype=bool), back, over)
+        return self._decided(np.asarray(self.vad.process(x), dtype=bool), None, over)
+
+    def _decided(self, d: np.ndarray | None, back: np.ndarray | None,
+                 over: bool) -> list[EndpointEvent]:
+        # The rest of process() once the VAD decided the new frames (the compiled front-end
+        # calls this when its frames raise a trigger).
+        if d is not None:
+            self._run_decisions(d, back)
+        return self._finish(over, self._frames * self.frame_len)
+
+    def _finish(self, over: bool, decided_end: int) -> list[EndpointEvent]:
         if over and self._state is not State.ENDED:
             end = self._speech_end(self._cap_samples)
             self._fire(_T.AUDIO_CAP, self._cap_samples, end)
@@ -723,6 +812,37 @@ class Endpointer:
             keep = min(keep, self._audio_from)
         keep = max(keep, self._buf_start)
         if keep > self._buf_start:
-            self._buf = self._buf[keep - self._buf_start :]
+            self._head += keep - self._buf_start
             self._buf_start = keep
 
+
+for _i, _name in enumerate(_COUNTERS):
+    setattr(Endpointer, _name, _Counter(_i))
+del _i, _name
+
+#: The Python Endpointer.process (what the compiled front-end hands every other call to).
+_PY_PROCESS: Final = Endpointer.process
+
+
+def _bind_front_end(native: ModuleType) -> Callable[..., list[EndpointEvent]]:
+    """Give the native module the Python method and return its front-end, dressed as the method.
+
+    When ``_backend`` selected the compiled VAD kernel at import, ``Endpointer.process`` is its
+    compiled front-end: it runs the hot case in C (sentence or continuous mode with the default
+    :class:`EnergyVad`, waiting or in a segment, an int16 ndarray or PCM bytes of 1 to 16 whole
+    frames within the audio cap, no partial frame pending, frames that raise no trigger) and
+    hands every other call, and the decisions of frames that do raise one, to the Python code.
+    """
+    native._bind_endpoint_front_end(_PY_PROCESS, SegmentAudio, _COUNTERS)
+    front = native._endpoint_process_front
+    front.__name__ = "process"
+    front.__qualname__ = "Endpointer.process"
+    front.__module__ = __name__
+    front.__doc__ = _PY_PROCESS.__doc__
+    front.__wrapped__ = _PY_PROCESS  # inspect.signature() and help() show the method's
+    return front
+
+
+if (_native := native_vad()) is not None:
+    Endpointer.process = _bind_front_end(_native)  # type: ignore[method-assign]
+del _native
