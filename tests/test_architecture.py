@@ -22,6 +22,8 @@ LAYERS: dict[str, int] = {
     "cli": 6,
     "__main__": 7,
     "server": 5,
+    "loadtest": 5,
+    "bridges": 5,
     "client": 4,
     "engines": 4,
     "protocol": 3,

@@ -7,17 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import espeakng_loader  # noqa: F401  (installed by the test extra)
+import faster_whisper  # noqa: F401  (installed by the test extra)
 import pytest
 
+import sis_stream.audio.transcode  # noqa: F401  (installed by the test extra)
 from sis_stream.audio.formats import AudioFormat, read_wav
-from sis_stream.cli.commands import add_subcommands
 from sis_stream.cli import transcribe
+from sis_stream.cli.commands import add_subcommands
 from sis_stream.cli.demo import DEFAULT_TEXT
 from sis_stream.server.embedded import embedded_server
-
-pytest.importorskip("espeakng_loader")
-pytest.importorskip("faster_whisper")
-pytest.importorskip("sis_stream.audio.transcode", reason="the Transcoder lands with the resampler issue")
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 

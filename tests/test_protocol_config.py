@@ -33,9 +33,42 @@ BASE = {"audio_format": "pcm16k16bit", "property": "chinese_16k_general"}
 
 
 def rejected(config, mode=Mode.CONTINUE_STREAM):
+    """(code, the documented SIS message); the details after ": " are checked separately."""
     with pytest.raises(RequestRejected) as ei:
         validate_config(config, mode)
-    return ei.value.error_code, ei.value.error_msg
+    return ei.value.error_code, ei.value.error_msg.split(": ", 1)[0]
+
+
+def detail(config, mode=Mode.CONTINUE_STREAM):
+    with pytest.raises(RequestRejected) as ei:
+        validate_config(config, mode)
+    return ei.value.error_msg.split(": ", 1)[1]
+
+
+def test_an_invalid_property_lists_the_valid_ones_with_a_did_you_mean():
+    d = detail({**BASE, "property": "english_16k_comon"})
+    assert "did you mean 'english_16k_common'?" in d
+    for name in properties_for(Interface.RASR):
+        assert name in d
+    d = detail({**BASE, "property": "english_8k_common"})  # short-audio only: says so
+    assert "short-audio recognition only" in d and "english_16k_common with pcm16k16bit" in d
+
+
+@pytest.mark.parametrize(("field", "value", "rng"), [
+    ("vad_tail", 9999, "[0, 3000] ms"), ("vad_head", -1, "[0, 60000] ms"),
+    ("max_seconds", 61, "[0, 60] s"), ("vad_tail", "500", "[0, 3000] ms")])
+def test_range_errors_state_the_range_and_the_value(field, value, rng):
+    d = detail({**BASE, field: value})
+    assert rng in d and f"got {value!r}" in d
+
+
+def test_format_mismatch_says_which_format_the_property_needs():
+    d = detail({"audio_format": "ulaw8k8bit", "property": "english_16k_common"})
+    assert "english_16k_common needs 16000 Hz audio (pcm16k16bit, ulaw16k8bit, alaw16k8bit)" in d
+    assert "got ulaw8k8bit (8000 Hz)" in d
+    assert "did you mean 'pcm8k16bit'?" in detail({**BASE, "audio_format": "pcm8k16"})
+    assert "did you mean 'interim_results'?" in detail({**BASE, "interim_result": "yes"})
+    assert "yes" in detail({**BASE, "add_punc": True})
 
 
 def test_defaults_are_the_documented_ones():
@@ -143,7 +176,7 @@ def test_start_config_python_api_types_and_values():
         StartConfig(**BASE, mode="continue-stream")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="user_words must be a tuple of str"):
         StartConfig(**BASE, user_words=("a", 1))  # type: ignore[arg-type]
-    with pytest.raises(RequestRejected, match="'vad_tail' is invalid"):
+    with pytest.raises(RequestRejected, match="'vad_tail' is invalid: must be an integer in"):
         StartConfig(**BASE, vad_tail=5000)
     with pytest.raises(ValueError, match="is not match model"):  # RequestRejected is a ValueError
         StartConfig("pcm8k16bit", "chinese_16k_general")
@@ -229,3 +262,15 @@ def test_api_error_mapping(code, status, cls):
 
 def test_api_error_unknown_without_status_is_plain():
     assert type(api_error("X.1", "m")) is SisApiError
+
+
+@pytest.mark.parametrize("field,value", [("vocabulary_id", "ab\ud800"), ("user_words", ["ok", "\udfff"])])
+def test_lone_surrogates_are_a_config_error(field, value):
+    from sis_stream.errors import RequestRejected
+    from sis_stream.protocol.config import validate_config
+    from sis_stream.protocol import Mode
+
+    cfg = {"audio_format": "pcm16k16bit", "property": "english_16k_common", field: value}
+    with pytest.raises(RequestRejected, match="lone surrogate") as info:
+        validate_config(cfg, Mode.CONTINUE_STREAM)
+    assert info.value.error_code == "SIS.0032"

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..audio.formats import SIS_FORMATS, AudioFormat, read_wav
 from ..audio.codec import decode
+from ..audio.resample import INPUT_RATES
 from ..errors import (
     AudioFormatError,
     AuthError,
@@ -31,6 +32,7 @@ from ..errors import (
     SisStreamError,
 )
 from ..engines.espeak import EspeakUnavailableError
+from ._media import CODECS_HINT, CodecsMissingError, decode_file, sniff_container
 
 __all__ = [
     "EMBEDDED_LOGGERS",
@@ -54,6 +56,7 @@ __all__ = [
     "register_secret",
     "scrub",
     "sis_format_arg",
+    "split_channels",
     "to_mono",
 ]
 
@@ -236,6 +239,12 @@ class AudioSource:
     truncated: str | None = None
     #: Non-fatal remarks (e.g. stray bytes of a partial sample frame at the end of a stream).
     warnings: list[str] = field(default_factory=list)
+    #: Each channel of a multi-channel file as mono 16-bit PCM (``open_audio(keep_channels=True)``).
+    channel_data: tuple[bytes, ...] | None = None
+    #: How the samples were obtained when not by the WAV reader (``"decoded by FFmpeg"``).
+    decoded: str | None = None
+    #: Bytes already read from the stream (the raw-input container check), delivered first.
+    _prefix: bytes = b""
 
     @property
     def total_ms(self) -> float | None:
@@ -245,9 +254,10 @@ class AudioSource:
     @property
     def description(self) -> str:
         """The input's format for messages, e.g. ``pcm 44100 Hz 16-bit x2 mixed to mono``."""
+        how = f" ({self.decoded})" if self.decoded else ""
         if self.source_format is None:
-            return fmt_name(self.format)
-        return fmt_name(self.source_format) + " mixed to mono"
+            return fmt_name(self.format) + how
+        return fmt_name(self.source_format) + how + " mixed to mono"
 
     def chunk_bytes(self, ms: int = 100) -> int:
         """Bytes in `ms` ms of the delivered format (whole sample frames)."""
@@ -272,7 +282,7 @@ class AudioSource:
         src = self.source_format or self.format
         n = max(1, src.rate_hz * ms // 1000) * src.bytes_per_frame
         bpf = src.bytes_per_frame
-        carry = b""
+        carry, self._prefix = self._prefix, b""
         async for block in _threaded_reads(self._reader, n, self._declared):
             buf = carry + block
             cut = len(buf) - len(buf) % bpf
@@ -280,6 +290,11 @@ class AudioSource:
             if cut:
                 self.received += cut
                 yield buf[:cut] if self.source_format is None else to_mono(buf[:cut], src)[0]
+        cut = len(carry) - len(carry) % bpf
+        if cut:  # a stream shorter than the bytes read ahead
+            self.received += cut
+            yield carry[:cut] if self.source_format is None else to_mono(carry[:cut], src)[0]
+            carry = carry[cut:]
         if self._declared is not None and self.received < self._declared:
             self.truncated = (f"truncated WAV on {self.name}: the header declares {self._declared} "
                               f"bytes of audio, the stream ended after {self.received}")
@@ -357,6 +372,10 @@ def _stream_wav_header(f: BinaryIO, name: str) -> tuple[AudioFormat, int | None,
     """Read a WAV header from a stream up to the data chunk; validate it with read_wav."""
     head = _read_exact(f, 12)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        container = sniff_container(head)
+        if container is not None and head[:4] != b"RIFF":
+            raise InputError(f"{name} looks like {container}: compressed audio is read from a file "
+                             "(give its path instead of -); a pipe carries WAV or raw audio")
         raise InputError(f"{name}: not a RIFF/WAVE stream (for raw audio give --audio-format)")
     header = bytearray(head)
     while True:
@@ -396,8 +415,10 @@ def read_all(source: AudioSource, step_ms: int = 1000) -> bytes:
 
 
 def open_audio(name: str, audio_format: AudioFormat | None = None, *,
-               stdin: BinaryIO | None = None) -> AudioSource:
-    """Open INPUT: a WAV file (PCM, u-law, A-law), raw audio with `audio_format`, or ``-`` (stdin).
+               stdin: BinaryIO | None = None, keep_channels: bool = False) -> AudioSource:
+    """Open INPUT: a WAV file (PCM, u-law, A-law), any file FFmpeg decodes (MP3, Ogg/Opus, FLAC,
+    M4A/AAC, AMR, 24-bit and float WAV ...; needs PyAV, the ``codecs`` extra), raw audio with
+    `audio_format`, or ``-`` (stdin: WAV or raw).
 
     Parameters
     ----------
@@ -407,20 +428,29 @@ def open_audio(name: str, audio_format: AudioFormat | None = None, *,
         The raw audio's format (``--audio-format``); WAV headers are not looked for then.
     stdin : binary stream, optional
         Standard input to use (default ``sys.stdin.buffer``).
+    keep_channels : bool
+        Also keep each channel of a multi-channel file (:attr:`AudioSource.channel_data`).
 
     Raises
     ------
     InputError
-        Empty input, not a WAV without `audio_format`, a truncated WAV header, no audio.
+        Empty input, not a WAV without `audio_format`, a truncated WAV header, no audio, raw
+        input (`audio_format` given) whose first bytes are a container's (ID3, OggS, fLaC, ...).
     AudioFormatError
-        A malformed or unsupported WAV (wrong format tag, sample width, ...).
+        A malformed WAV, or a file FFmpeg cannot decode; :class:`CodecsMissingError` when it
+        needs PyAV and PyAV is missing.
     OSError
         The file cannot be read.
     """
     if name == "-":
         f = stdin if stdin is not None else sys.stdin.buffer
         if audio_format is not None:
-            return AudioSource("stdin", audio_format, None, None, f)
+            head = _read_exact(f, 16)
+            container = sniff_container(head)
+            if container is not None:
+                raise InputError(f"stdin looks like {container}, not raw {audio_format.sis_name} "
+                                 "samples: drop --audio-format, or give the file's path instead of -")
+            return AudioSource("stdin", audio_format, None, None, f, _prefix=head)
         fmt, declared, _ = _stream_wav_header(f, "stdin")
         if fmt.channels == 1:
             return AudioSource("stdin", fmt, declared, None, f, declared)
@@ -434,23 +464,68 @@ def open_audio(name: str, audio_format: AudioFormat | None = None, *,
     if not raw:
         raise InputError(f"input {name} is empty (0 bytes)")
     if audio_format is not None:
+        container = sniff_container(raw[:16])
+        if container is not None:
+            raise InputError(f"{name} looks like {container}, not raw {audio_format.sis_name} "
+                             "samples: drop --audio-format to decode it")
         usable = len(raw) - len(raw) % audio_format.bytes_per_frame
         if usable == 0:
             raise InputError(f"input {name} holds less than one {audio_format.sis_name} sample")
         return AudioSource(name, audio_format, usable, raw[:usable])
-    if raw[:4] != b"RIFF":
-        raise InputError(f"{name} is not a WAV file (no RIFF header); for raw audio give "
-                         f"--audio-format ({', '.join(SIS_FORMATS)})")
+    data, fmt, by_ffmpeg = _decode(name, raw)
+    decoded = "decoded by FFmpeg" if by_ffmpeg else None
+    if fmt.channels > 1:
+        mixed, mono = to_mono(data, fmt)
+        split = split_channels(data, fmt) if keep_channels else None
+        return AudioSource(name, mono, len(mixed), mixed, source_format=fmt, channel_data=split,
+                           decoded=decoded)
+    return AudioSource(name, fmt, len(data), data, decoded=decoded)
+
+
+
+def _decode(name: str, raw: bytes) -> tuple[bytes, AudioFormat, bool]:
+    """A file's samples and whether FFmpeg decoded them: the strict WAV reader for PCM16/u-law/
+    A-law WAV at a rate the resampler takes, PyAV for the rest."""
+    container = sniff_container(raw[:16])
+    if raw[:4] == b"RIFF":
+        try:
+            wav = read_wav(raw)
+        except AudioFormatError as exc:
+            if not str(exc).startswith("unsupported"):
+                raise AudioFormatError(f"{name}: {exc}") from exc
+            # 24/32-bit, float, ADPCM, GSM ... WAV: FFmpeg reads them.
+            try:
+                return (*decode_file(name, f"this WAV ({exc})"), True)
+            except CodecsMissingError:
+                raise
+            except AudioFormatError:
+                raise AudioFormatError(f"{name}: {exc}") from exc
+        if not wav.data:
+            raise InputError(f"{name} holds no audio (empty data chunk)")
+        if wav.format.rate_hz not in INPUT_RATES:
+            # A rate the streaming resampler does not take: FFmpeg brings it to 8 or 16 kHz.
+            return (*decode_file(name, f"a WAV at {wav.format.rate_hz} Hz"), True)
+        return wav.data, wav.format, False
     try:
-        wav = read_wav(raw)
-    except AudioFormatError as exc:
-        raise AudioFormatError(f"{name}: {exc}") from exc
-    if not wav.data:
-        raise InputError(f"{name} holds no audio (empty data chunk)")
-    if wav.format.channels > 1:
-        data, mono = to_mono(wav.data, wav.format)
-        return AudioSource(name, mono, len(data), data, source_format=wav.format)
-    return AudioSource(name, wav.format, len(wav.data), wav.data)
+        return (*decode_file(name, container or "a file that is not a WAV"), True)
+    except CodecsMissingError:
+        if container is None:
+            raise InputError(f"{name} is not a WAV file; for raw audio give --audio-format "
+                             f"({', '.join(SIS_FORMATS)}); for MP3, Ogg, FLAC, M4A, AMR ... "
+                             f"{CODECS_HINT}") from None
+        raise
+    except AudioFormatError:
+        if container is None:
+            raise InputError(f"{name} is not a WAV file and not audio FFmpeg can read; for raw "
+                             f"audio give --audio-format ({', '.join(SIS_FORMATS)})") from None
+        raise
+
+
+def split_channels(data: bytes, fmt: AudioFormat) -> tuple[bytes, ...]:
+    """Interleaved multi-channel audio as one mono 16-bit PCM buffer per channel."""
+    pcm = np.frombuffer(data if fmt.encoding == "pcm" else decode(data, fmt.encoding), "<i2")
+    frames = pcm.reshape(-1, fmt.channels)
+    return tuple(np.ascontiguousarray(frames[:, c]).tobytes() for c in range(fmt.channels))
 
 
 def to_mono(data: bytes, fmt: AudioFormat) -> tuple[bytes, AudioFormat]:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import bench, convert, demo, transcribe, vad
+from . import bridge
+from . import loadtest
 from ._common import (
     EXIT_AUTH,
     EXIT_INPUT,
@@ -40,7 +42,7 @@ __all__ = [
     "add_subcommands",
 ]
 
-_MODULES = (transcribe, demo, convert, vad, bench)
+_MODULES = (transcribe, demo, convert, vad, bench, bridge, loadtest)
 
 #: ``(name, help, build, run)`` of every subcommand, in help order.
 COMMAND_SPECS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None],

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any, BinaryIO, Final
 
-from ..audio.formats import AudioFormat, wav_bytes
+from ..audio.codec import decode
+from ..audio.formats import SIS_FORMATS, AudioFormat, wav_bytes
+from ._media import ENCODED_EXTENSIONS, encode_file
 from .console import LiveDisplay
 from ._common import (
     EXIT_INPUT,
     EXIT_OK,
-    AudioSource,
+    EXIT_USAGE,
     CliError,
     add_debug_flag,
     guarded,
@@ -25,7 +28,8 @@ from ._common import (
 __all__ = ["HELP", "NAME", "build", "convert_bytes", "run", "to_mono"]
 
 NAME: Final = "convert"
-HELP: Final = "transcode and resample audio to a SIS format (e.g. --to ulaw8k8bit); WAV or raw out"
+HELP: Final = ("transcode and resample audio to a SIS format (e.g. --to ulaw8k8bit); the output's "
+               "extension picks the container: .wav, .raw/.ul/.al, .flac/.ogg/.mp3")
 #: Audio converted per step (one progress update each).
 _STEP_MS: Final = 1000
 
@@ -33,9 +37,12 @@ _STEP_MS: Final = 1000
 def build(p: argparse.ArgumentParser) -> None:
     """Add the ``convert`` arguments to `p`."""
     p.add_argument("input", metavar="IN", help="WAV file (PCM, u-law, A-law; any rate, mono or "
-                   "stereo), raw audio with --audio-format, or - for stdin")
+                   "stereo), MP3/Ogg/FLAC/M4A/AMR/24-bit or float WAV (codecs extra), raw audio "
+                   "with --audio-format, or - for stdin")
     p.add_argument("output", metavar="OUT",
-                   help="output file: a WAV when it ends in .wav, else raw samples; - for raw on stdout")
+                   help="output file; its extension picks the container: .wav, raw samples "
+                        "(.raw, .pcm, .ul/.ulaw, .al/.alaw), .flac, .ogg/.opus (Opus), .mp3 "
+                        "(codecs extra); - for raw on stdout")
     p.add_argument("--to", type=sis_format_arg, required=True, metavar="FMT",
                    help="target SIS format: pcm16k16bit, pcm8k16bit, ulaw8k8bit, ulaw16k8bit, "
                         "alaw8k8bit, alaw16k8bit")
@@ -82,26 +89,64 @@ def convert_bytes(data: bytes, src: AudioFormat, dst: AudioFormat,
     return b"".join(parts)
 
 
+#: Output extensions of raw samples, and the encoding each one requires (None: any).
+RAW_EXTENSIONS: Final[dict[str, str | None]] = {".raw": None, ".pcm": "pcm", ".ul": "ulaw",
+                                                 ".ulaw": "ulaw", ".al": "alaw", ".alaw": "alaw"}
+
+
+def container_for(path: str, dst: AudioFormat) -> str:
+    """The container `path`'s extension asks for: ``"raw"`` (``-`` too), ``"wav"`` or one of
+    :data:`ENCODED_EXTENSIONS` (``".flac"``, ...).
+
+    Raises
+    ------
+    CliError
+        Exit 2: an extension nothing here writes, or a raw extension that names another encoding
+        than `dst` (``out.ul`` with ``--to pcm16k16bit``).
+    """
+    if path == "-":
+        return "raw"
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".wav":
+        return "wav"
+    if ext in ENCODED_EXTENSIONS:
+        return ext
+    if ext in RAW_EXTENSIONS:
+        need = RAW_EXTENSIONS[ext]
+        if need is not None and need != dst.encoding:
+            names = [n for n in SIS_FORMATS if AudioFormat.from_sis(n).encoding == need]
+            raise CliError(f"{path}: a {ext} file holds {need} samples, but --to is "
+                           f"{dst.sis_name}; give --to {' or '.join(names)}, or name the output "
+                           ".raw", EXIT_USAGE)
+        return "raw"
+    known = ", ".join([".wav", *RAW_EXTENSIONS, *ENCODED_EXTENSIONS])
+    raise CliError(f"cannot tell the output container from {path!r}: use one of {known} "
+                   "(or - for raw samples on stdout)", EXIT_USAGE)
+
+
 def _write(path: str, dst: AudioFormat, out: bytes, stdout: BinaryIO | None) -> str:
+    container = container_for(path, dst)
     if path == "-":
         sink = stdout if stdout is not None else sys.stdout.buffer
         sink.write(out)
         sink.flush()
         return "raw on stdout"
-    wav = path.lower().endswith(".wav")
-    blob = wav_bytes(dst, out) if wav else out
     try:
+        if container in ENCODED_EXTENSIONS:
+            pcm = out if dst.encoding == "pcm" else decode(out, dst.encoding)
+            return encode_file(path, pcm, dst.rate_hz)
         with open(path, "wb") as f:
-            f.write(blob)
+            f.write(wav_bytes(dst, out) if container == "wav" else out)
     except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror}", EXIT_INPUT) from exc
-    return "WAV" if wav else "raw"
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}", EXIT_INPUT) from exc
+    return "WAV" if container == "wav" else "raw"
 
 
 def convert_main(args: argparse.Namespace, *, stdin: BinaryIO | None = None,
                  stdout: BinaryIO | None = None, stderr: Any = None) -> int:
     """The body of ``sis-stream convert``."""
     err = sys.stderr if stderr is None else stderr
+    container_for(args.output, args.to)  # refuse an unknown extension before any work
     source = open_audio(args.input, args.audio_format, stdin=stdin)
     data = read_all(source, _STEP_MS)
     if not data:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._common import EXIT_AUTH, EXIT_INPUT, EXIT_OK, EXIT_SERVER, EXIT_USAGE
 from ..errors import (
     AudioFormatError,
     AuthError,
@@ -34,6 +34,7 @@ from ..errors import (
     SisApiError,
     SisStreamError,
 )
+from ._common import EXIT_AUTH, EXIT_INPUT, EXIT_OK, EXIT_SERVER, EXIT_USAGE
 
 __all__ = [
     "COMMANDS",
@@ -85,6 +86,12 @@ class _Parser(argparse.ArgumentParser):
 
 # -- serve ----------------------------------------------------------------------------------------
 
+def _env_credentials() -> bool:
+    """Whether the environment names credentials for ``serve`` (what load_credentials reads)."""
+    env = os.environ
+    return bool(env.get("SIS_STREAM_CREDENTIALS") or env.get("SIS_STREAM_AK") or env.get("SIS_STREAM_SK"))
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ..server.serve import run
     from ..server.settings import ServerSettings, parse_engine_options
@@ -93,6 +100,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise _UsageError("--tls-cert and --tls-key go together")
     if args.credentials is not None and not args.credentials.is_file():
         raise FileNotFoundError(f"credentials file not found: {args.credentials}")
+    if args.credentials is not None and args.no_auth:
+        raise _UsageError("--credentials and --no-auth exclude each other")
+    if args.credentials is None and not args.no_auth and not _env_credentials():
+        raise _UsageError("no credentials: give --credentials creds.json (or set SIS_STREAM_CREDENTIALS, "
+                          "or SIS_STREAM_AK/SIS_STREAM_SK/SIS_STREAM_PROJECT_ID), or --no-auth for "
+                          "development; without them every request would be rejected")
     try:
         options = parse_engine_options(args.engine_option or [])
     except ValueError as exc:
@@ -107,6 +120,8 @@ def _serve(args: argparse.Namespace) -> int:
             kwargs["fetch_allow"] = parse_fetch_allow(args.fetch_allow)
         except ValueError as exc:
             raise _UsageError(str(exc)) from None
+    if args.fetch_dir is not None:
+        kwargs["fetch_dir"] = args.fetch_dir
     settings = ServerSettings(
         host=args.host, port=args.port, credentials_file=args.credentials, data_dir=args.data_dir,
         tls_cert=args.tls_cert, tls_key=args.tls_key, no_auth=args.no_auth,
@@ -129,13 +144,16 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key")
     p.add_argument("--no-auth", action="store_true", help="accept requests without credentials (development)")
     p.add_argument("--engine", action="append", metavar="PROPERTY=ENGINE",
-                   help="route a property to an engine (whisper, pocketsphinx, none); repeatable")
+                   help="route a property to an engine (moonshine-whisper, moonshine, whisper, "
+                        "whisper-base, pocketsphinx, none); repeatable")
     p.add_argument("--engine-option", action="append", metavar="ENGINE.OPTION=VALUE",
                    help="engine constructor option, e.g. whisper.model_dir=/models/base; repeatable")
     p.add_argument("--max-sessions", type=int, metavar="N", help="concurrency limit (SIS.0312 beyond)")
     p.add_argument("--workers", type=int, metavar="N", help="engine worker threads (default: cores)")
     p.add_argument("--fetch-allow", metavar="HOST[:PORT],...",
-                   help="hosts data_url may be fetched from (default: loopback when listening on loopback)")
+                   help="hosts data_url may be fetched from (default: none, loopback included)")
+    p.add_argument("--fetch-dir", type=Path, metavar="DIR",
+                   help="local folder whose files data_url may name as file:// URLs (default: none)")
     p.add_argument("--flash-store", type=Path, metavar="DIR", help="folder standing in for OBS (flash ASR)")
     p.add_argument("--transcriber-workers", type=int, metavar="N", help="concurrent transcriber jobs")
     p.add_argument("--interim-interval", type=float, default=1.0, metavar="S",

@@ -60,6 +60,9 @@ class TranscriptSegment:
         Confidence 0..1 when the server gives one.
     words : tuple of Word
         Word timings when the server sent ``word_info``.
+    speaker : str or None
+        The channel's role with ``--channels split`` (``"AGENT"`` for the left channel,
+        ``"USER"`` for the right, like the transcriber's roles); None for one channel.
     """
 
     index: int
@@ -68,6 +71,7 @@ class TranscriptSegment:
     text: str
     score: float | None = None
     words: tuple[Word, ...] = ()
+    speaker: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("index", "start_ms", "end_ms"):
@@ -97,6 +101,8 @@ class TranscriptSegment:
         }
         if self.score is not None:
             d["score"] = self.score
+        if self.speaker is not None:
+            d["speaker"] = self.speaker
         if self.words:
             d["words"] = [
                 {"word": w.word, "start_ms": w.start_ms, "end_ms": w.end_ms} for w in self.words
@@ -224,8 +230,9 @@ class TranscriptWriter:
             raise TypeError(f"expected a TranscriptSegment, got {type(seg).__name__}")
         self._segments.append(seg)
         fmt = self.fmt
+        label = f"{seg.speaker}: " if seg.speaker else ""
         if fmt == "txt":
-            self.out.write(seg.text.strip() + "\n")
+            self.out.write(label + seg.text.strip() + "\n")
         elif fmt == "jsonl":
             self.out.write(json.dumps(seg.to_dict(), ensure_ascii=False) + "\n")
         elif fmt in ("srt", "vtt"):
@@ -235,7 +242,7 @@ class TranscriptWriter:
             self._cues += 1
             start = format_timestamp(seg.start_ms, fmt)
             end = format_timestamp(seg.end_ms, fmt)
-            self.out.write(f"{self._cues}\n{start} --> {end}\n{text}\n\n")
+            self.out.write(f"{self._cues}\n{start} --> {end}\n{label}{text}\n\n")
         else:
             return
         self.out.flush()

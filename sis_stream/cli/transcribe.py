@@ -6,21 +6,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import signal
+import struct
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
 from ..audio.formats import AudioFormat
+from .target import CLOUD_ENDPOINT, ENV_VARS, Target, resolve_target
+from .batch import BatchDisplay, expand_inputs, output_paths
 from .console import LiveDisplay, Summary
 from ..errors import AudioFormatError, RequestRejected, SisConnectionError
 from .output import FORMATS, Transcript, TranscriptSegment, TranscriptWriter, Word
 from ..client.pacing import Pacer
 from ..protocol import (
-    AkSk,
     ConnectionClosed,
     Ended,
     ExceededAudio,
@@ -29,24 +32,23 @@ from ..protocol import (
     PartialResult,
     ServerError,
     Started,
-    Token,
     VoiceEnd,
     VoiceStart,
     validate_config,
 )
 from ._common import (
-    EXIT_AUTH,
     EXIT_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     AudioSource,
     CliError,
+    InputError,
     add_debug_flag,
+    exit_code_for,
     guarded,
     open_audio,
     quiet_loggers,
-    register_secret,
     scrub,
     sis_format_arg,
 )
@@ -67,15 +69,11 @@ __all__ = [
 ]
 
 NAME: Final = "transcribe"
-HELP: Final = "transcribe audio (WAV, raw, or stdin) on the embedded local server or Huawei Cloud SIS"
+HELP: Final = ("transcribe audio files (WAV, MP3, Ogg, FLAC, M4A, ..., raw, or stdin) on the embedded "
+               "local server or Huawei Cloud SIS")
 
-#: Environment variables read for a remote endpoint (never printed).
-ENV_VARS: Final = ("SIS_ENDPOINT", "SIS_REGION", "SIS_PROJECT_ID", "SIS_AK", "SIS_SK", "SIS_TOKEN")
-#: The Huawei Cloud SIS websocket endpoint of a region.
-CLOUD_ENDPOINT: Final = "wss://sis-ext.{region}.myhuaweicloud.com"
 DEFAULT_PROPERTY: Final = "english_16k_common"
 _MODES: Final = ("continue", "sentence", "short")
-_REGION_RE: Final = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
 _RATE_RE: Final = re.compile(r"_(8|16)k_")
 
 
@@ -125,19 +123,29 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
                         "matches, else PCM at the property's rate)")
     s = p.add_argument_group("local server (used when no endpoint is given)")
     s.add_argument("--engine", action="append", type=_engine_item, metavar="PROPERTY=ENGINE",
-                   help="route a property to an engine (whisper, pocketsphinx, none); repeatable")
+                   help="route a property to an engine (moonshine-whisper, moonshine, whisper, "
+                        "whisper-base, pocketsphinx, none); repeatable")
 
 
 def build(p: argparse.ArgumentParser) -> None:
     """Add the ``transcribe`` arguments to `p`."""
-    p.add_argument("input", metavar="INPUT",
-                   help="WAV file (PCM, u-law, A-law), raw audio with --audio-format, or - for stdin")
+    p.add_argument("input", metavar="INPUT", nargs="+",
+                   help="audio file(s) or directories: WAV (PCM, u-law, A-law); MP3, Ogg/Opus, FLAC, "
+                        "M4A/AAC, AMR, 24-bit or float WAV (the codecs extra, PyAV); raw audio with "
+                        "--audio-format; or - for stdin. Several inputs give one transcript each "
+                        "(beside the input, or in the -o directory)")
     p.add_argument("--audio-format", type=sis_format_arg, metavar="FMT",
                    help="INPUT is raw audio in this format (pcm16k16bit, pcm8k16bit, ulaw8k8bit, "
                         "ulaw16k8bit, alaw8k8bit, alaw16k8bit)")
     p.add_argument("--format", choices=FORMATS, default="txt", help="transcript format (txt)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the transcript here (default stdout)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no live display (errors only)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the transcript here (default stdout); with several inputs a "
+                        "directory (created if missing) for one <input name>.<format> each")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no live display or batch progress bar (errors only)")
+    p.add_argument("--channels", choices=("mix", "split"), default="mix",
+                   help="multi-channel files: mix to mono (default), or split: one session per "
+                        "channel, segments labelled AGENT (left) and USER (right)")
     add_session_arguments(p)
     r = p.add_argument_group(
         "Huawei Cloud SIS (credentials also from SIS_ENDPOINT, SIS_REGION, SIS_PROJECT_ID, SIS_AK, "
@@ -153,91 +161,6 @@ def build(p: argparse.ArgumentParser) -> None:
     r.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
     add_debug_flag(p)
 
-
-
-# --- where to send: embedded server or a remote SIS ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a transcription goes.
-
-    ``kind`` is ``"embedded"`` (start the local server in-process) or ``"remote"``; for remote,
-    ``endpoint``, ``project_id`` and ``auth`` are set. ``auth`` is never shown in a repr.
-    """
-
-    kind: str
-    endpoint: str | None = None
-    project_id: str | None = None
-    auth: AkSk | Token | None = field(default=None, repr=False)
-    insecure: bool = False
-
-    def describe(self) -> str:
-        """``embedded local server`` or the endpoint URL (no credentials)."""
-        return "embedded local server" if self.kind == "embedded" else str(self.endpoint)
-
-
-def resolve_target(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Target:
-    """Decide between the embedded server and a remote SIS, and find the credentials.
-
-    Remote when ``--endpoint`` or ``--region`` is given, or ``SIS_ENDPOINT`` / ``SIS_REGION`` is
-    set (and ``--local`` is not given). Command-line values win over the environment. A remote
-    endpoint needs a project id and AK/SK or a token.
-
-    Raises
-    ------
-    CliError
-        Exit 4 when credentials are missing or incomplete; exit 2 for a bad endpoint/region or
-        both AK/SK and a token on the command line.
-    """
-    env = os.environ if environ is None else environ
-    ep = getattr(args, "endpoint", None)
-    region = getattr(args, "region", None)
-    if getattr(args, "local", False):
-        if ep or region:
-            raise CliError("--local cannot be combined with --endpoint/--region", EXIT_USAGE)
-        return Target("embedded")
-    ep = ep or (None if region else env.get("SIS_ENDPOINT") or None)
-    region = region or env.get("SIS_REGION") or None
-    if not ep and not region:
-        return Target("embedded")
-    if not ep:
-        assert region is not None
-        if not _REGION_RE.match(region):
-            raise CliError(f"region must look like cn-north-4, got {region!r}", EXIT_USAGE)
-        ep = CLOUD_ENDPOINT.format(region=region)
-    if not re.match(r"^(wss?|https?)://[^/\s]+", ep):
-        raise CliError(f"endpoint must be a wss:// (or ws://, https://) URL, got {ep!r}", EXIT_USAGE)
-    project = getattr(args, "project_id", None) or env.get("SIS_PROJECT_ID") or None
-    cl_ak, cl_sk, cl_token = (getattr(args, k, None) for k in ("ak", "sk", "token"))
-    for v in (cl_ak, cl_sk, cl_token, env.get("SIS_AK"), env.get("SIS_SK"), env.get("SIS_TOKEN")):
-        register_secret(v)
-    if cl_token and (cl_ak or cl_sk):
-        raise CliError("give either --ak/--sk or --token, not both", EXIT_USAGE)
-    auth: AkSk | Token
-    if cl_ak or cl_sk:
-        if not (cl_ak and cl_sk):
-            missing = "--sk" if cl_ak else "--ak"
-            raise CliError(f"missing credentials for {ep}: {missing} is required with "
-                           f"{'--ak' if cl_ak else '--sk'}", EXIT_AUTH)
-        auth = AkSk(cl_ak, cl_sk)
-    elif cl_token:
-        auth = Token(cl_token)
-    elif env.get("SIS_AK") or env.get("SIS_SK"):
-        if not (env.get("SIS_AK") and env.get("SIS_SK")):
-            missing = "SIS_SK" if env.get("SIS_AK") else "SIS_AK"
-            raise CliError(f"missing credentials for {ep}: {missing} is not set "
-                           f"(SIS_AK and SIS_SK go together)", EXIT_AUTH)
-        auth = AkSk(env["SIS_AK"], env["SIS_SK"])
-    elif env.get("SIS_TOKEN"):
-        auth = Token(env["SIS_TOKEN"])
-    else:
-        raise CliError(f"missing credentials for {ep}: give --ak/--sk or --token, or set SIS_AK "
-                       "and SIS_SK (or SIS_TOKEN)", EXIT_AUTH)
-    if not project:
-        raise CliError(f"missing project id for {ep}: give --project-id or set SIS_PROJECT_ID",
-                       EXIT_AUTH)
-    return Target("remote", ep, project, auth, bool(getattr(args, "insecure", False)))
 
 
 # --- one recognition session ---------------------------------------------------------------------
@@ -508,13 +431,105 @@ def install_interrupt(interrupt: asyncio.Event, on_first: Callable[[], None]) ->
 async def transcribe_async(args: argparse.Namespace, *, interrupt: asyncio.Event | None = None,
                            stdin: Any = None, stdout: TextIO | None = None,
                            stderr: TextIO | None = None) -> int:
-    """The body of ``sis-stream transcribe`` (tests call it with their own streams and event)."""
-    err = sys.stderr if stderr is None else stderr
-    source = open_audio(args.input, args.audio_format, stdin=stdin)
-    target = resolve_target(args)
-    session_format = args.session_format or session_format_for(source.format, args.property)
+    """The body of ``sis-stream transcribe`` (tests call it with their own streams and event).
+
+    One INPUT file (or ``-``) gives one transcript on stdout or ``-o FILE``; several inputs or a
+    directory give one transcript per input (see :func:`batch.output_paths`), all on one
+    client and one embedded server (one model load).
+    """
+    items = args.input if isinstance(args.input, (list, tuple)) else [args.input]
+    inputs = expand_inputs(items, raw=args.audio_format is not None)
+    if len(inputs) > 1 or any(i != "-" and os.path.isdir(i) for i in items):
+        return await _transcribe_batch(args, inputs, interrupt=interrupt, stderr=stderr)
+    return await _transcribe_one(args, inputs[0], interrupt=interrupt, stdin=stdin, stdout=stdout,
+                                 stderr=stderr)
+
+
+def _prepare(args: argparse.Namespace, source: AudioSource) -> tuple[AudioFormat, dict[str, Any]]:
+    """The wire format and START config for `source` (checked as a server would)."""
+    if args.channels == "split" and source.channel_data is None and source.source_format is not None:
+        raise CliError(f"--channels split needs a file: {source.name} is a stream; save it first "
+                       "or use --channels mix", EXIT_USAGE)
+    fmt = source.format
+    if args.channels == "split" and source.channel_data is not None:
+        fmt = AudioFormat(source.format.rate_hz, "pcm", 2)
+    session_format = args.session_format or session_format_for(fmt, args.property)
     config = start_config(args, session_format)
     check_config(config, args.mode)
+    return session_format, config
+
+
+def _open_source(args: argparse.Namespace, name: str, stdin: Any = None) -> AudioSource:
+    return open_audio(name, args.audio_format, stdin=stdin,
+                      keep_channels=getattr(args, "channels", "mix") == "split")
+
+
+async def run_source(client: Any, source: AudioSource, args: argparse.Namespace, *,
+                     session_format: AudioFormat, config: Mapping[str, Any], display: LiveDisplay,
+                     writer: TranscriptWriter | None, interrupt: asyncio.Event) -> SessionResult:
+    """Transcribe one input: one session, or with ``--channels split`` one session per channel
+    at the same time (labelled ``AGENT`` / ``USER`` like the transcriber's roles; more than
+    two channels ``CH1``, ``CH2``, ...), the segments merged by start time."""
+    kwargs: dict[str, Any] = {"mode": args.mode, "config": config, "session_format": session_format,
+                              "pacing": args.speed, "frame_ms": args.frame_ms, "interrupt": interrupt}
+    channels = source.channel_data if args.channels == "split" else None
+    if not channels:
+        return await stream_audio(client, source, display=display, writer=writer, **kwargs)
+    labels = ("AGENT", "USER") if len(channels) == 2 else tuple(f"CH{i + 1}" for i in range(len(channels)))
+    mono = AudioFormat(source.format.rate_hz, "pcm", 2)
+    parts = [AudioSource(f"{source.name} [{label}]", mono, len(data), data)
+             for label, data in zip(labels, channels)]
+    quiet = LiveDisplay(_Null(), tty=False, interim=False, finals=False)
+    display.start()
+    results = await asyncio.gather(*(
+        stream_audio(client, part, display=display if i == 0 else quiet, writer=None, **kwargs)
+        for i, part in enumerate(parts)))
+    merged = sorted(((seg, label) for r, label in zip(results, labels) for seg in r.transcript.segments),
+                    key=lambda x: (x[0].start_ms, x[0].end_ms, x[1]))
+    transcript = Transcript(audio_ms=max(r.transcript.audio_ms for r in results))
+    for i, (seg, label) in enumerate(merged):
+        seg = dataclasses.replace(seg, index=i, speaker=label)
+        transcript.segments.append(seg)
+        if writer is not None:
+            writer.write(seg)
+        display.final(seg)
+    first = results[0]
+    summary = dataclasses.replace(first.summary, segments=len(transcript.segments),
+                                  wall_s=display.elapsed_s)
+    error = next((r.error for r in results if r.error is not None), None)
+    return SessionResult(transcript, summary, error, any(r.interrupted for r in results),
+                         first.trace_id, [e for r in results for e in r.events])
+
+
+def _finish(result: SessionResult | None, writer: TranscriptWriter, source: AudioSource,
+            args: argparse.Namespace, session_format: AudioFormat, target: Target) -> None:
+    if result is None:
+        writer.close()
+        return
+    result.transcript.meta.update({
+        "input": source.name, "input_format": source.description,
+        "session_format": session_format.sis_name, "mode": args.mode,
+        "property": args.property, "endpoint": target.describe(),
+        "trace_id": result.trace_id, "interrupted": result.interrupted,
+        "summary": {"segments": result.summary.segments,
+                    "audio_s": round(result.summary.audio_s, 3),
+                    "wall_s": round(result.summary.wall_s, 3),
+                    "ttfs_s": None if result.summary.ttfs_s is None else round(result.summary.ttfs_s, 3),
+                    "lost_ms": result.summary.lost_ms},
+    })
+    if args.channels == "split" and source.channel_data:
+        result.transcript.meta["channels"] = "split"
+    if result.error is not None:
+        result.transcript.meta["error"] = scrub(str(result.error))
+    writer.close(result.transcript)
+
+
+async def _transcribe_one(args: argparse.Namespace, name: str, *, interrupt: asyncio.Event | None,
+                          stdin: Any, stdout: TextIO | None, stderr: TextIO | None) -> int:
+    err = sys.stderr if stderr is None else stderr
+    source = _open_source(args, name, stdin)
+    target = resolve_target(args)
+    session_format, config = _prepare(args, source)
     if stdout is not None and (args.output is None or args.output == "-"):
         out, close_out = stdout, False
     else:
@@ -537,29 +552,12 @@ async def transcribe_async(args: argparse.Namespace, *, interrupt: asyncio.Event
                      + target.describe())
         async with open_client(target, tuple(args.engine or ()),
                                debug=getattr(args, "debug", False)) as client:
-            result = await stream_audio(
-                client, source, mode=args.mode, config=config, session_format=session_format,
-                pacing=args.speed, frame_ms=args.frame_ms, display=display, writer=writer,
-                interrupt=interrupt)
+            result = await run_source(client, source, args, session_format=session_format,
+                                      config=config, display=display, writer=writer,
+                                      interrupt=interrupt)
     finally:
         remove()
-        if result is not None:
-            result.transcript.meta.update({
-                "input": source.name, "input_format": source.description,
-                "session_format": session_format.sis_name, "mode": args.mode,
-                "property": args.property, "endpoint": target.describe(),
-                "trace_id": result.trace_id, "interrupted": result.interrupted,
-                "summary": {"segments": result.summary.segments,
-                            "audio_s": round(result.summary.audio_s, 3),
-                            "wall_s": round(result.summary.wall_s, 3),
-                            "ttfs_s": None if result.summary.ttfs_s is None else round(result.summary.ttfs_s, 3),
-                            "lost_ms": result.summary.lost_ms},
-            })
-            if result.error is not None:
-                result.transcript.meta["error"] = scrub(str(result.error))
-            writer.close(result.transcript)
-        else:
-            writer.close()
+        _finish(result, writer, source, args, session_format, target)
         if close_out:
             out.close()
         display.close()
@@ -572,6 +570,103 @@ async def transcribe_async(args: argparse.Namespace, *, interrupt: asyncio.Event
     if source.truncated is not None:
         raise CliError(source.truncated + " (the transcript of what came was written)", EXIT_INPUT)
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+def _known_ms(args: argparse.Namespace, name: str) -> float:
+    """Audio length of an input for the batch bar, from its size when that is cheap (WAV and
+    raw); 0 when unknown."""
+    try:
+        size = os.path.getsize(name)
+    except OSError:
+        return 0.0
+    fmt = args.audio_format
+    if fmt is not None:
+        return fmt.duration_ms(size - size % fmt.bytes_per_frame)
+    try:
+        with open(name, "rb") as fh:
+            head = fh.read(44)
+        if head[:4] == b"RIFF" and head[36:40] == b"data":
+            (byte_rate,) = struct.unpack_from("<I", head, 28)
+            return 1000.0 * (size - 44) / byte_rate if byte_rate else 0.0
+    except (OSError, struct.error):
+        return 0.0
+    return 0.0
+
+
+async def _transcribe_batch(args: argparse.Namespace, inputs: list[str], *,
+                            interrupt: asyncio.Event | None, stderr: TextIO | None) -> int:
+    err = sys.stderr if stderr is None else stderr
+    target = resolve_target(args)
+    outputs = output_paths(inputs, args.format, args.output)
+    start_config(args, args.session_format or AudioFormat.from_sis("pcm16k16bit"))
+    for name in inputs:
+        if not os.path.isfile(name):
+            raise InputError(f"cannot read {name}: no such file")
+    lengths = [_known_ms(args, n) for n in inputs]
+    total_ms = sum(lengths) if all(lengths) else 0.0  # else the bar counts files
+    bar = BatchDisplay(_Null() if args.quiet else err, total_ms=total_ms, files=len(inputs))
+    if args.quiet:
+        bar.tty = False
+    interrupt = asyncio.Event() if interrupt is None else interrupt
+    remove = install_interrupt(
+        interrupt, lambda: bar.note("interrupted: ending the session (Ctrl-C again to abort)"))
+    failures: list[tuple[str, BaseException]] = []
+    done = 0
+    try:
+        async with open_client(target, tuple(args.engine or ()),
+                               debug=getattr(args, "debug", False)) as client:
+            for i, (name, path) in enumerate(zip(inputs, outputs)):
+                if interrupt.is_set():
+                    break
+                bar.begin(i, name)
+                try:
+                    source = _open_source(args, name)
+                    bar.begin(i, name, source.total_ms)
+                    session_format, config = _prepare(args, source)
+                    out, _ = _open_output(path)
+                except Exception as exc:  # noqa: BLE001 - one bad input does not stop the batch
+                    failures.append((name, exc))
+                    msg = _describe(exc)
+                    bar.note(f"sis-stream transcribe: error: {scrub(msg if name in msg else f'{name}: {msg}')}")
+                    bar.finish(lengths[i])
+                    continue
+                writer = TranscriptWriter(out, args.format)
+                result: SessionResult | None = None
+                try:
+                    result = await run_source(client, source, args, session_format=session_format,
+                                              config=config, display=bar, writer=writer,
+                                              interrupt=interrupt)
+                finally:
+                    _finish(result, writer, source, args, session_format, target)
+                    out.close()
+                bar.finish(source.total_ms or 0.0)
+                if result.error is not None:
+                    failures.append((name, result.error))
+                    bar.note(f"sis-stream transcribe: error: {name}: {scrub(_describe(result.error))}")
+                else:
+                    done += 1
+                    if not bar.tty and not args.quiet:
+                        bar.note(f"{name} -> {path} ({result.summary.segments} segment(s), "
+                                 f"{result.summary.audio_s:.1f} s audio)")
+    finally:
+        remove()
+        bar.close()
+    if not args.quiet:
+        err.write(f"{done} of {len(inputs)} input(s) transcribed"
+                  + (f", {len(failures)} failed" if failures else "")
+                  + (", interrupted" if interrupt.is_set() else "") + "\n")
+        err.flush()
+    if interrupt.is_set():
+        return EXIT_INTERRUPTED
+    if failures:
+        return max(exit_code_for(exc) for _, exc in failures)
+    return EXIT_OK
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot read {exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
 
 
 class _Null:

@@ -24,6 +24,7 @@ from .transport import (
     ReconnectPolicy,
     TransportOptions,
     open_websocket,
+    upgrade_trace_config,
     ws_url,
 )
 
@@ -157,7 +158,8 @@ class RasrClient:
     async def __aenter__(self) -> RasrClient:  # noqa: PYI034 - py3.10 has no typing.Self
         if self._http is None:
             self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                               trust_env=self.options.trust_env)
+                                               trust_env=self.options.trust_env,
+                                               trace_configs=[upgrade_trace_config()])
         self._auth = AuthProvider(self._auth_in, self._http, self.options)
         return self
 

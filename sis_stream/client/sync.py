@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -27,7 +29,11 @@ class SyncRasrClient:
     endpoint, project_id, auth, options
         As :class:`~sis_stream.client.rasr.RasrClient`.
     timeout_s : float or None
-        Longest wait of any blocking call (default 60 s; None waits forever).
+        Longest wait of a blocking call that should answer promptly (connect, START, END,
+        the next event; default 60 s; None waits forever). :meth:`SyncStream.send` and
+        :meth:`SyncStream.end` wait as long as pacing needs: they time out only when no audio
+        frame has left for `timeout_s`. A timeout raises :class:`TimeoutError` naming the call
+        and the limit.
 
     Examples
     --------
@@ -47,21 +53,50 @@ class SyncRasrClient:
         self._thread.start()
         self._closed = False
         try:
-            self._call(self._client.__aenter__())
+            self._call(self._client.__aenter__(), what="opening the client")
         except BaseException:
             self._stop_loop()
             raise
 
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None | bool = False) -> T:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None | bool = False, *,
+              what: str = "the call") -> T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the SyncRasrClient is closed")
+        limit = self.timeout_s if timeout is False else timeout
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(limit)  # type: ignore[arg-type]
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimeoutError(f"{what} did not finish within {limit:g} s (SyncRasrClient timeout_s; "
+                               "None waits forever)") from None
+
+    def _call_paced(self, coro: Coroutine[Any, Any, T], progress: Callable[[], float], *,
+                    what: str) -> T:
+        """Wait for a call that takes as long as pacing needs: it times out only when
+        `progress()` (audio sent) has not moved for ``timeout_s``."""
         if self._closed:
             coro.close()
             raise RuntimeError("the SyncRasrClient is closed")
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return fut.result(self.timeout_s if timeout is False else timeout)  # type: ignore[arg-type]
-        except TimeoutError:
-            fut.cancel()
-            raise
+        limit = self.timeout_s
+        if limit is None:
+            return fut.result()
+        last, since = progress(), time.monotonic()
+        while True:
+            try:
+                return fut.result(min(limit, 1.0))
+            except concurrent.futures.TimeoutError:
+                now, seen = time.monotonic(), progress()
+                if seen != last:
+                    last, since = seen, now
+                elif now - since >= limit:
+                    fut.cancel()
+                    raise TimeoutError(
+                        f"{what}: no audio frame left for {limit:g} s (the server stopped taking "
+                        f"audio or the connection stalled; {last:.0f} ms of audio were sent). "
+                        "SyncRasrClient timeout_s sets this limit") from None
 
     def __enter__(self) -> SyncRasrClient:  # noqa: PYI034 - py3.10 has no typing.Self
         return self
@@ -74,7 +109,7 @@ class SyncRasrClient:
         if self._closed:
             return
         try:
-            self._call(self._client.close())
+            self._call(self._client.close(), what="closing the client")
         finally:
             self._closed = True
             self._stop_loop()
@@ -96,7 +131,7 @@ class SyncRasrClient:
         """
         if on_event is not None and not callable(on_event):
             raise TypeError(f"on_event must be callable, got {type(on_event).__name__}")
-        s = self._call(_make_stream(self._client, mode, config, kwargs))
+        s = self._call(_make_stream(self._client, mode, config, kwargs), what="creating the stream")
         return SyncStream(self, s, on_event)
 
 
@@ -115,7 +150,7 @@ class SyncStream:
         self.callback_errors: list[BaseException] = []
 
     def __enter__(self) -> SyncStream:  # noqa: PYI034 - py3.10 has no typing.Self
-        self._owner._call(self._stream.__aenter__())
+        self._owner._call(self._stream.__aenter__(), what="connecting and starting the stream")
         if self._on_event is not None:
             self._pump = asyncio.run_coroutine_threadsafe(self._run_callbacks(), self._owner._loop)
         return self
@@ -131,25 +166,39 @@ class SyncStream:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if self._pump is not None and exc_type is None:
-                self._owner._call(self._stream.end())
-                self._pump.result(self._owner.timeout_s)
+                self._owner._call_paced(self._stream.end(), self._sent_ms, what="SyncStream.end")
+                try:
+                    self._pump.result(self._owner.timeout_s)
+                except concurrent.futures.TimeoutError:
+                    raise TimeoutError(f"the final results did not arrive within "
+                                       f"{self._owner.timeout_s:g} s after END") from None
         finally:
-            self._owner._call(self._stream.__aexit__(exc_type, exc, tb))
+            self._owner._call(self._stream.__aexit__(exc_type, exc, tb), what="closing the stream")
+
+    def _sent_ms(self) -> float:
+        return float(self._stream.stats.audio_ms_sent)
 
     def send(self, chunk: bytes) -> None:
-        """Send audio (blocks while the input buffer is full under ``overflow="block"``)."""
-        self._owner._call(self._stream.send(chunk))
+        """Send audio (any length). Blocks while the input buffer is full under
+        ``overflow="block"``, i.e. as long as real-time pacing of a long buffer needs.
+
+        Raises
+        ------
+        TimeoutError
+            No audio frame left for ``timeout_s`` seconds (a stalled connection).
+        """
+        self._owner._call_paced(self._stream.send(chunk), self._sent_ms, what="SyncStream.send")
 
     def end(self, cancel: bool = False) -> None:
-        """Flush and send END."""
-        self._owner._call(self._stream.end(cancel))
+        """Flush the buffered audio (at the stream's pace) and send END."""
+        self._owner._call_paced(self._stream.end(cancel), self._sent_ms, what="SyncStream.end")
 
     def __iter__(self) -> Iterator[object]:
         if self._on_event is not None:
             raise RuntimeError("events go to on_event; iterate only streams opened without a callback")
         while True:
             try:
-                yield self._owner._call(self._stream.__anext__())
+                yield self._owner._call(self._stream.__anext__(), what="waiting for the next event")
             except StopAsyncIteration:
                 return
 

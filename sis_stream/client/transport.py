@@ -7,6 +7,8 @@ The pump that runs over these connections is :mod:`.runner` (see its theory of o
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -25,6 +27,7 @@ __all__ = [
     "TransportOptions",
     "host_header",
     "open_websocket",
+    "upgrade_trace_config",
     "ws_url",
 ]
 
@@ -33,6 +36,11 @@ CONNECTION_LIMIT_S: Final = 5 * 3600.0
 #: Planned rollover starts this long after the connection opened (15 min before the limit).
 DEFAULT_ROLLOVER_AFTER_S: Final = CONNECTION_LIMIT_S - 900.0
 _DEFAULT_PORTS: Final = {"ws": 80, "http": 80, "wss": 443, "https": 443}
+#: Most of a rejected upgrade's body that is read (the SIS answers are a few hundred bytes).
+_MAX_REJECT_BODY: Final = 64 * 1024
+#: Where the trace hook puts the body of a rejected upgrade for :func:`open_websocket`.
+_REJECT_BODY: contextvars.ContextVar[list[bytes] | None] = contextvars.ContextVar(
+    "sis_stream_reject_body", default=None)
 
 
 # --- URLs, Host header, connect -----------------------------------------------------------------
@@ -159,6 +167,69 @@ class TransportOptions:
         return bool(self.verify_tls)
 
 
+async def _keep_reject_body(_session: Any, _ctx: Any, params: Any) -> None:
+    # aiohttp's ws_connect raises WSServerHandshakeError without the body of a non-101 answer,
+    # which is where SIS says which credential failed; read it here, before ws_connect checks
+    # the status. Only for calls of open_websocket (the context variable is set there).
+    sink = _REJECT_BODY.get()
+    resp = params.response
+    if sink is None or resp.status == 101 or resp.status < 400:
+        return
+    try:
+        got = 0
+        while got < _MAX_REJECT_BODY:
+            chunk = await asyncio.wait_for(resp.content.read(_MAX_REJECT_BODY - got), 5.0)
+            if not chunk:
+                break
+            sink.append(chunk)
+            got += len(chunk)
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
+        pass  # the status alone is reported then
+
+
+def upgrade_trace_config() -> aiohttp.TraceConfig:
+    """An aiohttp trace config that lets :func:`open_websocket` report the server's own reason
+    (``error_code`` / ``error_msg`` of the body) when the websocket upgrade is refused. The
+    sessions :class:`~sis_stream.client.rasr.RasrClient` creates have it; add it to your own
+    ``aiohttp.ClientSession(trace_configs=[...])`` when you pass one in."""
+    tc = aiohttp.TraceConfig()
+    tc.on_request_end.append(_keep_reject_body)
+    return tc
+
+
+#: What to do about the usual upgrade rejections (matched in the server's ``error_msg``).
+_AUTH_HINTS: Final = (
+    ("signature expired", ("this machine's clock differs from the server's by more than 15 "
+                           "minutes; fix the clock (X-Sdk-Date is signed)")),
+    ("verify aksk signature fail", ("check that the SK is this AK's secret: an unknown AK and a "
+                                    "wrong SK get the same answer")),
+    ("no access to the project", "check the project id: it must be the project of the AK or token"),
+    ("not scoped to the project", "check the project id: it must be the token's project"),
+    ("token expires", "the token has expired: get a new one"),
+    ("decrypt token fail", "the token is not one this server issued, or is damaged: get a new one"),
+    ("x-auth-token not found", "no credentials were sent: give AK/SK or a token"),
+)
+
+
+def _hint(msg: str) -> str:
+    for needle, hint in _AUTH_HINTS:
+        if needle in msg:
+            return f"; {hint}"
+    return ""
+
+
+def _reject_reason(body: bytes) -> tuple[str | None, str | None]:
+    try:
+        doc = json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    code, msg = doc.get("error_code"), doc.get("error_msg")
+    return (code if isinstance(code, str) and code else None,
+            msg if isinstance(msg, str) and msg else None)
+
+
 async def open_websocket(
     http: aiohttp.ClientSession,
     url: str,
@@ -167,15 +238,21 @@ async def open_websocket(
 ) -> aiohttp.ClientWebSocketResponse:
     """``ws_connect`` with our options; errors mapped to the sis_stream hierarchy.
 
+    A refused upgrade is reported with the server's ``error_code`` and ``error_msg`` (which
+    credential failed: wrong SK, unknown AK, clock skew, wrong project, bad or expired token)
+    when the session has :func:`upgrade_trace_config`; else with the HTTP status alone.
+
     Raises
     ------
     SisAuthError
-        The upgrade was answered 401/403 (``APIG.0301``).
+        The upgrade was answered 401/403 (``APIG.0301`` unless the body names another code).
     SisApiError
         Any other non-101 answer (typed by status).
     SisConnectionError
         Network failure or timeout (``raise ... from exc``).
     """
+    sink: list[bytes] = []
+    token = _REJECT_BODY.set(sink)
     try:
         return await http.ws_connect(
             url,
@@ -189,12 +266,17 @@ async def open_websocket(
             max_msg_size=4 * 1024 * 1024,
         )
     except aiohttp.WSServerHandshakeError as exc:
-        code = "APIG.0301" if exc.status in (401, 403) else f"HTTP.{exc.status}"
-        raise api_error(code, f"websocket upgrade rejected with HTTP {exc.status}: {exc.message}",
-                        http_status=exc.status) from exc
+        code, msg = _reject_reason(b"".join(sink))
+        if code is None:
+            code = "APIG.0301" if exc.status in (401, 403) else f"HTTP.{exc.status}"
+        where = f"websocket upgrade rejected with HTTP {exc.status}"
+        text = f"{msg} ({where}{_hint(msg)})" if msg else f"{where}: {exc.message}"
+        raise api_error(code, text, http_status=exc.status) from None
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         raise SisConnectionError(f"websocket connect to {URL(url).with_query(None)} failed: "
                                  f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        _REJECT_BODY.reset(token)
 
 
 # --- reconnect policy --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -11,8 +12,8 @@ from typing import Any, Final
 
 from ..audio.formats import SIS_FORMATS, AudioFormat, shard_limits
 from ..errors import RequestRejected
-from .errors import reject
-from .properties import Interface, PropertyInfo, lookup_property
+from .errors import error_message, reject
+from .properties import Interface, PropertyInfo, lookup_property, properties_for
 
 __all__ = [
     "Mode",
@@ -270,23 +271,77 @@ class StartConfig:
         return d
 
 
-def _bad(name: str) -> RequestRejected:
-    return reject("SIS.0032", field=name)
+def _bad(name: str, why: str | None = None) -> RequestRejected:
+    """SIS.0032 ``'<name>' is invalid``, followed by what was wrong and what is accepted."""
+    base = error_message("SIS.0032", field=name)
+    return reject("SIS.0032", base if why is None else f"{base}: {why}")
+
+
+def _encodable(text: str) -> bool:
+    """True when `text` can be sent as UTF-8 (JSON decoders let lone surrogates through)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _suggest(value: object, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for a near miss of a str, else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    near = difflib.get_close_matches(value.lower(), choices, n=1, cutoff=0.6)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+_INTERFACE_NAMES: Final = {Interface.RASR: "real-time recognition (RASR)",
+                           Interface.SHORT_AUDIO: "short-audio recognition",
+                           Interface.TRANSCRIBER: "the recording-file transcriber",
+                           Interface.FLASH: "flash ASR", Interface.TTS: "text to speech"}
+
+
+def _bad_property(value: object, mode: Mode) -> RequestRejected:
+    names = sorted(properties_for(mode.interface))
+    where = _INTERFACE_NAMES[mode.interface]
+    elsewhere = [_INTERFACE_NAMES[i] for i in Interface
+                 if i is not mode.interface and lookup_property(i, value) is not None]
+    also = f"; it is a property of {' and '.join(elsewhere)} only" if elsewhere else ""
+    if value == "english_8k_common" and mode is not Mode.SHORT_AUDIO:
+        also += (" (for 8 kHz English in real time use english_16k_common with pcm16k16bit: "
+                 "RasrClient.stream(input_format=...) transcodes phone audio on the way)")
+    return _bad("property", f"{_shown(value)} is not a property of {where}{also}"
+                            f"{_suggest(value, names)}; valid: {', '.join(names)}")
+
+
+def _formats_at(rate_hz: int) -> list[str]:
+    return [n for n, f in AUDIO_FORMATS.items() if f.rate_hz == rate_hz]
 
 
 def _check(config: Mapping[str, Any], mode: Mode) -> dict[str, Any]:
-    """Validate a wire config; return python values per field (flags as bool)."""
+    """Validate a wire config; return python values per field (flags as bool).
+
+    Every rejection keeps the documented SIS message first (``'vad_tail' is invalid``) and
+    adds what was received and what is accepted after a colon.
+    """
     for name in _REQUIRED:
         if name not in config:
             raise reject("SIS.0012", field=name)
     fmt = config["audio_format"]
     if not isinstance(fmt, str) or fmt not in AUDIO_FORMATS:
-        raise _bad("audio_format")
+        raise _bad("audio_format", f"got {_shown(fmt)}{_suggest(fmt, list(AUDIO_FORMATS))}; valid: "
+                                   f"{', '.join(AUDIO_FORMATS)} (headerless mono samples)")
     prop = lookup_property(mode.interface, config["property"])
     if prop is None:
-        raise _bad("property")
+        raise _bad_property(config["property"], mode)
     if prop.rate_hz != AUDIO_FORMATS[fmt].rate_hz:
-        raise reject("SIS.0301")
+        raise reject("SIS.0301", f"{error_message('SIS.0301')}: {prop.name} needs "
+                                 f"{prop.rate_hz} Hz audio ({', '.join(_formats_at(prop.rate_hz))}), "
+                                 f"got {fmt} ({AUDIO_FORMATS[fmt].rate_hz} Hz)")
     out: dict[str, Any] = {"audio_format": fmt, "property": prop.name}
     for name, spec in CONFIG_FIELDS.items():
         if name in _REQUIRED or name not in config:
@@ -294,33 +349,43 @@ def _check(config: Mapping[str, Any], mode: Mode) -> dict[str, Any]:
         v = config[name]
         if spec.kind == "flag":
             if v not in ("yes", "no") or not isinstance(v, str):
-                raise _bad(name)
+                raise _bad(name, f"must be \"yes\" or \"no\", got {_shown(v)}")
             out[name] = v == "yes"
         elif spec.kind == "int":
             if type(v) is not int or not (spec.low <= v <= spec.high):  # type: ignore[operator]
-                raise _bad(name)
+                unit = " s" if name == "max_seconds" else " ms"
+                raise _bad(name, f"must be an integer in [{spec.low}, {spec.high}]{unit}, got {_shown(v)}")
             out[name] = v
         elif spec.kind == "int_any":
             # Tolerated: any integer (also an integral float, which some JSON encoders emit).
             if isinstance(v, float) and math.isfinite(v) and v == int(v):
                 v = int(v)
             if type(v) is not int:
-                raise _bad(name)
+                raise _bad(name, f"must be an integer, got {_shown(v)}")
             out[name] = v
         elif spec.kind == "string":
             if not isinstance(v, str) or not v or len(v) > _MAX_VOCABULARY_ID_LEN:
-                raise _bad(name)
+                raise _bad(name, f"must be a non-empty string of at most {_MAX_VOCABULARY_ID_LEN} "
+                                 f"characters, got {_shown(v)}")
+            if not _encodable(v):
+                raise _bad(name, "must be valid Unicode text (a lone surrogate cannot be encoded as UTF-8)")
             out[name] = v
         elif spec.kind == "words":
             if (not isinstance(v, (list, tuple)) or len(v) > _MAX_USER_WORDS
                     or not all(isinstance(w, str) for w in v)):
-                raise _bad(name)
+                raise _bad(name, f"must be a list of at most {_MAX_USER_WORDS} strings")
+            if not all(_encodable(w) for w in v):
+                raise _bad(name, "must hold valid Unicode text (a lone surrogate cannot be encoded as UTF-8)")
             out[name] = tuple(v)
     for name in config:
         if name not in CONFIG_FIELDS:
             # Keys are JSON object keys, hence str; the message quotes them like the documented
             # "'audio_format' is invalid" form, clipped so a huge key cannot bloat the answer.
-            raise reject("SIS.0031", field=str(name)[:64])
+            key = str(name)[:64]
+            near = _suggest(key, list(CONFIG_FIELDS))
+            raise reject("SIS.0031", f"{error_message('SIS.0031', field=key)}: "
+                                     f"{near[2:-1] + '; ' if near else ''}known fields: "
+                                     f"{', '.join(CONFIG_FIELDS)}")
     return out
 
 

@@ -1,0 +1,107 @@
+"""Where ``transcribe`` sends audio: the embedded local server, or a remote SIS endpoint with its
+credentials (command line first, then the environment)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from ..protocol import AkSk, Token
+from ._common import EXIT_AUTH, EXIT_USAGE, CliError, register_secret
+
+__all__ = ["CLOUD_ENDPOINT", "ENV_VARS", "Target", "resolve_target"]
+
+#: Environment variables read for a remote endpoint (never printed).
+ENV_VARS: Final = ("SIS_ENDPOINT", "SIS_REGION", "SIS_PROJECT_ID", "SIS_AK", "SIS_SK", "SIS_TOKEN")
+#: The Huawei Cloud SIS websocket endpoint of a region.
+CLOUD_ENDPOINT: Final = "wss://sis-ext.{region}.myhuaweicloud.com"
+_REGION_RE: Final = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+$")
+
+
+
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a transcription goes.
+
+    ``kind`` is ``"embedded"`` (start the local server in-process) or ``"remote"``; for remote,
+    ``endpoint``, ``project_id`` and ``auth`` are set. ``auth`` is never shown in a repr.
+    """
+
+    kind: str
+    endpoint: str | None = None
+    project_id: str | None = None
+    auth: AkSk | Token | None = field(default=None, repr=False)
+    insecure: bool = False
+
+    def describe(self) -> str:
+        """``embedded local server`` or the endpoint URL (no credentials)."""
+        return "embedded local server" if self.kind == "embedded" else str(self.endpoint)
+
+
+def resolve_target(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Target:
+    """Decide between the embedded server and a remote SIS, and find the credentials.
+
+    Remote when ``--endpoint`` or ``--region`` is given, or ``SIS_ENDPOINT`` / ``SIS_REGION`` is
+    set (and ``--local`` is not given). Command-line values win over the environment. A remote
+    endpoint needs a project id and AK/SK or a token.
+
+    Raises
+    ------
+    CliError
+        Exit 4 when credentials are missing or incomplete; exit 2 for a bad endpoint/region or
+        both AK/SK and a token on the command line.
+    """
+    env = os.environ if environ is None else environ
+    ep = getattr(args, "endpoint", None)
+    region = getattr(args, "region", None)
+    if getattr(args, "local", False):
+        if ep or region:
+            raise CliError("--local cannot be combined with --endpoint/--region", EXIT_USAGE)
+        return Target("embedded")
+    ep = ep or (None if region else env.get("SIS_ENDPOINT") or None)
+    region = region or env.get("SIS_REGION") or None
+    if not ep and not region:
+        return Target("embedded")
+    if not ep:
+        assert region is not None
+        if not _REGION_RE.match(region):
+            raise CliError(f"region must look like cn-north-4, got {region!r}", EXIT_USAGE)
+        ep = CLOUD_ENDPOINT.format(region=region)
+    if not re.match(r"^(wss?|https?)://[^/\s]+", ep):
+        raise CliError(f"endpoint must be a wss:// (or ws://, https://) URL, got {ep!r}", EXIT_USAGE)
+    project = getattr(args, "project_id", None) or env.get("SIS_PROJECT_ID") or None
+    cl_ak, cl_sk, cl_token = (getattr(args, k, None) for k in ("ak", "sk", "token"))
+    for v in (cl_ak, cl_sk, cl_token, env.get("SIS_AK"), env.get("SIS_SK"), env.get("SIS_TOKEN")):
+        register_secret(v)
+    if cl_token and (cl_ak or cl_sk):
+        raise CliError("give either --ak/--sk or --token, not both", EXIT_USAGE)
+    auth: AkSk | Token
+    if cl_ak or cl_sk:
+        if not (cl_ak and cl_sk):
+            missing = "--sk" if cl_ak else "--ak"
+            raise CliError(f"missing credentials for {ep}: {missing} is required with "
+                           f"{'--ak' if cl_ak else '--sk'}", EXIT_AUTH)
+        auth = AkSk(cl_ak, cl_sk)
+    elif cl_token:
+        auth = Token(cl_token)
+    elif env.get("SIS_AK") or env.get("SIS_SK"):
+        if not (env.get("SIS_AK") and env.get("SIS_SK")):
+            missing = "SIS_SK" if env.get("SIS_AK") else "SIS_AK"
+            raise CliError(f"missing credentials for {ep}: {missing} is not set "
+                           f"(SIS_AK and SIS_SK go together)", EXIT_AUTH)
+        auth = AkSk(env["SIS_AK"], env["SIS_SK"])
+    elif env.get("SIS_TOKEN"):
+        auth = Token(env["SIS_TOKEN"])
+    else:
+        raise CliError(f"missing credentials for {ep}: give --ak/--sk or --token, or set SIS_AK "
+                       "and SIS_SK (or SIS_TOKEN)", EXIT_AUTH)
+    if not project:
+        raise CliError(f"missing project id for {ep}: give --project-id or set SIS_PROJECT_ID",
+                       EXIT_AUTH)
+    return Target("remote", ep, project, auth, bool(getattr(args, "insecure", False)))
