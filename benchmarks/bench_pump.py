@@ -60,6 +60,7 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
+from _procs import run_sis_sink
 from sis_stream.client.rasr import RasrClient
 from sis_stream.client.pacing import DEFAULT_MAX_CATCHUP_S, Pacer, PacingStats
 from sis_stream.protocol import Ended, Token
@@ -110,35 +111,8 @@ def _pin(cpu_index: int) -> None:
 
 
 def _sink_main() -> None:
-    from aiohttp import WSMsgType, web
-
     _pin(1)
-
-    async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=None, autoping=True)
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                cmd = json.loads(msg.data).get("command")
-                if cmd == "START":
-                    await ws.send_str('{"resp_type": "START", "trace_id": "sink"}')
-                elif cmd == "END":
-                    await ws.send_str('{"resp_type": "END", "trace_id": "sink", "reason": "NORMAL"}')
-            elif msg.type is not WSMsgType.BINARY:
-                break
-        return ws
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/v1/{pid}/rasr/{mode}", handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-        await site.start()
-        print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    run_sis_sink()
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,15 @@
-"""Test helpers shared across the suite: an in-memory client/server session pair and a fake clock."""
+"""Test helpers shared across the suite: an in-memory client/server session pair, a fake clock, and
+the ``sis-stream`` command line driven in-process."""
 
 from __future__ import annotations
 
+import argparse
 import itertools
 from typing import Any
 
 from sis_stream.protocol import ClientSession, Mode, ServerSession
 
-__all__ = ["ConnectionPair", "FakeClock", "RecordingProxy", "pcm_silence"]
+__all__ = ["ConnectionPair", "FakeClock", "RecordingProxy", "cli_parser", "pcm_silence", "run_cli"]
 
 
 class FakeClock:
@@ -42,6 +44,23 @@ class RecordingProxy:
             return attr(*args, **kwargs)
 
         return record
+
+
+def cli_parser() -> argparse.ArgumentParser:
+    """A ``sis-stream`` parser built with ``add_subcommands`` (the registration the CLI uses), so
+    tests of a subcommand do not depend on the top-level CLI."""
+    from sis_stream.cli.commands import add_subcommands
+
+    p = argparse.ArgumentParser(prog="sis-stream")
+    p.add_argument("--debug", action="store_true")
+    add_subcommands(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def run_cli(argv: list[str]) -> int:
+    """In-test stand-in for ``sis_stream.cli.main``: parse `argv` and run the subcommand."""
+    args = cli_parser().parse_args(argv)
+    return args.func(args)
 
 
 def pcm_silence(n_bytes: int) -> bytes:

@@ -335,6 +335,15 @@ async def test_twilio_bad_media_format_and_bad_base64(bridge) -> None:
 # -- sinks, metrics, drain ------------------------------------------------------------------------
 
 
+async def _serve_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Start `app` on 127.0.0.1 at a free port; the caller cleans the runner up."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 async def test_webhook_retries_with_backoff_and_gives_up_on_4xx() -> None:
     seen: list[dict] = []
     answers = [500, 503, 200, 400]
@@ -345,11 +354,7 @@ async def test_webhook_retries_with_backoff_and_gives_up_on_4xx() -> None:
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await _serve_loopback(app)
     try:
         sink = WebhookSink(f"http://127.0.0.1:{port}/hook", base_delay_s=0.01, max_delay_s=0.02)
         hub = EventHub([sink])
@@ -498,11 +503,7 @@ async def _fake_sis(behaviour: str, log: list | None = None):
 
     app = web.Application()
     app.router.add_get("/v1/{pid}/rasr/{mode}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
+    return await _serve_loopback(app)
 
 
 @pytest.mark.parametrize("behaviour, code", [("reject", "SIS.0032"), ("mute", "final_timeout")])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -10,37 +9,20 @@ from typing import Any
 import espeakng_loader  # noqa: F401  (installed by the test extra)
 import faster_whisper  # noqa: F401  (installed by the test extra)
 import pytest
+from helpers import run_cli
 
 import sis_stream.audio.transcode  # noqa: F401  (installed by the test extra)
 from sis_stream.audio.formats import AudioFormat, read_wav
 from sis_stream.cli import transcribe
-from sis_stream.cli.commands import add_subcommands
 from sis_stream.cli.demo import DEFAULT_TEXT
 from sis_stream.server.embedded import embedded_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
 
-def main(argv: list[str]) -> int:
-    """In-test stand-in for ``sis_stream.cli.main``."""
-    p = argparse.ArgumentParser(prog="sis-stream")
-    add_subcommands(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
-    return args.func(args)
-
-
-@pytest.fixture(scope="module")
-def registry() -> Any:
-    from sis_stream.engines.registry import EngineRegistry
-
-    reg = EngineRegistry()
-    yield reg
-    reg.close()
-
-
 @pytest.fixture
-def shared(monkeypatch: pytest.MonkeyPatch, registry: Any) -> None:
-    monkeypatch.setattr(transcribe, "embedded_server", lambda **kw: embedded_server(registry=registry))
+def shared(monkeypatch: pytest.MonkeyPatch, whisper_registry: Any) -> None:
+    monkeypatch.setattr(transcribe, "embedded_server", lambda **kw: embedded_server(registry=whisper_registry))
 
 
 def test_demo_recognises_at_least_half_the_words(shared: None, tmp_path: Path,
@@ -48,7 +30,7 @@ def test_demo_recognises_at_least_half_the_words(shared: None, tmp_path: Path,
     # The main job end to end: synthesised speech carried as 8 kHz u-law, upsampled to the
     # english_16k_common session by the client, recognised by whisper on the embedded server.
     save = tmp_path / "phone.wav"
-    assert main(["demo", "--json", "--save", str(save)]) == 0
+    assert run_cli(["demo", "--json", "--save", str(save)]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["text"] == DEFAULT_TEXT
     assert doc["wer"] <= 0.5, doc["recognised"]
@@ -60,7 +42,7 @@ def test_demo_recognises_at_least_half_the_words(shared: None, tmp_path: Path,
 
 
 def test_demo_report_lines(shared: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--text", "Thank you very much for your help."]) == 0
+    assert run_cli(["demo", "--text", "Thank you very much for your help."]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("synthesised ") and "8 kHz u-law" in out[0]
     report = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in out

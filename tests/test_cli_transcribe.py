@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import cli_parser, run_cli
 
 from sis_stream.audio.formats import AudioFormat, wav_bytes
 from sis_stream.cli import transcribe
 from sis_stream.cli._common import exit_code_for, open_audio
-from sis_stream.cli.commands import add_subcommands
 from sis_stream.cli.output import parse_srt, parse_vtt, segments_from_dicts
 from sis_stream.errors import SisAuthError
 from sis_stream.server.embedded import embedded_server
@@ -32,19 +32,6 @@ from sis_stream.text import wer
 
 SENTENCES = ("Please call me back tomorrow morning.", "My phone number has changed since last year.")
 PCM16K = AudioFormat.from_sis("pcm16k16bit")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sis-stream")
-    p.add_argument("--debug", action="store_true")
-    add_subcommands(p.add_subparsers(dest="command", required=True))
-    return p
-
-
-def main(argv: list[str]) -> int:
-    """In-test stand-in for ``sis_stream.cli.main``."""
-    args = _parser().parse_args(argv)
-    return args.func(args)
 
 
 def _speech_16k(text: str) -> np.ndarray:
@@ -118,7 +105,7 @@ def test_transcribe_wav_to_json_recognises_the_sentences(
     # The whole path: WAV -> embedded server (whisper) -> finals on the audio clock -> JSON file.
     path, seconds = speech_wav
     out = tmp_path / "t.json"
-    assert main(["transcribe", str(path), "--format", "json", "-o", str(out)]) == 0
+    assert run_cli(["transcribe", str(path), "--format", "json", "-o", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert wer(" ".join(SENTENCES), doc["text"]) <= 0.5, doc["text"]
     segs = segments_from_dicts(doc["segments"])
@@ -139,7 +126,7 @@ def test_srt_and_vtt_parse_back(
 ) -> None:
     path, seconds = speech_wav
     out = tmp_path / f"t.{fmt}"
-    assert main(["transcribe", str(path), "--format", fmt, "-o", str(out), "-q"]) == 0
+    assert run_cli(["transcribe", str(path), "--format", fmt, "-o", str(out), "-q"]) == 0
     cues = (parse_srt if fmt == "srt" else parse_vtt)(out.read_text())
     assert len(cues) == 2
     assert 0 <= cues[0].start_ms < cues[0].end_ms <= cues[1].start_ms < cues[1].end_ms <= seconds * 1000
@@ -151,9 +138,9 @@ def test_txt_and_jsonl_to_stdout(engine: str, speech_wav: tuple[Path, float],
                                  capsys: pytest.CaptureFixture[str]) -> None:
     # The none engine gives real segment times with empty text: one line per segment either way.
     path, seconds = speech_wav
-    assert main(["transcribe", str(path), "--format", "txt"]) == 0
+    assert run_cli(["transcribe", str(path), "--format", "txt"]) == 0
     assert capsys.readouterr().out == "\n\n"
-    assert main(["transcribe", str(path), "--format", "jsonl"]) == 0
+    assert run_cli(["transcribe", str(path), "--format", "jsonl"]) == 0
     segs = segments_from_dicts(json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert [s.index for s in segs] == [0, 1] and segs[1].end_ms <= seconds * 1000
 
@@ -164,7 +151,7 @@ def test_stdin_wav(engine: str, speech_wav: tuple[Path, float], monkeypatch: pyt
     # `-` reads a WAV from stdin as it arrives; the none engine still gives real segment times.
     path, seconds = speech_wav
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(path.read_bytes())))
-    assert main(["transcribe", "-", "--format", "jsonl"]) == 0
+    assert run_cli(["transcribe", "-", "--format", "jsonl"]) == 0
     cap = capsys.readouterr()
     segs = segments_from_dicts(json.loads(line) for line in cap.out.splitlines())
     assert len(segs) == 2 and all(s.text == "" for s in segs)
@@ -183,7 +170,7 @@ def test_stdin_raw_ulaw_with_audio_format(engine: str, speech_wav: tuple[Path, f
     pcm = open_audio(str(path)).data
     assert pcm is not None
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(ulaw_encode(pcm))))
-    assert main(["transcribe", "-", "--audio-format", "ulaw16k8bit", "--format", "json"]) == 0
+    assert run_cli(["transcribe", "-", "--audio-format", "ulaw16k8bit", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["session_format"] == "ulaw16k8bit" and doc["input"] == "stdin"
     assert len(doc["segments"]) == 2
@@ -197,7 +184,7 @@ def test_truncated_wav_on_stdin_keeps_the_transcript_and_exits_3(
     path, _ = speech_wav
     data = path.read_bytes()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data[: len(data) * 2 // 3])))
-    assert main(["transcribe", "-", "--format", "jsonl"]) == 3
+    assert run_cli(["transcribe", "-", "--format", "jsonl"]) == 3
     cap = capsys.readouterr()
     assert len(cap.out.splitlines()) >= 1  # the first sentence was recognised and written
     assert "truncated WAV on stdin" in cap.err.splitlines()[-1]
@@ -232,28 +219,28 @@ def test_bad_files_exit_3_with_one_line(case: str, tmp_path: Path, capsys: pytes
     # Input is checked before any server starts or any credential is looked at.
     monkeypatch.setattr(transcribe, "embedded_server", None)  # would fail if reached
     path, msg = _bad_inputs(tmp_path)[case]
-    assert main(["transcribe", str(path)]) == 3
+    assert run_cli(["transcribe", str(path)]) == 3
     line = _one_error_line(capsys.readouterr().err)
     assert msg in line
 
 
 def test_missing_and_directory_inputs_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["transcribe", str(tmp_path / "nope.wav")]) == 3
+    assert run_cli(["transcribe", str(tmp_path / "nope.wav")]) == 3
     assert "cannot read" in _one_error_line(capsys.readouterr().err)
-    assert main(["transcribe", str(tmp_path)]) == 3  # a directory is a batch: here an empty one
+    assert run_cli(["transcribe", str(tmp_path)]) == 3  # a directory is a batch: here an empty one
     assert "holds no audio files" in _one_error_line(capsys.readouterr().err)
 
 
 def test_empty_stdin_exits_3(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
-    assert main(["transcribe", "-"]) == 3
+    assert run_cli(["transcribe", "-"]) == 3
     assert "not a RIFF/WAVE stream" in _one_error_line(capsys.readouterr().err)
 
 
 def test_debug_adds_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "empty.wav"
     p.write_bytes(b"")
-    assert main(["transcribe", str(p), "--debug"]) == 3
+    assert run_cli(["transcribe", str(p), "--debug"]) == 3
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("sis-stream transcribe: error:")
 
@@ -286,14 +273,14 @@ def test_missing_credentials_for_a_remote_endpoint_exit_4(
     wav.write_bytes(wav_bytes(PCM16K, np.zeros(1600, np.int16).tobytes()))
     for k, v in env.items():
         clean_env.setenv(k, v)
-    assert main(["transcribe", str(wav), *argv]) == 4
+    assert run_cli(["transcribe", str(wav), *argv]) == 4
     line = _one_error_line(capsys.readouterr().err)
     assert msg in line
     assert "AKVALUE1234" not in line and "TOKENVALUE99" not in line  # never printed
 
 
 def test_resolve_target_rules(clean_env: pytest.MonkeyPatch) -> None:
-    p = _parser()
+    p = cli_parser()
 
     def target(*argv: str, **env: str) -> transcribe.Target:
         return transcribe.resolve_target(p.parse_args(["transcribe", "x.wav", *argv]), env)
@@ -322,7 +309,7 @@ async def test_remote_endpoint_with_aksk_and_a_rejected_key(
     # The remote path (AK/SK-signed upgrade) against a loopback server that checks signatures:
     # right key -> transcript; wrong SK -> SisAuthError, which the CLI maps to exit 4.
     path, _ = speech_wav
-    p = _parser()
+    p = cli_parser()
     async with embedded_server(registry=registries["none"]) as srv:
         base = ["transcribe", str(path), "--endpoint", srv.url, "--project-id", srv.project_id,
                 "--format", "jsonl", "-q"]
@@ -353,7 +340,7 @@ def test_server_error_exits_5(engine: str, speech_wav: tuple[Path, float],
                               capsys: pytest.CaptureFixture[str]) -> None:
     # The bundled English-only model cannot serve Mandarin: the server answers an ERROR.
     path, _ = speech_wav
-    assert main(["transcribe", str(path), "--property", "chinese_16k_common", "-q"]) == 5
+    assert run_cli(["transcribe", str(path), "--property", "chinese_16k_common", "-q"]) == 5
     assert "SIS.0032" in _one_error_line(capsys.readouterr().err)
 
 
@@ -370,14 +357,14 @@ def test_bad_option_values_exit_2(argv: list[str], msg: str, speech_wav: tuple[P
     monkeypatch.setattr(transcribe, "embedded_server",
                         lambda **kw: embedded_server(registry=registries["none"]))
     path, _ = speech_wav
-    assert main(["transcribe", str(path), *argv]) == 2
+    assert run_cli(["transcribe", str(path), *argv]) == 2
     assert msg in _one_error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("argv", [["--speed", "slow"], ["--format", "docx"], ["--audio-format", "mp3"]])
 def test_argparse_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["transcribe", "x.wav", *argv])
+        run_cli(["transcribe", "x.wav", *argv])
     assert info.value.code == 2
 
 
@@ -403,7 +390,7 @@ async def test_ctrl_c_ends_with_cancel_and_keeps_the_finals(engine: str, speech_
     # Interrupt after the first final, mid-file at 2x real time: END cancel, the first sentence
     # is kept, exit code 130, and the audio sent is less than the file.
     path, seconds = speech_wav
-    args = _parser().parse_args(["transcribe", str(path), "--speed", "x2", "--format", "jsonl"])
+    args = cli_parser().parse_args(["transcribe", str(path), "--speed", "x2", "--format", "jsonl"])
     out, err = io.StringIO(), io.StringIO()
     interrupt = asyncio.Event()
 
@@ -435,11 +422,11 @@ def test_sentence_and_short_modes(engine: str, speech_wav: tuple[Path, float],
     # sentence-stream: one sentence, VOICE_START/VOICE_END shown, then the CLI ends the session;
     # short-stream: the whole input is one utterance closed by END.
     path, seconds = speech_wav
-    assert main(["transcribe", str(path), "--mode", "sentence", "--format", "jsonl"]) == 0
+    assert run_cli(["transcribe", str(path), "--mode", "sentence", "--format", "jsonl"]) == 0
     cap = capsys.readouterr()
     assert len(cap.out.splitlines()) == 1
     assert "event VOICE_START at " in cap.err and "event VOICE_END at " in cap.err
-    assert main(["transcribe", str(path), "--mode", "short", "--format", "jsonl"]) == 0
+    assert run_cli(["transcribe", str(path), "--mode", "short", "--format", "jsonl"]) == 0
     (seg,) = segments_from_dicts(json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert seg.start_ms == 0 and seg.end_ms == pytest.approx(seconds * 1000, abs=1)
 
@@ -457,7 +444,7 @@ def test_stereo_44k_wav_is_mixed_and_resampled(engine: str, speech_wav: tuple[Pa
     up = np.round(resample_poly(pcm, 441, 160)).astype(np.int16)
     stereo = tmp_path / "stereo.wav"
     stereo.write_bytes(wav_bytes(AudioFormat(44100, "pcm", 2, 2), np.stack([up, up // 2], 1).ravel().tobytes()))
-    assert main(["transcribe", str(stereo), "--format", "json"]) == 0
+    assert run_cli(["transcribe", str(stereo), "--format", "json"]) == 0
     cap = capsys.readouterr()
     doc = json.loads(cap.out)
     assert doc["input_format"] == "pcm 44100 Hz 16-bit x2 mixed to mono" and doc["session_format"] == "pcm16k16bit"

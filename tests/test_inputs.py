@@ -8,7 +8,6 @@ with PyAV; the embedded server runs on loopback.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import io
@@ -21,28 +20,16 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from helpers import cli_parser, run_cli
 from realspeech import asterisk_prompts
 
 from sis_stream.audio.formats import AudioFormat, wav_bytes
 from sis_stream.cli import transcribe
 from sis_stream.cli._common import open_audio
-from sis_stream.cli.commands import add_subcommands
 from sis_stream.server.embedded import embedded_server
 from sis_stream.text import wer
 
 PCM8K = AudioFormat.from_sis("pcm8k16bit")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sis-stream")
-    p.add_argument("--debug", action="store_true")
-    add_subcommands(p.add_subparsers(dest="command", required=True))
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    return args.func(args)
 
 
 def _encode(path: Path, pcm: np.ndarray, rate: int, fmt: str, codec: str,
@@ -76,19 +63,8 @@ def prompts() -> tuple[Any, Any]:
     return tuple(dataclasses.replace(u, pcm=np.concatenate([u.pcm, pad])) for u in ps[:2])
 
 
-@pytest.fixture(scope="module")
-def registry() -> Any:
-    import faster_whisper  # noqa: F401  (installed by the test extra)
-
-    from sis_stream.engines.registry import EngineRegistry
-
-    reg = EngineRegistry()
-    yield reg
-    reg.close()
-
-
 @pytest.fixture
-def server_count(monkeypatch: pytest.MonkeyPatch, registry: Any) -> list[int]:
+def server_count(monkeypatch: pytest.MonkeyPatch, whisper_registry: Any) -> list[int]:
     """The CLI's embedded server on the shared Whisper registry; counts the servers started."""
     for var in transcribe.ENV_VARS:
         monkeypatch.delenv(var, raising=False)
@@ -96,7 +72,7 @@ def server_count(monkeypatch: pytest.MonkeyPatch, registry: Any) -> list[int]:
 
     def factory(**kwargs: Any) -> Any:
         count[0] += 1
-        return embedded_server(registry=registry)
+        return embedded_server(registry=whisper_registry)
 
     monkeypatch.setattr(transcribe, "embedded_server", factory)
     return count
@@ -175,7 +151,7 @@ def test_without_pyav_one_line_names_the_codecs_extra(prompts: Any, tmp_path: Pa
     path = _encode(tmp_path / "call.mp3", prompts[0].pcm, 8000, "mp3", "libmp3lame")
     monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
     monkeypatch.setattr(transcribe, "embedded_server", None)  # never reached
-    assert main(["transcribe", str(path)]) == 3
+    assert run_cli(["transcribe", str(path)]) == 3
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "MP3" in err and "sis-stream[codecs]" in err and "Traceback" not in err
@@ -190,13 +166,13 @@ def test_raw_input_that_is_a_container_is_refused(prompts: Any, tmp_path: Path,
     wav = tmp_path / "call.wav"
     wav.write_bytes(wav_bytes(PCM8K, prompts[0].pcm.tobytes()))
     for path, what in ((mp3, "MP3"), (flac, "FLAC"), (wav, "WAV")):
-        assert main(["transcribe", str(path), "--audio-format", "ulaw8k8bit"]) == 3
+        assert run_cli(["transcribe", str(path), "--audio-format", "ulaw8k8bit"]) == 3
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and what in err and "drop --audio-format" in err
     # the same on standard input
     for extra in (["--audio-format", "ulaw8k8bit"], []):
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(mp3.read_bytes())))
-        assert main(["transcribe", "-", *extra]) == 3
+        assert run_cli(["transcribe", "-", *extra]) == 3
         err = capsys.readouterr().err
         assert "stdin looks like an MP3 file" in err and "Traceback" not in err
 
@@ -215,7 +191,7 @@ def test_batch_of_files_and_a_directory_one_server(prompts: Any, tmp_path: Path,
     _encode(d / "c.ogg", a.pcm, 8000, "ogg", "libopus")
     (d / "notes.txt").write_text("not audio")
     out = tmp_path / "out"
-    args = _parser().parse_args(["transcribe", str(tmp_path / "a.wav"), str(tmp_path / "b.mp3"),
+    args = cli_parser().parse_args(["transcribe", str(tmp_path / "a.wav"), str(tmp_path / "b.mp3"),
                                  str(d), "-o", str(out), "--format", "jsonl"])
     err = _Tty()
     code = asyncio.run(transcribe.transcribe_async(args, stderr=err))
@@ -228,7 +204,7 @@ def test_batch_of_files_and_a_directory_one_server(prompts: Any, tmp_path: Path,
     bar = err.getvalue()
     assert "3/3 files" in bar and "[####################]" in bar and "\r" in bar
     # -q: no bar at all
-    args = _parser().parse_args(["transcribe", str(tmp_path / "a.wav"), str(tmp_path / "b.mp3"),
+    args = cli_parser().parse_args(["transcribe", str(tmp_path / "a.wav"), str(tmp_path / "b.mp3"),
                                  "-o", str(out), "-q"])
     err = _Tty()
     assert asyncio.run(transcribe.transcribe_async(args, stderr=err)) == 0
@@ -242,10 +218,10 @@ def test_batch_refuses_clashing_outputs(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "x").mkdir()
     for p in (tmp_path / "a.wav", tmp_path / "x" / "a.wav"):
         p.write_bytes(wav_bytes(PCM8K, np.zeros(800, np.int16).tobytes()))
-    assert main(["transcribe", str(tmp_path / "a.wav"), str(tmp_path / "x" / "a.wav"),
+    assert run_cli(["transcribe", str(tmp_path / "a.wav"), str(tmp_path / "x" / "a.wav"),
                  "-o", str(tmp_path / "out")]) == 2
     assert "would both write" in capsys.readouterr().err
-    assert main(["transcribe", str(tmp_path / "a.wav"), "-"]) == 2
+    assert run_cli(["transcribe", str(tmp_path / "a.wav"), "-"]) == 2
     assert "cannot be combined" in capsys.readouterr().err
 
 
@@ -266,7 +242,7 @@ def test_stereo_split_labels_agent_and_user(prompts: Any, tmp_path: Path,
     stereo = np.stack([left, right], axis=1).reshape(-1)
     path = _encode(tmp_path / "call.mp3", stereo, 8000, "mp3", "libmp3lame", channels=2)
     out = tmp_path / "call.json"
-    assert main(["transcribe", str(path), "--channels", "split", "--format", "json",
+    assert run_cli(["transcribe", str(path), "--channels", "split", "--format", "json",
                  "-o", str(out), "-q"]) == 0
     doc = json.loads(out.read_text())
     by = {"AGENT": [], "USER": []}
@@ -276,7 +252,7 @@ def test_stereo_split_labels_agent_and_user(prompts: Any, tmp_path: Path,
     assert wer(b.text, " ".join(by["USER"])) < 0.5, doc
     assert doc["channels"] == "split"
     # mixed (the default): one voice over the other, no labels
-    assert main(["transcribe", str(path), "--format", "json", "-o", str(out), "-q"]) == 0
+    assert run_cli(["transcribe", str(path), "--format", "json", "-o", str(out), "-q"]) == 0
     assert all("speaker" not in s for s in json.loads(out.read_text())["segments"])
 
 
@@ -289,7 +265,7 @@ def test_convert_writes_the_extensions_container(ext: str, codec: str, prompts: 
     src = tmp_path / "in.wav"
     src.write_bytes(wav_bytes(PCM8K, prompts[0].pcm.tobytes()))
     dst = tmp_path / f"out{ext}"
-    assert main(["convert", str(src), str(dst), "--to", "pcm16k16bit", "-q"]) == 0
+    assert run_cli(["convert", str(src), str(dst), "--to", "pcm16k16bit", "-q"]) == 0
     with av.open(str(dst)) as c:
         st = c.streams.audio[0]
         assert st.codec_context.name.startswith(codec)  # mp3 decodes with mp3float
@@ -305,18 +281,18 @@ def test_convert_refuses_unknown_or_mismatched_extensions(prompts: Any, tmp_path
     for name, to, msg in (("out.xyz", "ulaw8k8bit", "cannot tell the output container"),
                           ("out", "ulaw8k8bit", "cannot tell the output container"),
                           ("out.ul", "pcm8k16bit", "holds ulaw samples")):
-        assert main(["convert", str(src), str(tmp_path / name), "--to", to]) == 2
+        assert run_cli(["convert", str(src), str(tmp_path / name), "--to", to]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / name).exists()
-    assert main(["convert", str(src), str(tmp_path / "o.ul"), "--to", "ulaw8k8bit", "-q"]) == 0
+    assert run_cli(["convert", str(src), str(tmp_path / "o.ul"), "--to", "ulaw8k8bit", "-q"]) == 0
     assert len((tmp_path / "o.ul").read_bytes()) == len(prompts[0].pcm)
 
 
 def test_vad_reads_compressed_input(prompts: Any, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = _encode(tmp_path / "call.ogg", prompts[0].pcm, 8000, "ogg", "libopus")
-    assert main(["vad", str(path), "--json"]) == 0
+    assert run_cli(["vad", str(path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["segments"] and abs(doc["audio_ms"] - prompts[0].seconds * 1000) < 150
 
@@ -328,7 +304,7 @@ def test_batch_goes_on_after_a_bad_input(prompts: Any, tmp_path: Path, server_co
     (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     (tmp_path / "c.wav").write_bytes(wav_bytes(PCM8K, prompts[1].pcm.tobytes()))
     out = tmp_path / "out"
-    assert main(["transcribe", str(tmp_path), "-o", str(out)]) == 3
+    assert run_cli(["transcribe", str(tmp_path), "-o", str(out)]) == 3
     err = capsys.readouterr().err
     errors = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(errors) == 1 and "broken.wav" in errors[0] and "Traceback" not in err

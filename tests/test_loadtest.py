@@ -129,6 +129,29 @@ def test_target_safety() -> None:
     assert t.auth is None and t.project_id == "local"
 
 
+
+def test_target_options_and_rules_are_shared_with_transcribe() -> None:
+    # One declaration (cli.target.add_target_arguments) for transcribe, bridge and loadtest.
+    p = build_parser()
+    target_opts = {"--endpoint", "--region", "--project-id", "--ak", "--sk", "--token", "--local", "--insecure"}
+    for argv in (["transcribe", "x.wav"], ["bridge"], ["loadtest"]):
+        sub = p._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
+        declared = {o for a in sub._actions for o in a.option_strings}
+        assert target_opts <= declared, argv[0]
+    # The environment counts as for transcribe; AK without SK is named; --engine with a remote
+    # endpoint is a usage error (2) before any about credentials (4).
+    t = resolve_load_target(p.parse_args(["loadtest"]), {"SIS_ENDPOINT": "ws://127.0.0.1:5", "SIS_TOKEN": "tk-1"})
+    assert (t.endpoint, t.project_id, type(t.auth).__name__) == ("ws://127.0.0.1:5", "local", "Token")
+    for argv, env, code, msg in [
+        (["--endpoint", "ws://127.0.0.1:9", "--ak", "a"], {}, 4, "--sk is required"),
+        (["--region", "cn-north-4"], {"SIS_AK": "a"}, 4, "SIS_SK is not set"),
+        (["--engine", "english_16k_common=none"], {"SIS_ENDPOINT": "wss://h.example.com"}, 2, "--engine routes"),
+        (["--local", "--endpoint", "ws://127.0.0.1:9"], {}, 2, "--local cannot"),
+    ]:
+        with pytest.raises(Exception, match=msg) as ei:
+            resolve_load_target(p.parse_args(["loadtest", *argv]), env)
+        assert ei.value.exit_code == code, argv
+
 def test_samples_are_bounded() -> None:
     s = Samples(cap=100)
     for i in range(10_000):

@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import signal
 import struct
 import sys
 import threading
@@ -50,6 +51,7 @@ __all__ = [
     "exit_code_for",
     "fmt_name",
     "guarded",
+    "install_interrupt",
     "open_audio",
     "read_all",
     "quiet_loggers",
@@ -187,6 +189,32 @@ def quiet_loggers(names: tuple[str, ...] = EMBEDDED_LOGGERS, enabled: bool = Tru
     finally:
         for lg, level in saved:
             lg.setLevel(level)
+
+
+def install_interrupt(interrupt: asyncio.Event, on_first: Callable[[], None]) -> Callable[[], None]:
+    """SIGINT: the first press sets `interrupt` (the command ends its sessions cleanly with END
+    cancel and still writes its output), a second press cancels the main task.
+
+    Returns a function removing the handler. Outside the main thread nothing is installed.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    presses = 0
+
+    def handler() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            interrupt.set()
+            on_first()
+        elif task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGINT)
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Final
 from ..bridges import Bridge, JsonLinesSink, LegOptions, SessionSettings, WebhookSink, parse_address
 from ..bridges.session import OVERRIDE_KEYS
 from ._common import EXIT_OK, EXIT_USAGE, CliError, add_debug_flag, guarded
-from .target import resolve_target
+from .target import add_target_arguments, resolve_target
 from .transcribe import open_client
 
 __all__ = ["HELP", "NAME", "bridge_async", "build", "run"]
@@ -71,18 +71,7 @@ def build(p: argparse.ArgumentParser) -> None:
                    help="after a hangup, wait this long for the last finals (10)")
     t.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
                    help="on SIGTERM/SIGINT, let calls end for this long before hanging up (30)")
-    # The target options of `transcribe` (resolve_target / open_client read the same names).
-    r = p.add_argument_group(
-        "Huawei Cloud SIS (credentials also from SIS_ENDPOINT, SIS_REGION, SIS_PROJECT_ID, SIS_AK, SIS_SK, "
-        "SIS_TOKEN; default: the embedded local server)")
-    r.add_argument("--endpoint", metavar="URL", help="wss://sis-ext.REGION.myhuaweicloud.com or any SIS server")
-    r.add_argument("--region", metavar="REGION", help="e.g. cn-north-4")
-    r.add_argument("--project-id", metavar="ID")
-    r.add_argument("--ak", metavar="AK", help="access key id (AK/SK signing)")
-    r.add_argument("--sk", metavar="SK", help="secret access key")
-    r.add_argument("--token", metavar="TOKEN", help="an IAM token instead of AK/SK")
-    r.add_argument("--local", action="store_true", help="use the embedded local server even if SIS_ENDPOINT is set")
-    r.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
+    r = add_target_arguments(p, note="default: the embedded local server")
     r.add_argument("--engine", action="append", metavar="PROPERTY=ENGINE",
                    help="embedded server: engine for a property (repeatable)")
     add_debug_flag(p)

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
-import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -25,7 +22,6 @@ from ..loadtest import (
     LoadTestOptions,
     Progress,
     TargetRefused,
-    is_loopback_url,
     load_corpus,
     parse_ramp,
     summarize,
@@ -36,7 +32,7 @@ from ..loadtest import (
 from ..loadtest.corpus import property_rate_hz, scores_by_characters
 from ..loadtest.plan import MAX_STREAMS
 from ..loadtest.report import matplotlib_available
-from ..protocol import AkSk, Token, validate_config
+from ..protocol import validate_config
 from ._common import (
     EXIT_AUTH,
     EXIT_INTERRUPTED,
@@ -46,17 +42,17 @@ from ._common import (
     CliError,
     add_debug_flag,
     guarded,
+    install_interrupt,
     open_audio,
     quiet_loggers,
-    register_secret,
     sis_format_arg,
 )
+from .target import add_target_arguments, resolve_endpoint, resolve_target
 
 __all__ = ["HELP", "NAME", "build", "loadtest_async", "resolve_load_target", "run"]
 
 NAME: Final = "loadtest"
 HELP: Final = "load-test a SIS endpoint (or the embedded server) with many real-time calls"
-CLOUD_ENDPOINT: Final = "wss://sis-ext.{region}.myhuaweicloud.com"
 #: Longest run accepted (a bound: the timeline keeps one row per second).
 MAX_DURATION_S: Final = 86_400.0
 
@@ -150,17 +146,7 @@ def build(p: argparse.ArgumentParser) -> None:
                         "whisper-base, pocketsphinx, none); repeatable")
     s.add_argument("--max-sessions", type=int, metavar="N",
                    help="the embedded server's concurrency limit (default: streams + 16)")
-    r = p.add_argument_group(
-        "remote SIS (credentials also from SIS_ENDPOINT, SIS_REGION, SIS_PROJECT_ID, SIS_AK, SIS_SK, "
-        "SIS_TOKEN); a non-loopback endpoint is refused without credentials")
-    r.add_argument("--endpoint", metavar="URL", help="ws(s):// URL of any SIS server")
-    r.add_argument("--region", metavar="REGION", help="Huawei Cloud region: " + CLOUD_ENDPOINT)
-    r.add_argument("--project-id", metavar="ID")
-    r.add_argument("--ak", metavar="AK")
-    r.add_argument("--sk", metavar="SK")
-    r.add_argument("--token", metavar="TOKEN")
-    r.add_argument("--local", action="store_true", help="the embedded server even if SIS_ENDPOINT is set")
-    r.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
+    add_target_arguments(p, note="a non-loopback endpoint is refused without credentials")
     add_debug_flag(p)
 
 
@@ -173,56 +159,18 @@ def resolve_load_target(args: argparse.Namespace, environ: Mapping[str, str] | N
     Loopback endpoints may go without credentials (project id ``local`` by default); any other
     endpoint needs a project id and AK/SK or a token, else the run is refused (exit 4).
     """
-    env = os.environ if environ is None else environ
     engines = tuple(args.engine or ())
-    settings: dict[str, Any] = {}
-    if getattr(args, "max_sessions", None) is not None:
-        settings["max_sessions"] = args.max_sessions
-    ep, region = args.endpoint, args.region
-    if args.local:
-        if ep or region:
-            raise CliError("--local cannot be combined with --endpoint/--region", EXIT_USAGE)
+    if resolve_endpoint(args, environ) is None:
+        settings: dict[str, Any] = {}
+        if getattr(args, "max_sessions", None) is not None:
+            settings["max_sessions"] = args.max_sessions
         return LoadTarget(engine_overrides=engines, server_settings=settings, server_factory=embedded_server)
-    if not ep and not region:
-        ep, region = env.get("SIS_ENDPOINT") or None, env.get("SIS_REGION") or None
-    if not ep and not region:
-        return LoadTarget(engine_overrides=engines, server_settings=settings, server_factory=embedded_server)
-    if engines:
+    if engines:  # a usage error comes before any about credentials
         raise CliError("--engine routes the embedded server; it cannot be used with a remote endpoint",
                        EXIT_USAGE)
-    if not ep:
-        if not re.match(r"^[a-z]{2}(-[a-z0-9]+)+$", str(region)):
-            raise CliError(f"region must look like cn-north-4, got {region!r}", EXIT_USAGE)
-        ep = CLOUD_ENDPOINT.format(region=region)
-    if not ep.startswith(("ws://", "wss://", "http://", "https://")):
-        raise CliError(f"endpoint must be a ws:// or wss:// URL, got {ep!r}", EXIT_USAGE)
-    ak = args.ak or None
-    sk = args.sk or None
-    token = args.token or None
-    for v in (ak, sk, token, env.get("SIS_AK"), env.get("SIS_SK"), env.get("SIS_TOKEN")):
-        register_secret(v)
-    if token and (ak or sk):
-        raise CliError("give either --ak/--sk or --token, not both", EXIT_USAGE)
-    if not (ak or sk or token):
-        ak, sk, token = env.get("SIS_AK") or None, env.get("SIS_SK") or None, env.get("SIS_TOKEN") or None
-    auth: AkSk | Token | None = None
-    if ak or sk:
-        if not (ak and sk):
-            raise CliError(f"incomplete credentials for {ep}: AK and SK go together", EXIT_AUTH)
-        auth = AkSk(ak, sk)
-    elif token:
-        auth = Token(token)
-    project = args.project_id or env.get("SIS_PROJECT_ID") or None
-    if auth is None and not is_loopback_url(ep):
-        raise CliError(
-            f"refusing to load {ep}: it is not a loopback address and no credentials were given "
-            "(--ak/--sk or --token, or SIS_AK/SIS_SK or SIS_TOKEN): a load test never runs against "
-            "another host by accident", EXIT_AUTH)
-    if project is None:
-        if not is_loopback_url(ep):
-            raise CliError(f"missing project id for {ep}: give --project-id or set SIS_PROJECT_ID", EXIT_AUTH)
-        project = "local"
-    return LoadTarget(ep, project, auth, verify_tls=not args.insecure)
+    target = resolve_target(args, environ, credentials_optional_on_loopback=True)
+    assert target.endpoint is not None and target.project_id is not None
+    return LoadTarget(target.endpoint, target.project_id, target.auth, verify_tls=not target.insecure)
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -266,28 +214,6 @@ def _read(path: Path, audio_format: AudioFormat | None) -> tuple[bytes, AudioFor
     src = open_audio(str(path), audio_format)
     assert src.data is not None
     return src.data, src.format
-
-
-def _install_interrupt(stop: asyncio.Event, on_first: Callable[[], None]) -> Callable[[], None]:
-    """SIGINT: the first press sets `stop` (every call ends with END cancel, the report is still
-    written); a second press cancels the main task."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    presses = [0]
-
-    def handler() -> None:
-        presses[0] += 1
-        if presses[0] == 1:
-            stop.set()
-            on_first()
-        elif task is not None:
-            task.cancel()
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, handler)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-        return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGINT)
 
 
 async def loadtest_async(args: argparse.Namespace, *, stop: asyncio.Event | None = None,
@@ -345,7 +271,7 @@ async def loadtest_async(args: argparse.Namespace, *, stop: asyncio.Event | None
          + (f"; capacity search, SLO p95 {args.slo_ms:g} ms" if search else
             f"; {plan.streams} streams for {args.duration:g} s"))
     stop = asyncio.Event() if stop is None else stop
-    remove = _install_interrupt(stop, lambda: note("interrupted: ending every call (Ctrl-C again to abort)"))
+    remove = install_interrupt(stop, lambda: note("interrupted: ending every call (Ctrl-C again to abort)"))
     try:
         with quiet_loggers(enabled=not getattr(args, "debug", False) and target.embedded):
             await test.run(stop, controller=search)

@@ -9,15 +9,14 @@ import contextlib
 import dataclasses
 import os
 import re
-import signal
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
 from ..audio.formats import AudioFormat
-from .target import CLOUD_ENDPOINT, ENV_VARS, Target, resolve_target
+from .target import ENV_VARS, Target, add_target_arguments, resolve_target
 from .batch import BatchDisplay, expand_inputs, output_paths
 from .console import LiveDisplay, Summary
 from ..errors import AudioFormatError, RequestRejected, SisConnectionError
@@ -47,6 +46,7 @@ from ._common import (
     add_debug_flag,
     exit_code_for,
     guarded,
+    install_interrupt,
     open_audio,
     quiet_loggers,
     scrub,
@@ -147,18 +147,7 @@ def build(p: argparse.ArgumentParser) -> None:
                    help="multi-channel files: mix to mono (default), or split: one session per "
                         "channel, segments labelled AGENT (left) and USER (right)")
     add_session_arguments(p)
-    r = p.add_argument_group(
-        "Huawei Cloud SIS (credentials also from SIS_ENDPOINT, SIS_REGION, SIS_PROJECT_ID, SIS_AK, "
-        "SIS_SK, SIS_TOKEN; prefer the environment: the command line is visible to other users)")
-    r.add_argument("--endpoint", metavar="URL", help="wss://sis-ext.REGION.myhuaweicloud.com or any SIS server")
-    r.add_argument("--region", metavar="REGION", help="e.g. cn-north-4: the endpoint is " + CLOUD_ENDPOINT)
-    r.add_argument("--project-id", metavar="ID")
-    r.add_argument("--ak", metavar="AK", help="access key id (AK/SK signing)")
-    r.add_argument("--sk", metavar="SK", help="secret access key")
-    r.add_argument("--token", metavar="TOKEN", help="an IAM token instead of AK/SK")
-    r.add_argument("--local", action="store_true",
-                   help="use the embedded local server even if SIS_ENDPOINT/SIS_REGION are set")
-    r.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
+    add_target_arguments(p)
     add_debug_flag(p)
 
 
@@ -401,31 +390,6 @@ def _open_output(path: str | None) -> tuple[TextIO, bool]:
         return open(path, "w", encoding="utf-8", newline="\n"), True
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}", EXIT_INPUT) from exc
-
-
-def install_interrupt(interrupt: asyncio.Event, on_first: Callable[[], None]) -> Callable[[], None]:
-    """SIGINT: first press sets `interrupt` (clean END cancel), second cancels the main task.
-
-    Returns a function removing the handler. Outside the main thread nothing is installed.
-    """
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    presses = 0
-
-    def handler() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            interrupt.set()
-            on_first()
-        elif task is not None:
-            task.cancel()
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, handler)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
-        return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGINT)
 
 
 async def transcribe_async(args: argparse.Namespace, *, interrupt: asyncio.Event | None = None,
