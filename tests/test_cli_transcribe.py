@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import json
 import struct
@@ -391,22 +390,20 @@ async def test_ctrl_c_ends_with_cancel_and_keeps_the_finals(engine: str, speech_
     # is kept, exit code 130, and the audio sent is less than the file.
     path, seconds = speech_wav
     args = cli_parser().parse_args(["transcribe", str(path), "--speed", "x2", "--format", "jsonl"])
-    out, err = io.StringIO(), io.StringIO()
     interrupt = asyncio.Event()
 
-    async def press_ctrl_c() -> None:
-        while not out.getvalue():
-            await asyncio.sleep(0.02)
-        interrupt.set()
+    class PressCtrlCOnFirstLine(io.StringIO):
+        # Ctrl-C the moment the first final is written: no polling, no timing window in which a
+        # second final could slip through.
+        def write(self, text: str) -> int:
+            n = super().write(text)
+            if text:
+                interrupt.set()
+            return n
 
-    presser = asyncio.create_task(press_ctrl_c())
-    try:
-        code = await asyncio.wait_for(
-            transcribe.transcribe_async(args, interrupt=interrupt, stdout=out, stderr=err), 30)
-    finally:
-        presser.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await presser
+    out, err = PressCtrlCOnFirstLine(), io.StringIO()
+    code = await asyncio.wait_for(
+        transcribe.transcribe_async(args, interrupt=interrupt, stdout=out, stderr=err), 60)
     assert code == 130
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
