@@ -1,6 +1,6 @@
 """Local server load: concurrent RASR sessions at real-time pace, pocketsphinx streams, TTFS.
 
-Run: ``/work/venv/bin/python -m pytest benchmarks/bench_server.py -q -s``. Loopback only; every
+Run: ``python -m pytest benchmarks/bench_server.py -q -s``. Loopback only; every
 load loop is bounded in count and time. The server and the load generator share this process and
 its cores (the numbers are therefore pessimistic for the server). Sizes can be changed with
 ``SIS_BENCH_SESSIONS`` (default 250 per core available) and ``SIS_BENCH_SECONDS`` (default 6).

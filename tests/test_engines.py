@@ -516,7 +516,12 @@ def sphinx():
 @pytest.mark.engine
 @pytest.mark.slow
 def test_sphinx_partials_are_incremental_and_words_timed(sphinx):
-    x = speech(SPHINX_SENTENCE)
+    # Real read speech (LibriVox, 16 kHz): pocketsphinx is weak on espeak voices, and its
+    # espeak results vary from run to run; on this utterance it measures WER 0.21.
+    from realspeech import librivox
+
+    u = librivox()[3]
+    x = u.pcm
     with sphinx.new_stream(language="en", word_info=True) as stream:
         partials = feed(stream, x, chunk=1600)  # 100 ms chunks
         final = stream.finalize()
@@ -528,7 +533,7 @@ def test_sphinx_partials_are_incremental_and_words_timed(sphinx):
     assert all(p.score == 0.0 and not p.is_final for p in partials if p is not None)
     assert final.is_final and (final.start_ms, final.end_ms) == (0, duration_ms(x))
     assert 0.0 < final.score <= 1.0
-    assert wer(SPHINX_SENTENCE, final.text) <= 0.5  # loose: pocketsphinx is weak on espeak voices
+    assert wer(u.text, final.text) <= 0.4
     assert len(final.words) == len(final.text.split())
     check_words(final)
     assert final.words[-1].end_ms <= duration_ms(x)

@@ -279,8 +279,6 @@ async def test_an_exception_after_the_upgrade_becomes_error_and_close(exc, code,
     assert bool(errors) == (code == "SIS.0100")  # a traceback only for the internal error
 
 
-@pytest.mark.xfail(strict=False, reason="the START config parser (protocol/config.py) accepts a lone surrogate and "
-                                        "rasr.py's writer task dies encoding the SIS.0201 answer (owned elsewhere)")
 async def test_rasr_start_with_a_lone_surrogate_is_answered(tmp_path):
     async with rest_server(tmp_path) as srv, ClientSession() as http:
         token = await _token(http, srv)
@@ -350,8 +348,6 @@ async def test_rtts_closes_protocol_violations_with_1002(tmp_path, frames):
     assert _close_code(data) == 1002
 
 
-@pytest.mark.xfail(strict=False, reason="needs rasr.py to build its websocket with "
-                                        "sis_stream.server.wsframes.StrictWebSocketResponse (owned elsewhere)")
 @pytest.mark.parametrize("frames", [
     _frame(0x2, b"\x00" * 3200, masked=False),
     _frame(0x8, struct.pack("!H", 5000)),

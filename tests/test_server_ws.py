@@ -303,9 +303,17 @@ async def test_root_lists_property_mapping(whisper_registry) -> None:  # noqa: F
             HttpClient() as http:
         body = await (await http.get(srv.http("/"))).json()
     rows = {r["property"]: r for r in body["properties"]}
-    assert rows["english_16k_common"]["engine"] == "whisper" and rows["english_16k_common"]["status"] == "available"
-    assert rows["chinese_16k_general"]["status"] == "unsupported"  # bundled tiny.en is English-only
+    en = rows["english_16k_common"]
+    assert en["engine"] == whisper_registry.route("english_16k_common").engine and en["status"] == "available"
+    zh = rows["chinese_16k_general"]
+    # served by a multilingual engine, never by the English-only bundled tiny.en
+    assert zh["engine"] != "whisper" or zh["status"] == "unsupported"
     assert body["websocket"]["continue-stream"] == "/v1/{project_id}/rasr/continue-stream"
+    # per interface: 8 kHz English is short-audio/transcriber only; 16 kHz English is real-time too
+    assert "rasr" not in rows["english_8k_common"]["interfaces"]
+    assert "short_audio" in rows["english_8k_common"]["interfaces"]
+    assert "rasr" in rows["english_16k_common"]["interfaces"]
+    assert "rasr" in rows["chinese_8k_common"]["interfaces"]
 
 
 # -- whisper: real recognition ----------------------------------------------------------------------
@@ -362,9 +370,17 @@ async def test_whisper_short_audio_ws_8k_alaw(whisper_server) -> None:
 
 
 @pytest.mark.engine
-async def test_chinese_property_not_supported_with_english_model(whisper_server) -> None:
+async def test_chinese_property_not_supported_with_english_model() -> None:
+    pytest.importorskip("faster_whisper")
+    from sis_stream.engines.registry import EngineRegistry
+
     start = START.replace("english_16k_common", "chinese_16k_general")
-    out, _ = await _exchange(whisper_server, _path(Mode.CONTINUE_STREAM), [start], 1)
+    reg = EngineRegistry(["chinese_16k_general=whisper"])  # the bundled English-only tiny.en
+    try:
+        async with running_server(ServerSettings(no_auth=True, registry=reg, rest_routes=False)) as srv:
+            out, _ = await _exchange(srv, _path(Mode.CONTINUE_STREAM), [start], 1)
+    finally:
+        reg.close()
     assert out[0]["resp_type"] == "ERROR" and out[0]["error_code"] == "SIS.0032"
     assert "not supported" in out[0]["error_msg"]
 
@@ -424,7 +440,7 @@ async def test_one_slow_stream_does_not_stall_others() -> None:
         def new_stream(self, *, language, hot_words=(), word_info=False):
             return _BlockingStream(self, language=language, word_info=word_info)
 
-    reg = EngineRegistry(["chinese_8k_common=none"], factories={
+    reg = EngineRegistry(["chinese_8k_common=none", "english_16k_common=whisper"], factories={
         "whisper": lambda **kw: _BlockingEngine(), "none": lambda **kw: NullEngine(), "pocketsphinx": NullEngine})
     pcm16 = np.concatenate([silence(200), speech_pcm(SENTENCES[1]), silence(700)])
     pcm8 = np.concatenate([silence(200, 8000), speech_pcm(SENTENCES[1], 8000), silence(700, 8000)])

@@ -28,7 +28,30 @@ if TYPE_CHECKING:
     from .pacing import Pacer
     from .scheduler import PacingScheduler
 
-__all__ = ["FastPathMixin", "FastWriter"]
+__all__ = ["SEND_BUFFER_BYTES", "FastPathMixin", "FastWriter", "limit_send_buffer"]
+
+#: Kernel send buffer of a streaming connection. Small, so that a server applying TCP
+#: backpressure (it stops reading while its engine catches up) blocks the sender after a
+#: second or two of audio instead of megabytes of autotuned buffer; still far above what
+#: real-time audio needs over any RTT (64 KiB per round trip).
+SEND_BUFFER_BYTES: Final = 64 * 1024
+
+
+def limit_send_buffer(ws: Any, nbytes: int = SEND_BUFFER_BYTES) -> None:
+    """Set ``SO_SNDBUF`` of the websocket's TCP socket (quietly nothing for other transports)."""
+    import socket
+
+    try:
+        transport = ws._response.connection.transport  # aiohttp's ClientWebSocketResponse
+    except AttributeError:
+        transport = getattr(getattr(ws, "_writer", None), "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, nbytes)
+    except OSError:  # pragma: no cover - platform refuses: keep the default
+        pass
 
 
 class FastWriter:

@@ -70,6 +70,8 @@ class ReceiveMixin:
     _pending_reconnect: tuple[int, float, float] | None
     _last_final_stream: float
     _last_final_user: float
+    _last_rx_at: float
+    _loop: asyncio.AbstractEventLoop
 
     if TYPE_CHECKING:  # provided by the runner
         @property
@@ -79,6 +81,7 @@ class ReceiveMixin:
     async def _recv_loop(self, ws: Any, session: ClientSession) -> None:
         try:
             async for msg in ws:
+                self._last_rx_at = self._loop.time()  # progress: the END wait restarts from here
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     session.receive(msg.data)
                 elif msg.type is aiohttp.WSMsgType.BINARY:

@@ -76,7 +76,7 @@ from ..protocol import (
 )
 from ._replay import _DATA, _Ring, _TimeMap
 from .events import EventQueue, RolledOver, StreamStats
-from .fastpath import FastPathMixin, FastWriter
+from .fastpath import FastPathMixin, FastWriter, limit_send_buffer
 from .receive import ReceiveMixin
 from .scheduler import PacingScheduler
 from .transport import (
@@ -187,6 +187,7 @@ class StreamRunner(FastPathMixin, ReceiveMixin):
         self._last_final_stream = 0.0
         self._last_final_user = 0.0
         self._last_sent_user_end: float | None = None
+        self._last_rx_at = 0.0  # loop time of the last server message (END wait)
         # user intent and connection state
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
@@ -366,6 +367,7 @@ class StreamRunner(FastPathMixin, ReceiveMixin):
     async def _run_connection(self, ws: Any) -> str:
         self._ws = ws
         self._fastw = FastWriter.for_ws(ws)
+        limit_send_buffer(ws)
         self.stats.connections += 1
         self._session = ClientSession(self.mode)
         self._started = self._loop.create_future()
@@ -586,8 +588,26 @@ class StreamRunner(FastPathMixin, ReceiveMixin):
             self._end_or_finished.set()
         if self._lost:
             return _LOST
-        await self._wait_future(self._ended, self.options.end_timeout_s, "END")
+        await self._wait_end()
         return _LOST if (self._lost and not self._ended.result()) else _DONE
+
+    async def _wait_end(self) -> None:
+        """Wait for the END answer; the timeout runs from the last server message (a server
+        working through a backlog keeps sending results, and audio still in the socket buffers
+        when END was written is decoded before it), so only a silent server times out."""
+        assert self._ended is not None
+        timeout = self.options.end_timeout_s
+        self._last_rx_at = self._loop.time()
+        while True:
+            left = self._last_rx_at + timeout - self._loop.time()
+            if left <= 0:
+                raise SisConnectionError(f"no END answer within {timeout:g} s (and no other server "
+                                         f"message in that time)")
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ended), left)
+                return
+            except asyncio.TimeoutError:
+                continue
 
     # -- teardown ---------------------------------------------------------------------------------
 

@@ -15,8 +15,23 @@ this module is the transport around it plus the recognition glue
 * one idle task applies the 20 s rule on the settings' clock (FATAL_ERROR SIS.0304, then close).
 
 Audio sent right behind START (before our answer), 4000-byte frames faster than real time and a
-short last frame are all accepted (§14.7). Pings are answered by aiohttp (autoping); they do not
-count as client messages for the idle rule (the error says "wait voice timeout").
+short last frame are all accepted (§14.7). Audio before the START answer counts against the
+mode's audio cap like any other (what lies beyond the cap is neither recognised nor billed; the
+EXCEEDED_AUDIO event follows the START answer). Audio frames that arrive after the session ended
+(they were on the wire when the client sent END, or when our END/ERROR left) are dropped silently
+for :data:`LATE_AUDIO_GRACE_S` instead of being answered "audio received before START".
+Pings are answered by aiohttp (autoping); they do not count as client messages for the idle rule
+(the error says "wait voice timeout").
+
+Flow control: when a session's engine backlog reaches its high watermark
+(:meth:`SessionRecognizer.saturated`) the reader stops reading the websocket until the backlog
+is down to the low watermark. Unread data fills aiohttp's read buffer, then the socket buffers,
+and TCP backpressure blocks the client's sends: a client sending faster than the engine decodes
+is slowed to the engine's speed instead of getting ERROR SIS.0312 for its own backlog. The time
+the reader is paused does not count for the 20 s idle rule (the client did send), and the server
+pings the client every :data:`PAUSE_PING_S` while paused: the client's own heartbeat ping sits
+unread behind its audio, and any data from the server resets the client's heartbeat timer (an
+aiohttp client otherwise closes the connection when its pong does not come).
 
 Metrics: each recognition session is one call of interface ``rasr.<mode>`` (``asr.short-audio-ws``
 for the short-audio websocket): 200 for END NORMAL/CANCEL, the error's status for ERROR
@@ -29,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from typing import Any, Final
 
@@ -43,6 +59,8 @@ from ..protocol import (
     EndRequested,
     EndResponse,
     ErrorResponse,
+    EventResponse,
+    EventType,
     Mode,
     ProtocolViolation,
     ServerSession,
@@ -53,8 +71,10 @@ from ..protocol import (
 from .auth import PRINCIPAL, REQUEST_ID, route
 from .recognizer import RecognitionFailed, SessionRecognizer
 from .state import ENGINES, HOT_WORDS, METRICS, POOL, SESSIONS, SETTINGS
+from .wsframes import StrictWebSocketResponse
 
-__all__ = ["INTERFACES", "MAX_OUTBOUND_FRAMES", "MAX_WS_MESSAGE_BYTES", "RasrConnection", "setup_routes"]
+__all__ = ["INTERFACES", "LATE_AUDIO_GRACE_S", "MAX_OUTBOUND_FRAMES", "MAX_WS_MESSAGE_BYTES", "PAUSE_PING_S",
+           "RECEIVE_BUFFER_BYTES", "RasrConnection", "setup_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +84,14 @@ MAX_WS_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 #: Outbound text frames queued per connection before the client is considered stuck
 #: (overflow policy: close the connection with 1008).
 MAX_OUTBOUND_FRAMES: Final = 4096
+#: Seconds after a session ended (our END or ERROR) during which audio frames arriving outside a
+#: session are dropped silently: they were in flight when the session ended.
+LATE_AUDIO_GRACE_S: Final = 5.0
+#: While flow control does not read, the server pings the client this often (seconds).
+PAUSE_PING_S: Final = 3.0
+#: Kernel receive buffer of a RASR websocket connection (bounds the audio in flight while
+#: flow control does not read; 64 KiB is 2 s of 16 kHz PCM and far above real-time needs).
+RECEIVE_BUFFER_BYTES: Final = 64 * 1024
 
 #: Metrics interface name per mode.
 INTERFACES: Final = {
@@ -108,6 +136,11 @@ class RasrConnection:
         self._closing = False
         self._close_code = 1000  # 1001 when the server shuts down, 1008 when the client is stuck
         self._setup_task: asyncio.Task | None = None
+        self._early_capped = False  # the audio cap was reached before the START answer
+        self._grace_until = float("-inf")  # settings clock: late audio is dropped until then
+        self.late_frames_dropped = 0
+        self._paused_at: float | None = None  # settings clock: reader paused by flow control
+        self._paused_s = 0.0  # paused time since the last client message (idle rule credit)
 
     # -- output ---------------------------------------------------------------------------------
     def _write(self, frames: list[str]) -> None:
@@ -124,6 +157,8 @@ class RasrConnection:
     def respond(self, response: Any) -> None:
         """Send a protocol response through the session (on the loop)."""
         self._write(self.session.send(response))
+        if isinstance(response, (EndResponse, ErrorResponse)):
+            self._grace_until = self.settings.clock() + LATE_AUDIO_GRACE_S
 
     async def _writer(self) -> None:
         try:
@@ -150,7 +185,9 @@ class RasrConnection:
                     logger.info("connection age limit reached trace_id=%s", self.session.trace_id)
                     await self.shutdown(close_code=1000)
                     return
-                frames = self.session.expire_idle()
+                if self._paused_at is not None:
+                    continue  # we are not reading: the client's silence is ours
+                frames = self.session.expire_idle(self.settings.clock() - self._paused_s)
                 if frames:
                     logger.info("idle timeout trace_id=%s: FATAL_ERROR SIS.0304", self.session.trace_id)
                     self._write(frames)
@@ -191,6 +228,7 @@ class RasrConnection:
             self.respond(ErrorResponse.from_catalogue("SIS.0312", limit=self.limiter.limit, trace_id=ev.trace_id))
             return
         self._slot = True
+        self._early_capped = False
         self._session_start_t = time.perf_counter()
         rec = SessionRecognizer(self.mode, ev.config, self.pool, self.respond,
                                 interim_interval_s=self.settings.interim_interval_s,
@@ -252,6 +290,10 @@ class RasrConnection:
             # END(CANCEL) went out right behind the START answer.
             self._drop_recognizer("CANCEL", 200)
             return
+        if self._early_capped and self.session.state is ServerState.STREAMING:
+            # The cap was reached before our answer: say so now (the session drops later audio).
+            self.respond(EventResponse(EventType.EXCEEDED_AUDIO, int(self.session.max_audio_ms),
+                                       trace_id=ev.trace_id))
         rec.start_emitting(self._on_recognizer_end, self._on_recognizer_failure)
 
     def _reject(self, rec: SessionRecognizer, err: ErrorResponse) -> None:
@@ -279,8 +321,15 @@ class RasrConnection:
         for ev in self.session.events():
             if isinstance(ev, AudioReceived):
                 if self._rec is not None:
+                    data = ev.data
+                    if self.session.state in (ServerState.STARTING, ServerState.STARTING_ENDED):
+                        data = self._within_cap(self._rec, ev)
+                    if not data:
+                        continue
                     try:
-                        self._rec.feed(ev.data)
+                        self._rec.feed(data)
+                        if self._early_capped:
+                            self._rec.limit_reached()
                     except Exception as exc:
                         logger.exception("audio processing failed trace_id=%s", self._rec.trace_id)
                         self._on_recognizer_failure(RecognitionFailed("SIS.0306", f"recognition error: {exc}"))
@@ -312,6 +361,53 @@ class RasrConnection:
                 self._drop_recognizer("LOST" if ev.error_code is None else "FATAL",
                                       499 if ev.error_code is None else 408)
 
+    def _within_cap(self, rec: SessionRecognizer, ev: AudioReceived) -> bytes:
+        """The part of `ev` within the audio cap (the session enforces it only once streaming)."""
+        if self._early_capped:
+            return b""
+        cap = int(self.session.max_audio_ms) * rec.config.format_info.bytes_per_second // 1000
+        keep = cap - ev.offset_bytes
+        if keep >= len(ev.data):
+            return ev.data
+        self._early_capped = True
+        logger.info("audio cap reached before the START answer trace_id=%s (%d ms)", rec.trace_id,
+                    self.session.max_audio_ms)
+        return ev.data[:max(0, keep)]
+
+    def _late_audio(self, data: str | bytes) -> bool:
+        """Whether `data` is an audio frame in flight behind a session that already ended."""
+        if not isinstance(data, bytes) or self.session.state is not ServerState.IDLE:
+            return False
+        if self.settings.clock() >= self._grace_until:
+            return False
+        self.late_frames_dropped += 1
+        logger.debug("late audio frame dropped trace_id=%s (%d bytes)", self.session.trace_id, len(data))
+        return True
+
+    async def _flow_control(self) -> None:
+        """Stop reading while the session's engine backlog is above its high watermark."""
+        self._paused_s = 0.0  # a client message was just read
+        rec = self._rec
+        if rec is None or not rec.saturated():
+            return
+        clock = self.settings.clock
+        self._paused_at = clock()
+        room = asyncio.ensure_future(rec.wait_room())
+        try:
+            while True:
+                done, _ = await asyncio.wait({room}, timeout=PAUSE_PING_S)
+                if done:
+                    break
+                # The client's heartbeat ping waits behind its audio in the socket, unread: a
+                # ping of ours is data the client receives, which resets its heartbeat timer.
+                with contextlib.suppress(Exception):
+                    await self.ws.ping()
+        finally:
+            if not room.done():
+                room.cancel()
+            self._paused_s += clock() - self._paused_at
+            self._paused_at = None
+
     # -- main loop ------------------------------------------------------------------------------
     async def run(self) -> None:
         """Serve the connection until the client or the server closes it."""
@@ -327,8 +423,13 @@ class RasrConnection:
                     break
                 if self.session.state is ServerState.CLOSED:
                     break
+                if self._late_audio(data):
+                    continue
                 self._write(self.session.receive(data))
                 self._handle_events()
+                if self._closing:
+                    break
+                await self._flow_control()
                 if self._closing:
                     break
         finally:
@@ -398,16 +499,29 @@ class RasrConnection:
                 await asyncio.wait_for(self.ws.close(code=1001), 1.0)
 
 
+def _limit_receive_buffer(request: web.Request) -> None:
+    # A small kernel receive buffer: when flow control stops reading, the client blocks after
+    # about a second of audio instead of after megabytes of autotuned buffer (whose decoding
+    # would then delay the END answer).
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+
+
 def _ws_handler(mode: Mode):
     @route(interface=INTERFACES[mode])
     async def handler(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=MAX_WS_MESSAGE_BYTES, compress=False)
+        ws = StrictWebSocketResponse(autoping=True, max_msg_size=MAX_WS_MESSAGE_BYTES, compress=False)
         if not ws.can_prepare(request).ok:
             return web.json_response(
                 {"error_code": "SIS.0032",
                  "error_msg": f"{request.path} is a websocket endpoint: send a websocket upgrade (GET)"},
                 status=400)
         await ws.prepare(request)
+        _limit_receive_buffer(request)
         conn = RasrConnection(request, ws, mode)
         await conn.run()
         return ws

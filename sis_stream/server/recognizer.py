@@ -36,10 +36,21 @@ Sentence mode: the sentence ends with VOICE_END if its final text is non-empty, 
 EXCEEDED_SILENCE (current docs). With the ``none`` engine (always empty text, real timings) a
 closed segment counts as speech and gives VOICE_END.
 
+Flow control: a session's own backlog never becomes an error. :meth:`SessionRecognizer.saturated`
+says when the connection should stop reading the websocket (the engine operations not yet
+started reach ``flow_high`` tasks, or the shared executor queue is three quarters full while this
+stream has work queued); the connection then awaits :meth:`SessionRecognizer.wait_room`, which
+returns once the backlog is down to ``flow_low`` tasks (or the recognizer is closed). While the
+server does not read, TCP backpressure blocks the client's sends, so a client sending as fast as
+it can runs at the engine's speed. Operations queued before the engine stream is ready (the
+model loads) count as backlog too.
+
 Bounds: the output FIFO holds at most one pending partial plus one item per segment/event, and
 segments are bounded by the session audio cap; pending engine tasks per stream are bounded by the
-lane (``lane_pending``) and, globally, by the executor queue (overflow policy: reject ->
-the session ends with ERROR SIS.0312 when the server is overloaded).
+flow-control watermark (plus what one websocket message can add), the lane (``lane_pending``, a
+hard bound that flow control keeps out of reach) and, globally, by the executor queue (overflow
+policy: reject -> the session ends with ERROR SIS.0312 when the server is overloaded by too many
+sessions).
 """
 
 from __future__ import annotations
@@ -67,6 +78,7 @@ from ..audio.endpoint import (
 from ..audio.endpoint import Mode as EpMode
 from ..engines.base import SAMPLE_RATE_HZ, Engine, EngineStream, Hypothesis
 from ..engines.pool import EngineExecutor, Lane
+from ..engines.zh_text import postprocess_zh
 from ..errors import EngineOverloadedError, StreamClosedError
 from ..protocol import (
     EventResponse,
@@ -81,6 +93,8 @@ from ..protocol import (
 from ..text import number_to_words
 
 __all__ = [
+    "DEFAULT_FLOW_HIGH",
+    "DEFAULT_FLOW_LOW",
     "PcmDecoder",
     "RecognitionFailed",
     "SessionRecognizer",
@@ -94,6 +108,12 @@ logger = logging.getLogger(__name__)
 
 #: Engine ``accept`` calls are batched to at least this much audio (except before partial/final).
 DEFAULT_ACCEPT_BATCH_MS: Final = 200
+#: Flow control: stop reading the websocket at this many engine operations not yet started ...
+DEFAULT_FLOW_HIGH: Final = 32
+#: ... and read again once the backlog is down to this many.
+DEFAULT_FLOW_LOW: Final = 8
+#: Share of the executor queue above which a stream with queued work stops reading as well.
+_GLOBAL_HIGH: Final = 0.75
 
 _EP_MODE: Final = {
     Mode.SHORT_STREAM: EpMode.SHORT,
@@ -275,6 +295,8 @@ def postprocess_text(text: str, *, add_punc: bool, digit_norm: bool, punctuated:
     text = " ".join(text.split())
     if not text:
         return text
+    if language == "zh":  # Mandarin rules: full-width punctuation, Chinese numerals <-> digits
+        return postprocess_zh(text, add_punc=add_punc, digit_norm=digit_norm)
     if language == "en":
         text = words_to_digits(text) if digit_norm else digits_to_words(text)
     if punctuated and not add_punc:
@@ -336,13 +358,27 @@ class SessionRecognizer:
         Bound on this stream's queued engine tasks.
     accept_batch_ms : int
         Batch size of engine ``accept`` calls.
+    flow_high, flow_low : int
+        Flow-control watermarks in engine operations not yet started (see the module docstring);
+        ``1 <= flow_low <= flow_high < lane_pending``.
     trace_id : str
         For logs and for the responses (stale answers are dropped by the session).
     """
 
     def __init__(self, mode: Mode, config: StartConfig, pool: EngineExecutor,
                  send: Callable[[Any], None], *, interim_interval_s: float = 1.0, lane_pending: int = 256,
-                 accept_batch_ms: int = DEFAULT_ACCEPT_BATCH_MS, trace_id: str | None = None) -> None:
+                 accept_batch_ms: int = DEFAULT_ACCEPT_BATCH_MS, flow_high: int = DEFAULT_FLOW_HIGH,
+                 flow_low: int = DEFAULT_FLOW_LOW, trace_id: str | None = None) -> None:
+        flow_high = min(flow_high, max(1, lane_pending // 2))
+        flow_low = min(flow_low, flow_high)
+        if not 1 <= flow_low <= flow_high:
+            raise ValueError(f"flow watermarks must satisfy 1 <= flow_low <= flow_high, got "
+                             f"flow_low={flow_low!r}, flow_high={flow_high!r}")
+        self.flow_high = flow_high
+        self.flow_low = flow_low
+        self._room: asyncio.Event | None = None  # set by _poke when the backlog fell to flow_low
+        self.paused_s = 0.0  # time the connection stopped reading for this session (stats)
+        self.pauses = 0
         self.mode = mode
         self.config = config
         self.pool = pool
@@ -393,6 +429,69 @@ class SessionRecognizer:
         ops, self._ops = self._ops, []
         for fn, fut in ops:
             self._submit(fn, fut)
+        self._poke()
+
+    # -- flow control -----------------------------------------------------------------------------
+    @property
+    def backlog(self) -> int:
+        """Engine operations of this stream not yet started (queued before attach included)."""
+        return len(self._ops) + self.lane.pending
+
+    def saturated(self) -> bool:
+        """Whether the connection should stop reading the websocket until :meth:`wait_room`."""
+        if self._closed or self._finished_input:
+            return False
+        n = self.backlog
+        if n >= self.flow_high:
+            return True
+        if n and self.stream is not None:
+            st = self.pool.stats()
+            return st.queued >= _GLOBAL_HIGH * st.max_queued
+        return False
+
+    def _has_room(self) -> bool:
+        if self._closed:
+            return True
+        n = self.backlog
+        if n == 0:
+            return True
+        if n > self.flow_low:
+            return False
+        st = self.pool.stats()
+        return st.queued < _GLOBAL_HIGH * st.max_queued
+
+    async def wait_room(self) -> None:
+        """Wait until the backlog is down to ``flow_low`` (or the recognizer closed).
+
+        Wakes on the completion of this stream's own engine operations, so it always ends: the
+        backlog is only waited on while the stream has queued work, and queued work runs.
+        """
+        t0 = time.monotonic()
+        self.pauses += 1
+        try:
+            while not self._has_room():
+                ev = self._room = asyncio.Event()
+                await ev.wait()
+        finally:
+            self._room = None
+            self.paused_s += time.monotonic() - t0
+
+    def _poke(self) -> None:
+        ev = self._room
+        if ev is not None and self._has_room():
+            ev.set()
+
+    def _on_done(self, f: Any, fut: asyncio.Future | None) -> None:
+        # On the loop, for every finished engine operation of this stream.
+        if fut is not None:
+            if self._closed:
+                if not fut.done():
+                    fut.cancel()  # nobody awaits it any more: no "exception never retrieved"
+            else:
+                _transfer(f, fut)
+        else:
+            self._check_op(f)
+        self._poke()
 
     def start_emitting(self, on_end: Callable[[], None], on_failure: Callable[[RecognitionFailed], None]) -> None:
         """Start the emitter (call right after the START answer went out)."""
@@ -423,11 +522,14 @@ class SessionRecognizer:
             return False
         if cf is None:
             return False
-        if fut is not None:
-            cf.add_done_callback(lambda f: self._loop.call_soon_threadsafe(_transfer, f, fut))
-        else:
-            cf.add_done_callback(lambda f: self._loop.call_soon_threadsafe(self._check_op, f))
+        cf.add_done_callback(lambda f: self._done_threadsafe(f, fut))
         return True
+
+    def _done_threadsafe(self, f: Any, fut: asyncio.Future | None) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._on_done, f, fut)
+        except RuntimeError:  # the loop is closed (server gone): nobody waits for the result
+            pass
 
     def _check_op(self, f: Any) -> None:
         if self._closed or f.cancelled():
@@ -620,6 +722,15 @@ class SessionRecognizer:
         self._closed = True
         if self._emitter is not None and not self._emitter.done() and self._emitter is not asyncio.current_task():
             self._emitter.cancel()
+        self._poke()  # a reader waiting for room reads again (and sees the session is over)
+        while not self._items.empty():  # results nobody will emit: no "exception never retrieved"
+            fut = self._items.get_nowait().future
+            if fut is not None:
+                if fut.done():
+                    if not fut.cancelled():
+                        fut.exception()
+                else:
+                    fut.cancel()
         stream, self.stream = self.stream, None
         if stream is not None:
             try:
