@@ -18,3 +18,13 @@ def whisper_registry() -> Iterator[Any]:
     reg = EngineRegistry()
     yield reg
     reg.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_caches_built() -> None:
+    """Build the one-time model caches (the Moonshine fold: 5-25 s on a machine that never ran
+    it) once per test session, as ``serve`` and ``embedded_server`` do before listening, so that
+    no test's first English session waits for it longer than the client waits for START."""
+    from sis_stream.engines.registry import EngineRegistry
+
+    EngineRegistry().prepare()

@@ -134,3 +134,24 @@ def test_router_falls_back_to_whisper_where_moonshine_cannot_load(caplog):
         eng, route = reg.engine_for("english_16k_common")
     assert route.engine == "moonshine-whisper" and eng is reg.engine("whisper")
     assert "serving its properties with whisper" in caplog.text
+
+
+def test_prepare_builds_the_caches_of_routed_engines_only(monkeypatch, caplog):
+    from sis_stream.engines import registry
+    from sis_stream.errors import EngineUnavailableError
+
+    calls = []
+    monkeypatch.setattr(registry, "ENGINE_PREPARERS", {"moonshine": lambda **kw: calls.append(kw)})
+    reg = registry.EngineRegistry(engine_options={"moonshine": {"cache_dir": "/tmp/x"}})
+    assert reg.prepare() == ["moonshine"] and calls == [{"cache_dir": "/tmp/x"}]
+    assert reg.loaded() == {}  # prepared, not loaded
+    english = [f"{p}=whisper" for p in registry.DEFAULT_PROPERTY_ENGINES if p.startswith("english")]
+    assert registry.EngineRegistry(english).prepare() == []  # nothing routed to Moonshine
+
+    def unavailable(**kw):
+        raise EngineUnavailableError("moonshine-cpp is not installed")
+
+    monkeypatch.setattr(registry, "ENGINE_PREPARERS", {"moonshine": unavailable})
+    with caplog.at_level("WARNING", logger="sis_stream.engines.registry"):
+        assert registry.EngineRegistry().prepare() == []
+    assert "cannot be prepared: moonshine-cpp is not installed" in caplog.text

@@ -20,6 +20,7 @@ from typing import Any
 from . import bench, convert, demo, transcribe, vad
 from . import bridge
 from . import loadtest
+from . import worker
 from ._common import (
     EXIT_AUTH,
     EXIT_INPUT,
@@ -42,7 +43,7 @@ __all__ = [
     "add_subcommands",
 ]
 
-_MODULES = (transcribe, demo, convert, vad, bench, bridge, loadtest)
+_MODULES = (transcribe, demo, convert, vad, bench, bridge, loadtest, worker)
 
 #: ``(name, help, build, run)`` of every subcommand, in help order.
 COMMAND_SPECS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None],

@@ -122,6 +122,13 @@ def _serve(args: argparse.Namespace) -> int:
             raise _UsageError(str(exc)) from None
     if args.fetch_dir is not None:
         kwargs["fetch_dir"] = args.fetch_dir
+    if args.redis is not None:
+        kwargs.update(redis_url=args.redis, job_lease_s=args.job_lease, run_jobs=not args.no_job_workers,
+                      job_checkpoint_s=args.job_checkpoint)
+    elif args.no_job_workers:
+        raise _UsageError("--no-job-workers needs --redis (jobs then run in 'sis-stream worker' processes)")
+    if args.drain_grace is not None:
+        kwargs["drain_grace_s"] = args.drain_grace
     settings = ServerSettings(
         host=args.host, port=args.port, credentials_file=args.credentials, data_dir=args.data_dir,
         tls_cert=args.tls_cert, tls_key=args.tls_key, no_auth=args.no_auth,
@@ -158,6 +165,19 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transcriber-workers", type=int, metavar="N", help="concurrent transcriber jobs")
     p.add_argument("--interim-interval", type=float, default=1.0, metavar="S",
                    help="minimum seconds between interim results of one stream (default 1.0)")
+    p.add_argument("--redis", metavar="URL",
+                   help="redis://HOST:PORT/DB: transcriber jobs on Redis Streams, shared with other serve/worker "
+                        "processes (default: this process's own on-disk store)")
+    p.add_argument("--job-lease", type=float, default=30.0, metavar="S",
+                   help="with --redis: seconds after which a silent job owner's job is taken over (default 30)")
+    p.add_argument("--job-checkpoint", type=float, default=60.0, metavar="S",
+                   help="with --redis: save a job's progress every S seconds of audio; a job taken over "
+                        "after a crash resumes there (default 60)")
+    p.add_argument("--drain-grace", type=float, metavar="S",
+                   help="on SIGTERM: /healthz answers 503 and open sessions get up to S seconds to finish "
+                        "before the shutdown ends them (default 0)")
+    p.add_argument("--no-job-workers", action="store_true",
+                   help="with --redis: accept and answer jobs but run none here (use 'sis-stream worker')")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
 
 

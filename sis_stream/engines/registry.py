@@ -65,6 +65,13 @@ def _moonshine_whisper(moonshine: Engine, whisper: Engine, **options: Any) -> En
     return RoutingEngine(moonshine, whisper, **options)  # type: ignore[arg-type]
 
 
+def _prepare_moonshine(**options: Any) -> None:
+    from .moonshine_fold import folded_model
+    from .moonshine_model import shipped_model_dir
+
+    folded_model(shipped_model_dir(), cache_dir=options.get("cache_dir"))
+
+
 def _sphinx(**options: Any) -> Engine:
     from .sphinx import SphinxEngine
 
@@ -89,6 +96,9 @@ ENGINE_FACTORIES: Final[Mapping[str, Callable[..., Engine]]] = {
 #: Engines built from other engines of the registry: name -> the engines passed to its factory,
 #: in order (each loaded once and shared with the properties routed to it directly).
 ENGINE_PARTS: Final[Mapping[str, tuple[str, ...]]] = {"moonshine-whisper": ("moonshine", "whisper")}
+#: Engines whose first load builds a model cache entry (seconds to tens of seconds): name -> a
+#: function of the engine's options that builds it without loading the model for serving.
+ENGINE_PREPARERS: Final[Mapping[str, Callable[..., None]]] = {"moonshine": _prepare_moonshine}
 #: A composite engine whose part cannot be loaded on this machine (moonshine-cpp ships only for
 #: Linux x86-64) is served by its fallback instead, with a warning in the log.
 ENGINE_FALLBACKS: Final[Mapping[str, str]] = {"moonshine-whisper": "whisper"}
@@ -336,6 +346,32 @@ class EngineRegistry:
                 self._engines[name] = eng
                 logger.info("engine %s loaded: %s", name, eng.description)
             return eng
+
+    def prepare(self) -> list[str]:
+        """Build the model caches of every routed engine that needs one (blocking; call it off the
+        event loop), so that the first session does not wait for a one-time build (the Moonshine
+        fold: 5-25 s) longer than a client waits for its START answer. Loads no engine.
+
+        Returns
+        -------
+        list of str
+            The engines prepared. One that cannot be prepared here (its package missing) is
+            skipped with a warning: its properties fall back or fail at first use, as they would.
+        """
+        names = set(self._map.values()) | set(self._language_engines.values())
+        for name in list(names):
+            names.update(ENGINE_PARTS.get(name, ()))
+        done = []
+        for name in sorted(names & set(ENGINE_PREPARERS)):
+            if name not in self._factories or self._factories[name] is not ENGINE_FACTORIES.get(name):
+                continue  # a custom factory (tests) prepares itself
+            try:
+                ENGINE_PREPARERS[name](**self._options.get(name, {}))
+            except EngineUnavailableError as exc:
+                logger.warning("engine %s cannot be prepared: %s", name, exc)
+                continue
+            done.append(name)
+        return done
 
     def loaded(self) -> dict[str, Engine]:
         """Engines loaded so far."""

@@ -47,6 +47,7 @@ from .auth import route, sis_middleware
 from .console.routes import setup_console
 from .guard import track_websocket
 from .metrics import Metrics
+from .redis_vocab import RedisVocabularyStore
 from .rest import (
     JOBS,
     REST_SETTINGS,
@@ -164,8 +165,12 @@ def setup_rest_routes(app: web.Application) -> None:
 async def _on_rest_startup(app: web.Application) -> None:
     rs = app[REST_SETTINGS]
     root = open_data_dir(app)
-    app[VOCABULARIES] = VocabularyStore(root / "vocabularies.sqlite3", max_tables=rs.max_vocabularies,
-                                        max_words=rs.max_vocabulary_words)
+    if app[SETTINGS].redis_url is not None:  # shared with every process using this Redis
+        app[VOCABULARIES] = RedisVocabularyStore(app[SETTINGS].redis_url, max_tables=rs.max_vocabularies,
+                                                 max_words=rs.max_vocabulary_words)
+    else:
+        app[VOCABULARIES] = VocabularyStore(root / "vocabularies.sqlite3", max_tables=rs.max_vocabularies,
+                                            max_words=rs.max_vocabulary_words)
     manager = make_job_manager(app, root / "jobs.sqlite3", rs)
     app[JOBS] = manager
     await manager.start()

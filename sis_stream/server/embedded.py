@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -125,6 +126,7 @@ async def embedded_server(
     ...             ...
     """
     from . import ServerSettings, create_app
+    from .state import ENGINES
 
     reserved = {"host", "port", "credentials", "credentials_file", "no_auth"} & settings.keys()
     if reserved:
@@ -155,6 +157,10 @@ async def embedded_server(
         **settings,
     )
     app = create_app(cfg)
+    if registry is None:
+        # One-time model builds (the Moonshine fold, first run only) before the first session,
+        # whose START answer would otherwise wait for it.
+        await asyncio.to_thread(app[ENGINES].prepare)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=cfg.shutdown_timeout_s)
     await runner.setup()

@@ -2,7 +2,10 @@
 
 The first line on stdout is ``listening on http://HOST:PORT`` (``https`` with TLS), with the port
 actually bound (``port=0`` picks a free one), so scripts can find the server. SIGINT/SIGTERM
-drain gracefully: new STARTs are refused (SIS.0312), every open session gets its finals and END,
+drain gracefully: ``/healthz`` answers 503 at once; with ``drain_grace_s`` the server keeps
+serving for up to that long while open websockets finish on their own (a load balancer checking
+``/healthz`` sends new sessions elsewhere meanwhile); with ``redis_url`` the process publishes its
+session capacity (:mod:`.capacity`) and its usage counts (:mod:`.usage_sync`) to Redis; then new STARTs are refused (SIS.0312), every open session gets its finals and END,
 connections close with 1001, then the process exits 0.
 
 Before listening, :func:`validate_engines` loads every engine the configuration names (model
@@ -16,6 +19,7 @@ at most :data:`LINGER_S` seconds, then the connection is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -26,8 +30,12 @@ from aiohttp import web
 
 from ..errors import EngineConfigError
 from .app import create_app
+from .capacity import CapacityPublisher
+from .redis_jobs import connect_redis
 from .settings import ServerSettings
-from .state import ENGINES, POOL, SETTINGS
+from .state import ENGINES, METRICS, POOL, SESSIONS, SETTINGS
+from .status import DRAINING
+from .usage_sync import UsagePublisher
 
 __all__ = ["run", "runner_options", "serve", "ssl_context", "validate_engines"]
 
@@ -107,12 +115,15 @@ async def serve(settings: ServerSettings, *, stop: asyncio.Event | None = None, 
         logger.warning(NO_AUTH_WARNING)
         print(NO_AUTH_WARNING, file=sys.stderr, flush=True)
     app = create_app(settings)
-    if settings.validate_engines:
-        try:
+    try:
+        if settings.registry is None:
+            # One-time model builds (the Moonshine fold) before listening, not inside a session.
+            await asyncio.to_thread(app[ENGINES].prepare)
+        if settings.validate_engines:
             await asyncio.to_thread(validate_engines, app)
-        except BaseException:
-            await _close_app(app)
-            raise
+    except BaseException:
+        await _close_app(app)
+        raise
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
                            access_log=None, **runner_options(settings))
     await runner.setup()
@@ -133,12 +144,41 @@ async def serve(settings: ServerSettings, *, stop: asyncio.Event | None = None, 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    publisher = usage = None
+    if settings.redis_url is not None:
+        publisher = CapacityPublisher(connect_redis(settings.redis_url), f"{host}:{port}", app[SESSIONS],
+                                      app[DRAINING].is_set)
+        publisher.start()
+        usage = UsagePublisher(publisher.redis, app[METRICS])
+        usage.start()
     try:
         await stop.wait()
+        await _drain_grace(app, settings.drain_grace_s, publisher)
         logger.info("shutting down: draining sessions")
     finally:
         await runner.cleanup()
+        if usage is not None:
+            await usage.stop()
+        if publisher is not None:
+            await publisher.stop()
     return 0
+
+
+async def _drain_grace(app: web.Application, grace_s: float, publisher: CapacityPublisher | None = None) -> None:
+    """``/healthz`` turns 503; keep serving until no websocket is open or `grace_s` ran out."""
+    app[DRAINING].set()
+    if publisher is not None:
+        with contextlib.suppress(Exception):
+            await publisher.publish()
+    if grace_s <= 0:
+        return
+    lim = app[SESSIONS]
+    logger.info("draining: /healthz answers 503; waiting up to %.0f s for %d connection(s)", grace_s,
+                len(lim.connections))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while lim.connections and loop.time() < deadline:
+        await asyncio.sleep(0.1)
 
 
 async def _close_app(app: web.Application) -> None:

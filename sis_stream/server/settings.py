@@ -175,6 +175,23 @@ class ServerSettings:
     validate_engines : bool
         ``serve`` loads every mapped engine before listening, so a wrong model path or option
         fails at start-up (:class:`~sis_stream.errors.EngineConfigError`), not at the first request.
+    redis_url : str, optional
+        ``redis://HOST:PORT/DB``: transcriber jobs on Redis Streams shared by every process using
+        it (:mod:`.redis_jobs`); None (default): the embedded SQLite store of this process.
+    job_lease_s : float
+        With ``redis_url``: a job whose owner stopped renewing its lease for this long is taken
+        over by another process.
+    run_jobs : bool
+        With ``redis_url``: run transcriber jobs in this process (False: submit and answer GETs
+        only, leave the work to ``sis-stream worker`` processes).
+    job_checkpoint_s : float
+        With ``redis_url``: a job's audio is transcribed in pieces of about this many seconds,
+        each saved when done; a job taken over after a crash resumes after the last saved piece.
+    drain_grace_s : float
+        On SIGTERM/SIGINT, ``/healthz`` answers 503 at once and the server keeps serving for up to
+        this long (or until no websocket is open), so a load balancer stops sending new sessions
+        while open ones finish; then the graceful shutdown ends what is left. 0 (default): shut
+        down at once.
     """
 
     host: str = DEFAULT_HOST
@@ -212,6 +229,11 @@ class ServerSettings:
     body_grace_s: float = 5.0
     header_timeout_s: float = 30.0
     validate_engines: bool = True
+    redis_url: str | None = None
+    job_lease_s: float = 30.0
+    run_jobs: bool = True
+    drain_grace_s: float = 0.0
+    job_checkpoint_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -239,6 +261,16 @@ class ServerSettings:
         _positive("min_body_rate_bps", self.min_body_rate_bps, float)
         _positive("body_idle_timeout_s", self.body_idle_timeout_s, float)
         _positive("header_timeout_s", self.header_timeout_s, float)
+        _positive("job_lease_s", self.job_lease_s, float)
+        _positive("job_checkpoint_s", self.job_checkpoint_s, float)
+        if isinstance(self.drain_grace_s, bool) or not isinstance(self.drain_grace_s, (int, float)) \
+                or self.drain_grace_s < 0:
+            raise ValueError(f"drain_grace_s must be a number >= 0, got {self.drain_grace_s!r}")
+        if self.redis_url is not None and (not isinstance(self.redis_url, str)
+                                           or not self.redis_url.startswith(("redis://", "rediss://", "unix://"))):
+            shown = str(self.redis_url).split("://")[0] + "://..." if "://" in str(self.redis_url) else "no scheme"
+            raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {shown} "
+                             "(the URL is not shown: it may hold a password)")
         if isinstance(self.body_grace_s, bool) or not isinstance(self.body_grace_s, (int, float)) \
                 or self.body_grace_s < 0:
             raise ValueError(f"body_grace_s must be a number >= 0, got {self.body_grace_s!r}")

@@ -3,8 +3,10 @@
 
 Root JSON: server name, version, auth mode, the websocket paths, what each property maps to (engine,
 the model behind it, language, status), a note that dialect accuracy is unmeasured, the loaded
-engines and the limits. ``/healthz`` answers 200 ``{"status": "ok"}``, or 503 ``draining``
-during a graceful shutdown. All three are public and not counted in the metrics.
+engines and the limits. ``/healthz`` answers 200 ``{"status": "ok", "sessions": N, "capacity": M}``,
+or 503 ``draining`` from the moment a graceful shutdown begins (SIGTERM; see ``drain_grace_s``),
+so a load balancer checking it stops sending new sessions while open ones finish. All three are
+public and not counted in the metrics.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ from aiohttp import web
 
 from .. import __version__
 from ..protocol import Mode
+from ..protocol.properties import Interface, properties_for
 from .auth import mark_metrics_done, route
 from .state import ENGINES, METRICS, POOL, SESSIONS, SETTINGS
 
-__all__ = ["SERVER_NAME", "engine_gauges", "healthz", "metrics_handler", "root", "setup_routes"]
+__all__ = ["DRAINING", "SERVER_NAME", "engine_gauges", "healthz", "metrics_handler", "root", "setup_routes"]
 
 logger = logging.getLogger(__name__)
 
 SERVER_NAME: Final = "sis-stream"
+#: Set (an :class:`asyncio.Event`) when the process begins draining: ``/healthz`` answers 503.
+DRAINING: Final = web.AppKey("sis_draining", asyncio.Event)
 #: What ``GET /`` says about the dialect properties.
 DIALECT_ACCURACY: Final = ("unmeasured: sichuan_*, cantonese_* and shanghai_* properties are served by the "
                            "Mandarin model (Whisper base, language 'zh'); Whisper base has no Cantonese token")
@@ -70,6 +75,12 @@ async def root(request: web.Request) -> web.Response:
     loop = asyncio.get_running_loop()
     # describe() may read model files to tell multilingual from English-only: off the loop.
     properties = await loop.run_in_executor(None, registry.describe)
+    for row in properties:
+        # Which SIS interfaces accept the property (the cloud's own lists): english_8k_* is for
+        # short audio and the transcriber only; real-time English is 16 kHz, so a client sends
+        # 8 kHz phone audio as pcm16k16bit (sis_stream's client transcodes it).
+        row["interfaces"] = [i.value for i in Interface if i is not Interface.TTS
+                             and row["property"] in properties_for(i)]
     settings = app[SETTINGS]
     body: dict[str, Any] = {
         "server": SERVER_NAME,
@@ -80,6 +91,8 @@ async def root(request: web.Request) -> web.Response:
         "metrics": "/metrics",
         "properties": properties,
         "dialect_accuracy": DIALECT_ACCURACY,
+        "interfaces_note": ("a property is accepted only by the interfaces listed in its row; real-time "
+                            "English is 16 kHz only (send 8 kHz phone audio as pcm16k16bit)"),
         "engines": {name: eng.description for name, eng in registry.loaded().items()},
         "limits": {"max_sessions": settings.max_sessions, "idle_timeout_s": settings.idle_timeout_s},
     }
@@ -97,16 +110,19 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 @route(interface="healthz", public=True)
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: 200 unless draining (503)."""
+    """Liveness and capacity: 200 unless draining (503)."""
     mark_metrics_done(request)
     lim = request.app[SESSIONS]
-    status = 503 if lim.draining else 200
-    return web.json_response({"status": "draining" if lim.draining else "ok",
-                              "sessions": lim.active}, status=status)
+    ev = request.app.get(DRAINING)
+    draining = lim.draining or (ev is not None and ev.is_set())
+    return web.json_response({"status": "draining" if draining else "ok", "sessions": lim.active,
+                              "connections": len(lim.connections), "capacity": lim.limit},
+                             status=503 if draining else 200)
 
 
 def setup_routes(app: web.Application) -> None:
     """Install ``GET /``, ``GET /metrics`` and ``GET /healthz``."""
+    app[DRAINING] = asyncio.Event()
     app.router.add_get("/", root)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)

@@ -28,25 +28,33 @@ English.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import unicodedata
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+
 from ..audio.formats import SIS_FORMATS, AudioFormat
 from ..errors import RequestRejected
 from ..protocol.errors import reject
 from ..protocol.properties import Interface
+from .callbacks import CallbackDispatcher
 from .decode import check_rate, decode_audio, to_engine_pcm
 from .fetch import FetchPolicy, check_http_url, fetch_url, url_scheme
+from .jobqueue import resolve
 from .jobs import JobManager, JobRecord, JobStore
 from .recognize import check_property, engine_for, on_pool, transcribe_pcm
+from .redis_jobs import RedisJobManager, connect_redis
 from .rest import FETCH_POLICY, JOBS, json_response, read_json
+from .state import SETTINGS
 from .vocab_store import get_vocabulary_words
 
 __all__ = [
     "MAX_TRANSCRIBER_AUDIO_MS",
     "ROUTES",
+    "cut_points",
     "handle_get",
     "handle_submit",
     "make_job_manager",
@@ -183,8 +191,72 @@ def _segments(hyps_by_role: list[tuple[str | None, list[Any]]], req: dict[str, A
     return rows
 
 
-async def process_job(app: Any, job: JobRecord, should_stop: Any) -> tuple[list[dict[str, Any]], int]:
-    """Download, decode and transcribe one job (the :class:`JobManager` processor)."""
+def cut_points(pcm16k: np.ndarray, chunk_ms: int, search_ms: int = 2000) -> list[int]:
+    """Sample offsets cutting `pcm16k` into pieces of about `chunk_ms` for checkpoints: each cut
+    is at the quietest 20 ms frame within `search_ms` of its nominal place (so a sentence is
+    rarely split). Returns ``[0, ..., len(pcm16k)]``."""
+    n = len(pcm16k)
+    step = chunk_ms * 16
+    frame = 320
+    cuts = [0]
+    pos = step
+    while pos < n - step // 4:
+        lo, hi = max(cuts[-1] + frame, pos - search_ms * 16), min(n - frame, pos + search_ms * 16)
+        if hi <= lo:
+            break
+        seg = pcm16k[lo:hi - (hi - lo) % frame].astype(np.float64)
+        energy = (seg.reshape(-1, frame) ** 2).sum(axis=1)
+        cut = lo + int(np.argmin(energy)) * frame + frame // 2
+        cuts.append(cut)
+        pos = cut + step
+    cuts.append(n)
+    return cuts
+
+
+def _shift(row: dict[str, Any], offset_ms: int) -> dict[str, Any]:
+    row = {**row, "start_time": row["start_time"] + offset_ms, "end_time": row["end_time"] + offset_ms}
+    words = row.get("result", {}).get("word_info")
+    if words:
+        row["result"] = {**row["result"], "word_info": [
+            {**w, "start_time": w["start_time"] + offset_ms, "end_time": w["end_time"] + offset_ms} for w in words]}
+    return row
+
+
+async def _run_checkpointed(app: Any, engine: Any, language: str, pcm: np.ndarray, words: Any,
+                            req: dict[str, Any], should_stop: Any, checkpoint: Any,
+                            chunk_ms: int) -> list[dict[str, Any]]:
+    """Transcribe `pcm` piece by piece (:func:`cut_points`), saving each piece's segments to
+    `checkpoint` and skipping the pieces an earlier attempt saved."""
+    done_ms, rows = await checkpoint.load()
+    cuts = cut_points(pcm, chunk_ms)
+    for start, end in itertools.pairwise(cuts):
+        start_ms, end_ms = start // 16, end // 16
+        if end_ms <= done_ms:
+            continue
+        if should_stop():
+            raise asyncio.CancelledError
+        try:
+            hyps = await on_pool(app, transcribe_pcm, engine, language, pcm[start:end], hot_words=words,
+                                  word_info=req["need_word_info"], add_punc=req["add_punc"],
+                                  digit_norm=req.get("digit_norm", True), should_stop=should_stop)
+        except RuntimeError as exc:
+            if str(exc) == "stopped":
+                raise asyncio.CancelledError from exc
+            raise
+        piece = [_shift(r, start_ms) for r in _segments([(None, hyps)], req)]
+        if not await checkpoint.save(end_ms, piece):
+            raise asyncio.CancelledError  # another attempt owns the job now
+        rows.extend(piece)
+    return rows
+
+
+async def process_job(app: Any, job: JobRecord, should_stop: Any, checkpoint: Any = None,
+                      chunk_ms: int = 60_000) -> tuple[list[dict[str, Any]], int]:
+    """Download, decode and transcribe one job (the job backends' processor).
+
+    With a `checkpoint` (:class:`.redis_jobs.Checkpoint`, mono audio) the audio is transcribed in
+    pieces of about `chunk_ms`, each saved when done, and a resumed attempt skips the saved ones.
+    """
     req = job.request
     data = await fetch_url(req["data_url"], app[FETCH_POLICY], too_large_code="SIS.0537")
     audio = await asyncio.to_thread(decode_audio, data, req["audio_format"], unsupported_code="SIS.0535",
@@ -201,6 +273,11 @@ async def process_job(app: Any, job: JobRecord, should_stop: Any) -> tuple[list[
         plan = [("AGENT" if i == agent else "USER", i) for i in (0, 1)]
     else:
         plan = [(None, None)]
+    if checkpoint is not None and plan == [(None, None)]:
+        pcm = await asyncio.to_thread(to_engine_pcm, audio, None)
+        rows = await _run_checkpointed(app, engine, route.language, pcm, words, req, should_stop, checkpoint,
+                                       chunk_ms)
+        return rows, audio.duration_ms
     results: list[tuple[str | None, list[Any]]] = []
     for role, ch in plan:
         pcm = await asyncio.to_thread(to_engine_pcm, audio, ch)
@@ -218,13 +295,32 @@ async def process_job(app: Any, job: JobRecord, should_stop: Any) -> tuple[list[
     return _segments(results, req), audio.duration_ms
 
 
-def make_job_manager(app: Any, db_path: Path, rs: Any) -> JobManager:
-    """The app's :class:`JobManager` (store under the data directory, settings from ``rs``)."""
+def make_job_manager(app: Any, db_path: Path, rs: Any) -> Any:
+    """The app's job backend (:mod:`.jobqueue`): a :class:`JobManager` (store under the data
+    directory, settings from ``rs``), or a :class:`.redis_jobs.RedisJobManager` when the server
+    settings name a Redis URL."""
     async def processor(job: JobRecord, should_stop: Any) -> tuple[list[dict[str, Any]], int]:
         return await process_job(app, job, should_stop)
 
     def callback_check(url: str) -> None:
         check_http_url(url, app[FETCH_POLICY])
+
+    settings = app.get(SETTINGS)
+    if settings is not None and settings.redis_url is not None:
+        chunk_ms = int(settings.job_checkpoint_s * 1000)
+
+        async def checkpointed(job: JobRecord, should_stop: Any, checkpoint: Any = None
+                               ) -> tuple[list[dict[str, Any]], int]:
+            return await process_job(app, job, should_stop, checkpoint, chunk_ms)
+
+        redis = connect_redis(settings.redis_url)
+        manager = RedisJobManager(redis, checkpointed, workers=rs.transcriber_workers if settings.run_jobs else 0,
+                                  max_waiting=rs.max_waiting_jobs, lease_s=settings.job_lease_s,
+                                  retention_s=rs.job_retention_s)
+        manager.dispatcher = CallbackDispatcher(
+            redis, manager.consumer, attempts=rs.callback_attempts, backoff_s=rs.callback_backoff_s,
+            timeout_s=rs.callback_timeout_s, check=callback_check)
+        return manager
 
     return JobManager(JobStore(db_path), processor, workers=rs.transcriber_workers,
                       max_waiting=rs.max_waiting_jobs, retention_s=rs.job_retention_s,
@@ -237,13 +333,13 @@ async def handle_submit(request: Any) -> Any:
     project_id = request.match_info["project_id"]
     body = await read_json(request, code="SIS.0534")
     req = parse_transcriber_request(request.app, project_id, body)
-    job_id = request.app[JOBS].submit(project_id, req, req.get("callback_url"))
+    job_id = await resolve(request.app[JOBS].submit(project_id, req, req.get("callback_url")))
     return json_response({"job_id": job_id})
 
 
 async def handle_get(request: Any) -> Any:
     """``GET /v1/{project_id}/asr/transcriber/jobs/{job_id}``."""
-    job = request.app[JOBS].get(request.match_info["project_id"], request.match_info["job_id"])
+    job = await resolve(request.app[JOBS].get(request.match_info["project_id"], request.match_info["job_id"]))
     return json_response(job.public_body())
 
 
