@@ -129,7 +129,7 @@ def bench_capacity_whisper(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(60)
     cap = r["capacity"]
-    _print(f"capacity: serve (whisper tiny.en), Asterisk prompts, SLO p95 {SLO_MS:g} ms", r, server, load1)
+    _print(f"capacity: serve (default English engine, moonshine-whisper), Asterisk prompts, SLO p95 {SLO_MS:g} ms", r, server, load1)
     print(f"  knee {cap['knee_streams']} streams (stopped by {cap['stopped_by']})")
     for lv in cap["levels"]:
         print(f"    {lv['streams']:4d} streams: p95 {lv['final_latency_ms']['p95']} ms "
