@@ -31,18 +31,13 @@ import time
 from pathlib import Path
 
 import pytest
+from _procs import process_cpu_s
 
 STREAMS = int(os.environ.get("BENCH_LT_STREAMS", "500"))
 DURATION = float(os.environ.get("BENCH_LT_DURATION", "60"))
 SLO_MS = float(os.environ.get("BENCH_LT_SLO_MS", "2000"))
 WHISPER_MAX = int(os.environ.get("BENCH_LT_WHISPER_MAX", "16"))
 STEP_S = float(os.environ.get("BENCH_LT_STEP_S", "20"))
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _serve(*engine_args: str) -> tuple[subprocess.Popen[str], int]:
@@ -94,10 +89,10 @@ def _print(title: str, r: dict, server_cpu_pct: float, load1: float) -> None:
 def bench_loadtest_none() -> None:
     proc, port = _serve("--engine", "english_16k_common=none")
     try:
-        c0 = _cpu_s(proc.pid)
+        c0 = process_cpu_s(proc.pid)
         r, wall, load1 = _loadtest(port, "--streams", str(STREAMS), "--duration", str(DURATION),
                                    timeout=DURATION + 300)
-        server = 100.0 * (_cpu_s(proc.pid) - c0) / wall
+        server = 100.0 * (process_cpu_s(proc.pid) - c0) / wall
     finally:
         proc.terminate()
         proc.wait(30)
@@ -119,12 +114,12 @@ def bench_capacity_whisper(tmp_path: Path) -> None:
         (tmp_path / f"{u.name}.txt").write_text(u.text, encoding="utf-8")
     proc, port = _serve()
     try:
-        c0 = _cpu_s(proc.pid)
+        c0 = process_cpu_s(proc.pid)
         r, wall, load1 = _loadtest(port, str(tmp_path), "--find-capacity", "--slo-ms", str(SLO_MS),
                                    "--streams", str(WHISPER_MAX), "--step-s", str(STEP_S), "--duration", "3600",
                                    "--warmup-s", "15",
                                    timeout=40 * STEP_S + 600)
-        server = 100.0 * (_cpu_s(proc.pid) - c0) / wall
+        server = 100.0 * (process_cpu_s(proc.pid) - c0) / wall
     finally:
         proc.terminate()
         proc.wait(60)

@@ -26,13 +26,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from _procs import ServeProcess
 from aiohttp import ClientSession as HttpClient
 from aiohttp import WSMsgType
 
@@ -49,30 +47,6 @@ GRACE_S = 30.0
 FRAME_MS = 100
 FRAME_BYTES = FRAME_MS * 16 * 2  # pcm16k16bit
 _ROWS: list[str] = []
-
-
-class _Server:
-    def __init__(self, engine: str, n: int) -> None:
-        args = [sys.executable, "-m", "sis_stream", "serve", "--port", "0", "--no-auth", "--max-sessions",
-                str(n + 4), "--workers", str(CORES), "--engine", f"english_16k_common={engine}"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        line = self.proc.stdout.readline().strip()
-        assert line.startswith("listening on "), line
-        self.base = line.split("listening on ", 1)[1].replace("http://", "ws://")
-
-    def cpu_s(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _call_audio(seed: int) -> tuple[bytes, int]:
@@ -128,7 +102,8 @@ async def _session(http, url: str, audio: bytes, interim: bool, ttf: list[float]
 
 
 async def _level(engine: str, n: int, interim: bool) -> dict:
-    srv = _Server(engine, n)
+    srv = ServeProcess("--max-sessions", str(n + 4), "--workers", str(CORES),
+                       "--engine", f"english_16k_common={engine}")
     try:
         url = f"{srv.base}/v1/p0/rasr/continue-stream"
         calls = [_call_audio(seed) for seed in range(n)]

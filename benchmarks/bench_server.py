@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 
@@ -31,6 +29,7 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
+from _procs import ServeProcess
 from aiohttp import ClientSession as HttpClient
 from aiohttp import WSMsgType
 
@@ -119,42 +118,13 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) if xs else float("nan")
 
 
-class _Subprocess:
-    """``python -m sis_stream serve`` in its own process (its own GIL): the load generator in this
-    process does not steal the server's interpreter."""
-
-    def __init__(self, n: int, overrides: tuple[str, ...]) -> None:
-        args = [sys.executable, "-m", "sis_stream", "serve", "--port", "0", "--no-auth",
-                "--max-sessions", str(n + 8)]
-        for o in overrides:
-            args += ["--engine", o]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        line = self.proc.stdout.readline().strip()
-        assert line.startswith("listening on "), line
-        self.base = line.split("listening on ", 1)[1].replace("http://", "ws://")
-        self.pid = self.proc.pid
-
-    def cpu_s(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 async def _load(n: int, seconds: int, overrides: tuple[str, ...]) -> dict:
     audio, closes = _pattern(seconds * 1000)
     lat: list[float] = []
     ttfs: list[float] = []
     errors: list[str] = []
-    srv = _Subprocess(n, overrides)
+    # The server in its own process: the load generator here does not steal its interpreter.
+    srv = ServeProcess("--max-sessions", str(n + 8), *(a for o in overrides for a in ("--engine", o)))
     cpu0 = srv.cpu_s()
     ccpu0 = time.process_time()
     try:
