@@ -25,7 +25,6 @@ distinct result per job.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -34,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 from ..errors import RequestRejected
-from .redis_jobs import DISPATCH_GROUP, RedisKeys, ensure_group, record_from_hash
+from .redis_jobs import DISPATCH_GROUP, RedisKeys, cancel_tasks, ensure_group, record_from_hash
 
 __all__ = ["CallbackDispatcher", "idempotency_key"]
 
@@ -133,12 +132,7 @@ class CallbackDispatcher:
 
     async def stop(self) -> None:
         self._stopping = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._tasks.clear()
+        await cancel_tasks(self._tasks)
         if self._session is not None:
             await self._session.close()
 

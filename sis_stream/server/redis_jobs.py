@@ -59,7 +59,7 @@ from ..errors import RequestRejected
 from ..protocol.errors import reject
 from .jobs import MAX_ATTEMPTS, JobRecord, Processor
 
-__all__ = ["DISPATCH_GROUP", "JOB_GROUP", "Checkpoint", "RedisJobManager", "RedisKeys", "callbacks_idle", "connect_redis", "ensure_group", "record_from_hash"]
+__all__ = ["DISPATCH_GROUP", "JOB_GROUP", "Checkpoint", "RedisJobManager", "RedisKeys", "callbacks_idle", "cancel_tasks", "connect_redis", "ensure_group", "record_from_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +148,17 @@ def connect_redis(url: str) -> Any:
         raise RuntimeError("--redis needs the 'redis' package: pip install 'sis-stream[cluster]'") from None
     return aioredis.from_url(url, decode_responses=True, health_check_interval=10)
 
+
+
+async def cancel_tasks(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks`, wait for each to end (its exception, if any, is dropped: a stopping
+    background loop has nobody left to report to) and empty the list."""
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    tasks.clear()
 
 class RedisKeys:
     """Key names under one prefix (``sis:`` by default)."""
@@ -256,12 +267,7 @@ class RedisJobManager:
     async def stop(self) -> None:
         """Stop the slots (a running job is taken over by another process after its lease)."""
         self._stopping = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._tasks.clear()
+        await cancel_tasks(self._tasks)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         with contextlib.suppress(Exception):
