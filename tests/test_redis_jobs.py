@@ -254,7 +254,9 @@ def test_redis_restart_mid_run_loses_no_job(procs: Procs, sink_factory: Callable
     data = procs.tmp / "redis-aof"
     data.mkdir()
     redis_url = start_redis(procs, port=port, data_dir=data)
-    sink = sink_factory(wav_bytes(6.0), rate_bps=160_000)
+    # Each download takes ~2.4 s (still above the fetcher's minimum rate), so the 12 jobs outlast
+    # the wait for the first two callbacks by seconds even on a loaded box.
+    sink = sink_factory(wav_bytes(6.0), rate_bps=80_000)
     _serve, base = start_serve(procs, redis_url, "--no-job-workers", "--job-lease", "2")
     start_worker(procs, redis_url, "--job-lease", "2", name="worker-a")
     start_worker(procs, redis_url, "--job-lease", "2", name="worker-b")
