@@ -17,6 +17,7 @@ give exactly the tokens of the shipped one. Only then is the cache entry kept
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import wave
@@ -96,6 +97,18 @@ def verification_clips(model_dir: Path) -> list[np.ndarray]:
     return [x[:48000], x[48000:96000], x]
 
 
+def _digest(path: Path) -> str:
+    """SHA-256 of a shipped model file, hashed once per process and file version (``prepare``
+    before listening and the engine's load both need it)."""
+    st = path.stat()
+    return _digest_of(os.fspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
 def folded_model(model_dir: Path, *, cache_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
     """The folded encoder and decoder for the shipped model in `model_dir`, built on first use.
 
@@ -111,7 +124,7 @@ def folded_model(model_dir: Path, *, cache_dir: str | os.PathLike[str] | None = 
     """
     enc_src = model_dir / "encoder_model.ort"
     dec_src = model_dir / "decoder_model_merged.ort"
-    tag = file_sha256(dec_src)[:12] + file_sha256(enc_src)[:12]
+    tag = _digest(dec_src)[:12] + _digest(enc_src)[:12]
     key = f"moonshine-base-en-{tag}-fold{FOLD_VERSION}"
 
     def build(folder: Path) -> None:
