@@ -25,6 +25,7 @@ import logging
 import math
 import socket
 import uuid
+from bisect import bisect_left
 from typing import Any, Final
 
 from ..audio.formats import AudioFormat
@@ -60,8 +61,19 @@ SILENCE_FRAME: Final = frame(KIND_SLIN, bytes(320))
 HANGUP_FRAME: Final = frame(KIND_HANGUP)
 
 
-class AudioSocketProtocol(asyncio.Protocol):
-    """One AudioSocket connection (one call)."""
+#: Size of the read buffer all connections of a listener share (see AudioSocketProtocol).
+READ_BUFFER_BYTES: Final = 64 * 1024
+
+
+class AudioSocketProtocol(asyncio.BufferedProtocol):
+    """One AudioSocket connection (one call).
+
+    A buffered protocol: every read goes into one buffer shared by the listener's connections
+    (reads are handled one at a time on the loop; a frame split across reads keeps its start in
+    the connection's own ``_buf``). asyncio's plain protocols read with ``recv(256 KiB)``, which
+    allocates a 256 KiB object per read and shrinks it to the 323 bytes of a frame: about 5 µs
+    per read in the benchmark's profile, against about 2 µs for ``recv_into`` here.
+    """
 
     def __init__(self, listener: AudioSocketListener) -> None:
         self.listener = listener
@@ -103,16 +115,25 @@ class AudioSocketProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused = False
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.listener.read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.listener.read_view[:nbytes].tobytes())
+
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
-        buf = self._buf
-        buf += data
-        n = len(buf)
+        if self._buf:  # the rest of a frame split across reads (rare): join, parse from bytes
+            self._buf += data
+            data = bytes(self._buf)
+            self._buf.clear()
+        n = len(data)
         pos = 0
+        audio: list[bytes] = []  # consecutive slin payloads of this read, pushed as one chunk
         while n - pos >= 3:
-            kind = buf[pos]
-            length = (buf[pos + 1] << 8) | buf[pos + 2]
+            kind = data[pos]
+            length = (data[pos + 1] << 8) | data[pos + 2]
             end = pos + 3 + length
             if end > n:
                 break
@@ -121,15 +142,28 @@ class AudioSocketProtocol(asyncio.Protocol):
                     self._protocol_error("bad_frame", f"slin audio frame of odd length {length} "
                                                       "(16-bit samples: the length must be even)")
                     return
-                self._leg.push(bytes(buf[pos + 3:end]))
-                self.call.mark_audio()  # type: ignore[union-attr]
+                audio.append(data[pos + 3:end])
             else:
-                self._control(kind, bytes(buf[pos + 3:end]))
+                if audio:
+                    self._push(audio)
+                    audio = []
+                self._control(kind, data[pos + 3:end])
                 if self._closed:
                     return
             pos = end
-        if pos:
-            del buf[:pos]
+        if audio:
+            self._push(audio)
+        if pos < n:
+            self._buf += data[pos:]
+
+    def _push(self, audio: list[bytes]) -> None:
+        leg = self._leg
+        if leg is None:  # pragma: no cover - only slin frames of a started call are collected
+            return
+        leg.push(audio[0] if len(audio) == 1 else b"".join(audio))
+        call = self.call
+        if call is not None and call.t0 is None:
+            call.mark_audio()
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_closed = self._closed
@@ -291,10 +325,13 @@ class SilenceClock:
 
     def _serve(self, s: int, now: float) -> None:
         lm = self._lm
-        lateness = lm.silence_lateness
+        hist = lm.silence_lateness  # observed inline: one update of its totals per slot
+        counts, bounds = hist.counts, hist.bounds
         period = self.PERIOD_S
         horizon = now + self.SLOT_S + 1e-9
         keep: list[AudioSocketProtocol] = []
+        sent = skipped = ticks = 0
+        late_sum = late_max = 0.0
         for conn in self._slots[s]:
             if conn._closed:
                 self._n -= 1
@@ -303,20 +340,30 @@ class SilenceClock:
             if d > horizon:  # rounding put it a slot early: serve it from the next one
                 self._slots[(s + 1) % self.SLOTS].append(conn)
                 continue
-            late = now - d
-            lateness.observe(late * 1000.0 if late > 0 else 0.0)
+            late = (now - d) * 1000.0 if now > d else 0.0
+            counts[bisect_left(bounds, late)] += 1
+            ticks += 1
+            late_sum += late
+            if late > late_max:
+                late_max = late
             if conn._paused:
-                lm.silence_skipped += 1
+                skipped += 1
             else:
                 conn.transport.write(SILENCE_FRAME)  # type: ignore[union-attr]
-                lm.silence_frames += 1
+                sent += 1
             d += period
             if d <= now:  # stalled for a whole period or more: keep the phase, skip the ticks
                 missed = int((now - d) / period) + 1
-                lm.silence_skipped += missed
+                skipped += missed
                 d += missed * period
             conn.silence_deadline = d
             keep.append(conn)
+        hist.count += ticks
+        hist.sum += late_sum
+        if late_max > hist.max:
+            hist.max = late_max
+        lm.silence_frames += sent
+        lm.silence_skipped += skipped
         self._slots[s] = keep
 
     def close(self) -> None:
@@ -349,6 +396,8 @@ class AudioSocketListener:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.clock = SilenceClock(ctx.metrics.listener(self.source))
+        #: The read buffer of every connection (AudioSocketProtocol.get_buffer).
+        self.read_view = memoryview(bytearray(READ_BUFFER_BYTES))
 
     def track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)

@@ -190,6 +190,9 @@ class LegOptions:
             raise ValueError(f"connect_timeout_s must lie in (0, 120], got {self.connect_timeout_s!r}")
         if self.frame_ms not in (20, 40, 60, 80, 100, 200, 500, 1000):
             raise ValueError(f"frame_ms must be one of 20, 40, 60, 80, 100, 200, 500, 1000, got {self.frame_ms!r}")
+        if self.max_buffer_ms < self.frame_ms:
+            raise ValueError(f"max_buffer_ms must be >= frame_ms (the queue must hold a whole frame), got "
+                             f"max_buffer_ms={self.max_buffer_ms} with frame_ms={self.frame_ms}")
 
 
 @dataclass
@@ -232,7 +235,8 @@ class ChannelLeg:
         self._width = input_format.bytes_per_frame
         self.frame_bytes = round(opts.frame_ms * self._bpms)
         self.max_bytes = round(opts.max_buffer_ms * self._bpms)
-        self._buf = bytearray()
+        self._buf = bytearray()  # audio while the SIS session is being opened
+        self._stream: Any = None  # the open SIS stream, fed by push() directly
         self._ready = asyncio.Event()
         self._ending = False
         self._dead = False
@@ -249,11 +253,18 @@ class ChannelLeg:
         self._lm = call.ctx.metrics.listener(call.source)
 
     # -- telephony side (synchronous, never awaits) --------------------------------------------
+    #
+    # While the SIS session is being opened, push() queues in ``_buf`` (bounded, drop_oldest).
+    # Once it is open the queue is the stream's own input buffer (a Framer, ``drop_oldest``,
+    # max_buffer_ms): push() collects one frame in ``_buf`` and hands it to
+    # ``stream.send_nowait``, which never waits and writes it straight to the SIS socket when the
+    # socket takes it (no task switch per frame; whole frames, so the stream's buffer is not
+    # re-joined per 20 ms packet while it holds a backlog). Drops count as lost ms either way;
+    # ``sent_ms`` is the audio the stream kept (its time line).
 
     def push(self, data: bytes) -> None:
         """Queue telephony audio (any length). Never blocks."""
-        n = len(data)
-        ms = n / self._bpms
+        ms = len(data) / self._bpms
         self.audio_ms += ms
         self._lm.audio_ms += ms
         if self._dead or self._ending:
@@ -261,6 +272,17 @@ class ChannelLeg:
                 self._lose(ms)
             return
         buf = self._buf
+        stream = self._stream
+        if stream is not None:
+            buf += data
+            if len(buf) >= self.frame_bytes:
+                try:
+                    self._handover(stream)
+                except Exception as exc:  # the reader must survive whatever the SIS leg does
+                    logger.exception("call %s channel %s: sending to SIS failed", self.call.call_id, self.channel)
+                    self._fail()
+                    self.error("internal", f"{type(exc).__name__}: {exc}")
+            return
         buf += data
         excess = len(buf) - self.max_bytes
         if excess > 0:
@@ -278,6 +300,35 @@ class ChannelLeg:
                     del self._anchors[0], self._anchor_drop[0]
         if len(buf) >= self.frame_bytes and not self._ready.is_set():
             self._ready.set()
+
+    def _handover(self, stream: Any) -> None:
+        """Give what ``_buf`` holds to the open stream."""
+        buf = self._buf
+        data = bytes(buf)
+        buf.clear()
+        try:
+            lost = stream.send_nowait(data)
+        except Exception:
+            self._lose(len(data) / self._bpms)
+            raise
+        if lost:
+            self._stream_drop(stream, lost)
+        self.sent_ms += len(data) / self._bpms - lost
+
+    def _stream_drop(self, stream: Any, ms: float) -> None:
+        """The stream's buffer dropped `ms` of its oldest audio (or refused it, the session being
+        over): lost, and later stream times shift by `ms` (at the stream's read position)."""
+        self._lose(ms)
+        self._dropped_ms += ms
+        fr = stream.framer
+        at = fr.stats.bytes_out / (fr.audio_format.bytes_per_second / 1000.0)
+        if self._anchors and self._anchors[-1] == at:
+            self._anchor_drop[-1] = self._dropped_ms
+        else:
+            self._anchors.append(at)
+            self._anchor_drop.append(self._dropped_ms)
+            if len(self._anchors) > _MAX_ANCHORS:
+                del self._anchors[0], self._anchor_drop[0]
 
     def _lose(self, ms: float) -> None:
         self.lost_ms += ms
@@ -303,7 +354,7 @@ class ChannelLeg:
             cfg = self.settings.config(self.session_format.sis_name)
             inp = None if self.input_format == self.session_format else self.input_format
             stream = ctx.client.stream(self.settings.mode, cfg, input_format=inp, frame_ms=ctx.options.frame_ms,
-                                       pacing=None, overflow="block", max_buffer_ms=1000,
+                                       pacing=None, overflow="drop_oldest", max_buffer_ms=ctx.options.max_buffer_ms,
                                        keepalive_s=ctx.options.keepalive_s,
                                        rollover_after_s=ctx.options.rollover_after_s,
                                        events_overflow="drop_partial")
@@ -354,26 +405,31 @@ class ChannelLeg:
         session died before recognising it)."""
         if not self._dead:
             self._dead = True
+            stream, self._stream = self._stream, None
             self._lose(len(self._buf) / self._bpms)
             self._buf.clear()
             if session_lost:
                 self._lose(max(0.0, self.sent_ms - self._final_end_ms))
+            elif stream is not None:  # what the stream still held never reached the session
+                fr = stream.framer
+                self._lose(fr.buffered_bytes / (fr.audio_format.bytes_per_second / 1000.0))
 
     async def _send_loop(self, stream: Any) -> None:
-        buf = self._buf
-        while True:
-            if self._sis_done:
-                return
-            if len(buf) < self.frame_bytes and not (self._ending and buf):
-                if self._ending:
-                    return
+        """Hand the audio queued while the session opened to the stream, then let push() feed it
+        directly until the hangup (or the session ends)."""
+        if self._buf and not self._sis_done:
+            self._handover(stream)
+        if self._dead:
+            return
+        self._stream = stream
+        try:
+            while not (self._sis_done or self._ending):
                 self._ready.clear()
                 await self._ready.wait()
-                continue
-            data = bytes(buf)
-            buf.clear()
-            self.sent_ms += len(data) / self._bpms
-            await stream.send(data)
+        finally:
+            self._stream = None
+        if self._buf and not (self._sis_done or self._dead):
+            self._handover(stream)  # the hangup: the last, partial frame
 
     async def _receive(self, stream: Any) -> None:
         call = self.call

@@ -150,6 +150,8 @@ class FastPathMixin:
     _fast_fut: asyncio.Future[bool] | None
     _ended: asyncio.Future | None
     _rollover_at: float | None
+    rollover_after_s: float | None
+    _wakeup: asyncio.Event
     _lost: bool
     _server_finished: bool
     _end_requested: bool
@@ -186,6 +188,43 @@ class FastPathMixin:
         self.stats.frames_sent += 1
         self.stats.bytes_sent += len(frame)
         return True
+
+    # -- push-driven sends (feed_nowait) ------------------------------------------------------------
+
+    def _send_now(self) -> None:
+        """Send the whole frames buffered, now, from the producer's call (the send task is parked
+        in its idle wait). Only for an unpaced stream without a VAD gate on a plain connection that
+        is not pausing writes, with nothing else to do (not lost/ended/ending, no rollover due);
+        otherwise, or when a write fails, the send task is woken and deals with it. The per-frame
+        bookkeeping is the send loop's (_send_one without pacing)."""
+        fw = self._fastw
+        if self.pacer is not None or self.gate is not None or fw is None or self._session is None \
+                or self._lost or self.error is not None or self._server_finished or self._end_requested \
+                or (self._ended is not None and self._ended.done()):
+            self._wakeup.set()
+            return
+        clock, rollover_at, session = self._clock, self._rollover_at, self._session
+        while True:
+            if not fw.ready() or (rollover_at is not None and clock() >= rollover_at):
+                self._wakeup.set()
+                return
+            popped = self._pop_frame()
+            if popped is None:
+                break
+            data, user_ms, dur = popped
+            self._silence_boundary = False
+            self._record_frame(data, user_ms, dur, False)
+            frame = session.send_audio(data)
+            ok = frame is not None and fw.write(frame)
+            if ok:
+                self.stats.frames_sent += 1
+                self.stats.bytes_sent += len(frame)  # type: ignore[arg-type]
+            self._after_send(ok, clock(), user_ms, dur, False)
+            if not ok:  # as _send_one returning False: the connection is over (reconnect or end)
+                self._mark_lost(None)
+                return
+        if self.rollover_after_s is not None:
+            self._silence_boundary = True  # nothing left to send: a natural boundary (as _idle_wait)
 
     # -- fast path ---------------------------------------------------------------------------------
     #

@@ -392,6 +392,25 @@ class RasrStream:
                 return
         await r.feed(bytes(chunk) if not isinstance(chunk, bytes) else chunk)
 
+    def send_nowait(self, chunk: bytes | bytearray | memoryview) -> float:
+        """Send audio without waiting (``overflow="drop_oldest"`` or ``"error"``); return the ms
+        of audio lost by this call (the oldest buffered audio dropped to make room, or the chunk
+        itself once the server ended the session). Unpaced streams send due frames inline.
+
+        Raises
+        ------
+        TypeError, LocalProtocolError, BufferFullError
+            As :meth:`send`; LocalProtocolError also under ``overflow="block"``.
+        """
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"audio chunk must be bytes-like, got {type(chunk).__name__}")
+        r = self._require()
+        if self._transcoder is not None:
+            chunk = self._transcoder.process(bytes(chunk))
+            if not chunk:
+                return 0.0
+        return r.feed_nowait(chunk)
+
     async def feed(self, chunks: AsyncIterable[bytes]) -> None:
         """Send every chunk of an async iterable (does not call :meth:`end`)."""
         async for c in chunks:

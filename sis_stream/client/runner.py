@@ -190,6 +190,7 @@ class StreamRunner(FastPathMixin, ReceiveMixin):
         self._last_rx_at = 0.0  # loop time of the last server message (END wait)
         # user intent and connection state
         self._wakeup = asyncio.Event()
+        self._idle = False  # the send task is parked in _idle_wait (feed_nowait may send inline)
         self._room = asyncio.Event()
         self._end_requested = False
         self._cancel = False
@@ -260,6 +261,48 @@ class StreamRunner(FastPathMixin, ReceiveMixin):
                     return
                 self._room.clear()
                 await self._room.wait()
+
+    def feed_nowait(self, chunk: bytes | bytearray | memoryview) -> float:
+        """Put session-format bytes into the framer without waiting; return the ms of audio lost.
+
+        For a framer whose overflow policy never waits: ``drop_oldest`` (the oldest whole frames
+        make room; their ms are returned) or ``error`` (:class:`BufferFullError`, nothing
+        taken). Once the server ended the session the chunk is not taken and its ms are
+        returned. An unpaced stream without a VAD gate whose send task is idle sends the frames
+        that became whole right here (:meth:`_send_now`: same bookkeeping as the send loop), so
+        a producer feeding many streams costs no task switch per frame; otherwise the send
+        task is woken.
+
+        Raises
+        ------
+        LocalProtocolError
+            After :meth:`end`, or the framer's policy is ``block`` (use :meth:`feed`).
+        BufferFullError
+            ``error`` policy and the chunk does not fit.
+        """
+        if self._end_requested:
+            raise LocalProtocolError("send() after end()")
+        fr = self.framer
+        if fr.overflow == "block":
+            raise LocalProtocolError("send_nowait() needs overflow='drop_oldest' or 'error' (under 'block' a "
+                                     "full buffer must be waited for: use 'await send()')")
+        n = chunk.nbytes if type(chunk) is memoryview else len(chunk)
+        if self._server_finished or self._finished.is_set():
+            self.stats.dropped_after_end += 1
+            return n / self._bytes_per_ms
+        lost = 0.0
+        if n > fr.room:
+            before = fr.stats.bytes_dropped
+            fr.feed(chunk)
+            lost = (fr.stats.bytes_dropped - before) / self._bytes_per_ms
+        else:
+            fr.feed(chunk)
+        if fr.frames_ready:
+            if self._idle:
+                self._send_now()
+            else:
+                self._wakeup.set()
+        return lost
 
     async def end(self, cancel: bool = False) -> None:
         """Flush the framer and send END (``cancel`` discards what the server has not decoded).
@@ -558,10 +601,16 @@ class StreamRunner(FastPathMixin, ReceiveMixin):
             self._silence_boundary = True  # nothing to send: a natural boundary
             if left <= 0:
                 return
+        # a timer handle, not asyncio.wait_for (a Task per wait before Python 3.12); a spurious
+        # wakeup is harmless: the send loop clears the event and looks again
+        timer = self._loop.call_later(timeout, self._wakeup.set) if timeout is not None else None
+        self._idle = True
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+            await self._wakeup.wait()
+        finally:
+            self._idle = False
+            if timer is not None:
+                timer.cancel()
 
     def _rollover_due(self) -> bool:
         return self._rollover_at is not None and self._clock() >= self._rollover_at
