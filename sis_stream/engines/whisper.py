@@ -20,6 +20,19 @@ Mandarin (``language="zh"``): an initial prompt written in Simplified Chinese st
 to Simplified characters and punctuation, and OpenCC ``t2s`` converts whatever Traditional
 characters remain (text and word tokens). With ``word_info`` the word tokens are cut into
 characters (Latin words stay whole), each with its share of the token's time span.
+
+Batched decoding (:meth:`WhisperEngine.decode_batch`): segments of many calls (up to 30 s each)
+are decoded together with the same prompt and options as :meth:`decode` without word timestamps,
+and give the same text and score. The encoder runs ``encoder_batch`` rows per call (default 1:
+on CPU one encoder call over many 30 s-padded windows costs more CPU per row than single calls),
+then the decoder steps of all rows run batched on the kept encoder output. CTranslate2 needs
+one prompt length per ``generate`` call, so rows are grouped by prompt length (rows without hot
+words share one group). It has one ``max_length`` per call: a group runs to its largest token
+cap, and a row that reached its own cap (a looping row) is decoded again alone, from the kept
+encoder output, with its own cap. The temperature fallback (when configured) runs batched on the
+kept encoder output too (no second encoder pass). Measured on 2 cores (tiny.en, 16 telephone
+prompts, ``benchmarks/bench_whisper_batch.py``): batching saves at most about 8 % of the CPU;
+the 30 s-padded encoder pass (about 0.4 CPU-s per row) is paid per row either way.
 """
 
 from __future__ import annotations
@@ -35,8 +48,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from ..errors import EngineConfigError, EngineUnavailableError
+from ..errors import AudioFormatError, EngineConfigError, EngineUnavailableError
 from . import models, zh_text
+from ._whisper_batch import _COMPRESSION_FAIL, _LOGPROB_FAIL, BatchRun
 from .base import (
     DEFAULT_MAX_SEGMENT_S,
     Engine,
@@ -66,13 +80,12 @@ DEFAULT_TEMPERATURES: Final = (0.0,)
 DEFAULT_TOKENS_PER_SECOND: Final = 8.0
 #: Segments quieter than this RMS (int16 units, about -60 dBFS) are not decoded: empty text.
 DEFAULT_SILENCE_RMS: Final = 32.0
-#: faster-whisper's thresholds for "this pass failed" (its defaults).
-_LOGPROB_FAIL: Final = -1.0
-_COMPRESSION_FAIL: Final = 2.4
 #: n-grams of this many tokens may not repeat within one decode (0 disables).
 DEFAULT_NO_REPEAT_NGRAM: Final = 6
 #: Whisper's decoder window (prompt + generated tokens).
 _MAX_LENGTH: Final = 448
+#: Rows per encoder call in decode_batch (measured: benchmarks/bench_whisper_batch.py).
+DEFAULT_ENCODER_BATCH: Final = 1
 #: Initial prompt for Mandarin: Simplified characters with punctuation steer the output.
 ZH_PROMPT: Final = "以下是普通话的句子。"
 #: Models selectable by name (``model=``).
@@ -195,6 +208,10 @@ class WhisperEngine(Engine):
         Initial prompt for ``language="zh"`` (Simplified Chinese); None disables it.
     max_segment_s : float
         Cap on one open segment.
+    encoder_batch : int
+        Rows per encoder call in :meth:`decode_batch` (its decoder steps run batched for all
+        rows). Default ``DEFAULT_ENCODER_BATCH`` (1): on CPU a batched encoder run over 30 s
+        windows costs more CPU per row than single ones (see the module notes).
 
     Raises
     ------
@@ -213,7 +230,7 @@ class WhisperEngine(Engine):
                  partial_beam_size: int = 1, temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
                  tokens_per_second: float = DEFAULT_TOKENS_PER_SECOND,
                  no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM, zh_prompt: str | None = ZH_PROMPT,
-                 silence_rms: float = DEFAULT_SILENCE_RMS,
+                 silence_rms: float = DEFAULT_SILENCE_RMS, encoder_batch: int | None = None,
                  max_segment_s: float = DEFAULT_MAX_SEGMENT_S) -> None:
         try:
             from faster_whisper import WhisperModel
@@ -238,6 +255,10 @@ class WhisperEngine(Engine):
             raise EngineConfigError(f"tokens_per_second must be > 0, got {tokens_per_second!r}")
         if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
             raise EngineConfigError(f"no_repeat_ngram_size must be an int >= 0, got {no_repeat_ngram_size!r}")
+        if encoder_batch is None:
+            encoder_batch = DEFAULT_ENCODER_BATCH
+        if not isinstance(encoder_batch, int) or encoder_batch < 1:
+            raise EngineConfigError(f"encoder_batch must be an int >= 1, got {encoder_batch!r}")
         if not (isinstance(silence_rms, (int, float)) and silence_rms >= 0):
             raise EngineConfigError(f"silence_rms must be a number >= 0, got {silence_rms!r}")
         if zh_prompt is not None and not isinstance(zh_prompt, str):
@@ -261,14 +282,30 @@ class WhisperEngine(Engine):
         self.tokens_per_second = float(tokens_per_second)
         self.no_repeat_ngram_size = no_repeat_ngram_size
         self.silence_rms = float(silence_rms)
+        self.encoder_batch = encoder_batch
         self.zh_prompt = zh_prompt or None
         self._zh_prompt_tokens = self._token_count(zh_prompt) if zh_prompt else 0
         self.max_segment_s = float(max_segment_s)
+        # language -> (faster-whisper Tokenizer, suppressed token ids) for decode_batch
+        self._batch_tokenizers: dict[str, tuple[Any, list[int]]] = {}
         self.model_name = model if model_dir is None else path.name
         self.description = (f"faster-whisper {self.model_name} "
                             f"({'multilingual' if self.multilingual else 'English-only'}, "
                             f"{compute_type}, {cpu_threads} thread(s) x {num_workers} worker(s))")
         logger.info("Whisper model %s loaded in %.2f s", path, self.load_seconds)
+
+    def _batch_tokenizer(self, language: str) -> tuple[Any, list[int]]:
+        """The tokenizer and suppressed tokens ``transcribe`` builds for `language` (cached)."""
+        cached = self._batch_tokenizers.get(language)
+        if cached is None:
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
+
+            tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
+                                  task="transcribe", language=language)
+            cached = (tokenizer, list(get_suppressed_tokens(tokenizer, [-1])))
+            self._batch_tokenizers[language] = cached
+        return cached
 
     def _token_count(self, text: str) -> int:
         return len(self._model.hf_tokenizer.encode(" " + text, add_special_tokens=False).ids)
@@ -399,6 +436,87 @@ class WhisperEngine(Engine):
         score = float(np.mean(probs)) if probs else math.exp(logprob_sum / n_tokens)
         return text, min(1.0, max(0.0, score)), words
 
+    def prompt_token_count(self, hotwords: str | None) -> int:
+        """Tokens `hotwords` takes in Whisper's prompt (as faster-whisper encodes and truncates them)."""
+        if not hotwords or not hotwords.strip():
+            return 0
+        return min(self._token_count(hotwords.strip()), _MAX_LENGTH // 2 - 1)
+
+    def decode_batch(self, audios: Sequence[np.ndarray], *, language: str, final: bool,
+                     prompts: Sequence[str | None] | None = None) -> list[tuple[str, float]]:
+        """Decode many int16 16 kHz items in one batched CTranslate2 call (thread-safe).
+
+        Each item gets what :meth:`decode` gives it without word timestamps: the same prompt
+        (hot words, the Mandarin initial prompt), beam size (``beam_size`` for finals,
+        ``partial_beam_size`` otherwise), token cap from its own length, ``no_repeat_ngram_size``,
+        silence gate, no-speech rule, temperature fallback and score. Items of any lengths
+        batch together (Whisper pads every window to 30 s).
+
+        - Silent items (RMS below ``silence_rms``) and empty ones are answered ``("", 0.0)``
+          without decoding.
+        - Items longer than one Whisper window (about 30 s: more than 3000 mel frames) are
+          decoded one by one with :meth:`decode` (several windows each).
+        - Rows whose prompts differ in length run as separate ``generate`` calls on one shared
+          encoder output (CTranslate2 needs equal prompt lengths per call).
+        - Token caps: one ``generate`` call has one ``max_length``; a group runs to its largest
+          cap and a row that reached its own cap is decoded again alone with that cap (encoder
+          output reused), so caps hold per row exactly. With ``beam_size > 1`` rows are also
+          grouped by cap (a beam search stopped earlier can pick another hypothesis).
+        - The cap for hot words counts their tokens as Whisper's prompt holds them
+          (:meth:`prompt_token_count`).
+
+        Parameters
+        ----------
+        audios : sequence of numpy.ndarray
+            1-D int16 arrays at 16 kHz.
+        language : str
+            A language of this engine (``"en"``; any Whisper language with ``model="base"``).
+        final : bool
+            Decode as finals (``beam_size``, fallback pass) or partials (``partial_beam_size``).
+        prompts : sequence of str or None, optional
+            Hot-word prompt text per item (None or ``""``: none); same length as `audios`.
+
+        Returns
+        -------
+        list of (text, score)
+            One per item, in order; ``text`` stripped, ``score`` in [0, 1] (exp of the mean token
+            log-probability), ``("", 0.0)`` when nothing was recognised.
+
+        Raises
+        ------
+        TypeError
+            `audios` is not a sequence of int16 arrays, `final` is not a bool, a prompt is not
+            str or None.
+        AudioFormatError
+            An item is not 1-D.
+        ValueError
+            `prompts` does not have one entry per item.
+        EngineConfigError
+            `language` is not one of this engine's languages.
+        """
+        if isinstance(audios, np.ndarray) or not isinstance(audios, Sequence):
+            raise TypeError("audios must be a sequence (list or tuple) of 1-D int16 numpy arrays, "
+                            f"got {type(audios).__name__}")
+        if not isinstance(final, bool):
+            raise TypeError(f"final must be bool, got {type(final).__name__}")
+        language = self._check_language(language)
+        if prompts is None:
+            prompts = [None] * len(audios)
+        elif isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise TypeError(f"prompts must be a sequence of str or None (one per item), got {type(prompts).__name__}")
+        elif len(prompts) != len(audios):
+            raise ValueError(f"prompts must have one entry per item: {len(audios)} items, {len(prompts)} prompts")
+        for i, (audio, hot) in enumerate(zip(audios, prompts)):
+            if not isinstance(audio, np.ndarray) or audio.dtype != np.int16:
+                got = audio.dtype if isinstance(audio, np.ndarray) else type(audio).__name__
+                raise TypeError(f"audios[{i}] must be a numpy.ndarray of int16 (16 kHz mono PCM), got {got}")
+            if audio.ndim != 1:
+                raise AudioFormatError(f"audios[{i}] must be 1-D (mono), got shape {audio.shape}")
+            if hot is not None and not isinstance(hot, str):
+                raise TypeError(f"prompts[{i}] must be str or None, got {type(hot).__name__}")
+        if not audios:
+            return []
+        return BatchRun(self, language, final).run(audios, prompts)
 
 def _mean_logprob(segments: list[Any]) -> float:
     n = sum(max(1, len(s.tokens)) for s in segments)
