@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from ..errors import EngineConfigError, EngineUnavailableError, PropertyNotSupportedError
 from .base import Engine
+from .interim import InterimSettings, interim_settings_from_options
 
 __all__ = [
     "DEFAULT_LANGUAGE_ENGINES",
@@ -273,6 +274,10 @@ class EngineRegistry:
     engine_options : mapping, optional
         Engine name -> keyword options for its constructor, e.g.
         ``{"whisper": {"model_dir": "/models/whisper-base"}, "pocketsphinx": {"max_decoders": 4}}``.
+        Options named ``interim_*`` (``interim_policy``, ``interim_commit_pause_ms`` ...) are not
+        passed to the constructor: they are validated into an
+        :class:`~sis_stream.engines.interim.InterimSettings` set as the loaded engine's
+        ``interim_settings`` (the defaults when none are given).
     factories : mapping, optional
         Engine name -> factory, replacing the built-in ones (tests, custom engines); default
         routes to an engine they lack are left out.
@@ -280,8 +285,8 @@ class EngineRegistry:
     Raises
     ------
     EngineConfigError
-        For bad overrides, options for unknown engines, or a property mapped to an engine that
-        cannot serve its language at all (pocketsphinx is English-only).
+        For bad overrides, options for unknown engines, bad ``interim_*`` options, or a property
+        mapped to an engine that cannot serve its language at all (pocketsphinx is English-only).
     """
 
     def __init__(self, overrides: Mapping[str, str] | Iterable[str] | None = None, *,
@@ -292,6 +297,9 @@ class EngineRegistry:
         unknown = set(self._options) - set(self._factories)
         if unknown:
             raise EngineConfigError(f"engine_options for unknown engine(s): {', '.join(sorted(unknown))}")
+        # interim_* options are the interim policy's, not the engine constructor's (engines/interim.py).
+        self._interim = {name: interim_settings_from_options(opts, name)
+                         for name, opts in self._options.items()}
         # Custom factories without an engine of the default map leave those properties unrouted.
         self._map = {p: n for p, n in DEFAULT_PROPERTY_ENGINES.items()
                      if n in self._factories and all(d in self._factories for d in ENGINE_PARTS.get(n, ()))}
@@ -343,6 +351,8 @@ class EngineRegistry:
                     eng = self.engine(fallback)
                 else:
                     eng = self._factories[name](*parts, **self._options.get(name, {}))
+                    eng.interim_settings = self._interim.get(  # type: ignore[attr-defined]
+                        name, InterimSettings())
                 self._engines[name] = eng
                 logger.info("engine %s loaded: %s", name, eng.description)
             return eng
