@@ -129,3 +129,105 @@ def bench_rss_over_decodes(engines):
     print(f"RSS over {DECODES} Moonshine decodes: {before:.0f} -> {after:.0f} MB ({after - before:+.1f} MB); "
           f"RTF {cpu / audio:.3f} ({cpu:.1f} CPU-s for {audio:.0f} s of audio)")
     assert after - before < 50, "Moonshine decodes leak memory"
+
+
+# --- Batched decoding (MoonshineEngine.decode_batch) -------------------------------------------
+# Run: ``python -m pytest benchmarks/bench_moonshine.py -s -k batch`` (Moonshine only, no Whisper).
+
+PAD_LEVELS = tuple(float(p) for p in os.environ.get(
+    "BENCH_MOONSHINE_PAD_LEVELS", "0,0.05,0.10,0.15,0.20,0.30,0.50,1.00").split(","))
+BATCH_SIZES = (1, 2, 4, 8, 16)
+PAD_SECONDS_EDGES = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, float("inf"))
+
+
+@pytest.fixture(scope="module")
+def moonshine():
+    from sis_stream.engines.moonshine import MoonshineEngine
+
+    return MoonshineEngine(cache_dir=os.environ.get("SIS_STREAM_CACHE_DIR") or None)
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min) / {five:.2f} (5 min) on {os.cpu_count()} core(s)"
+
+
+def _short_clips(lo_s: float, hi_s: float) -> list[tuple[str, np.ndarray]]:
+    clips = [(u.text, resample(u.pcm, 8000, 16000)) for u in asterisk_prompts()]
+    clips += [(u.text, u.pcm) for u in librivox()]
+    return [(t, pcm) for t, pcm in clips if lo_s * 16000 <= len(pcm) <= hi_s * 16000]
+
+
+@pytest.mark.parametrize("tail_s", [0.0, 0.5], ids=["trimmed", "tail0.5"])
+def bench_batch_padding_tolerance(moonshine, tail_s):
+    """How often padding an item with p % of silence (in a batch beside a longer item) changes its
+    transcript, against the item decoded alone: the data behind ``batch_compatible``.
+
+    ``trimmed``: the prompts as recorded (cut tight at the last word); ``tail0.5``: with 0.5 s of
+    silence after the speech, as the server's segments end (the ``vad_tail`` that closed them).
+    """
+    tail = np.zeros(int(tail_s * 16000), np.int16)
+    clips = [(t, np.concatenate([pcm, tail])) for t, pcm in _short_clips(1.0, 8.0)]
+    alone = [moonshine.decode(pcm)[0] for _, pcm in clips]
+    print(f"\nPadding tolerance over {len(clips)} real clips of 1-8 s + {tail_s} s of silence ({_load()}):")
+    print("  pad %  | text changed | words changed (normalised) | WER alone -> padded | max pad s")
+    by_seconds: dict[float, list[bool]] = {}
+    for p in PAD_LEVELS:
+        changed = words_changed = 0
+        errs_alone, errs_padded = [], []
+        max_pad = 0.0
+        for (ref, pcm), base in zip(clips, alone):
+            n = len(pcm)
+            filler = np.zeros(n + round(n * p), np.int16)
+            text = moonshine.decode_batch([pcm, filler])[0][0]
+            max_pad = max(max_pad, (len(filler) - n) / 16000)
+            changed += text != base
+            words_changed += word_errors(base, text).errors > 0
+            if p > 0:
+                edge = next(b for b in PAD_SECONDS_EDGES if (len(filler) - n) / 16000 <= b)
+                by_seconds.setdefault(edge, []).append(word_errors(base, text).errors > 0)
+            errs_alone.append(word_errors(ref, base))
+            errs_padded.append(word_errors(ref, text))
+        wa = sum(errs_alone[1:], errs_alone[0]).rate
+        wp = sum(errs_padded[1:], errs_padded[0]).rate
+        print(f"  {p:6.0%} | {changed:3d} ({changed / len(clips):5.1%}) | {words_changed:3d} "
+              f"({words_changed / len(clips):5.1%})              | {wa:5.1%} -> {wp:5.1%}      | {max_pad:.2f}")
+    print("  by seconds of padding (all levels above 0 % pooled): words changed")
+    lo = 0.0
+    for edge in PAD_SECONDS_EDGES:
+        v = by_seconds.get(edge, [])
+        if v:
+            print(f"    ({lo:.2f}, {edge:.2f}] s: {sum(v):3d} of {len(v):3d} ({sum(v) / len(v):5.1%})")
+        lo = edge
+
+
+def bench_batch_cpu(moonshine):
+    """CPU seconds per audio second of ``decode_batch`` of B real 1-4 s prompts against the same
+    prompts decoded one by one, side by side (per group: one by one, then the batch)."""
+    clips = sorted((pcm for _, pcm in _short_clips(1.0, 4.0)), key=len)
+    step = max(1, len(clips) // 48)
+    clips = clips[::step][:48]  # 48 prompts spread over 1-4 s, by length
+    for pcm in clips[:4]:
+        moonshine.decode(pcm)  # warm-up
+    audio_s = sum(len(c) for c in clips) / 16000
+    print(f"\nBatched Moonshine, {len(clips)} prompts of 1-4 s ({audio_s:.0f} s of audio), groups of B "
+          f"consecutive by length; process CPU time ({_load()}):")
+    print("   B | one by one CPU-s/audio-s | batch CPU-s/audio-s | batch / one-by-one | padding | "
+          "words differ")
+    for b in BATCH_SIZES:
+        single = batch = 0.0
+        padded = differ = 0
+        for i in range(0, len(clips), b):
+            group = clips[i:i + b]
+            t0 = time.process_time()
+            alone = [moonshine.decode(pcm)[0] for pcm in group]
+            t1 = time.process_time()
+            together = [t for t, _ in moonshine.decode_batch(group)]
+            t2 = time.process_time()
+            single += t1 - t0
+            batch += t2 - t1
+            padded += sum(len(group[-1]) - len(c) for c in group)
+            differ += sum(word_errors(a, t).errors > 0 for a, t in zip(alone, together))
+        print(f"  {b:2d} | {single / audio_s:24.4f} | {batch / audio_s:19.4f} | {batch / single:18.2f} | "
+              f"{padded / 16000 / audio_s:6.1%} | {differ:2d} of {len(clips)}")
+    print(f"  ({_load()} at the end)")

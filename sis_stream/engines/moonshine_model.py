@@ -5,6 +5,8 @@ The encoder takes raw 16 kHz float samples ``[1, N]`` and gives ``[1, ~N/384, 41
 decoder (8 layers, 8 heads of 52) is run greedily token by token with its key/value cache; the
 cross-attention keys and values come out at step 0 only and are kept. The number of tokens is
 capped in proportion to the audio length, since Moonshine repeats words on audio cut mid-word.
+:meth:`MoonshineModel.decode_batch` decodes several items in one encoder run and one decoder run
+per step (the batch padded with silence to its longest item; each row stopped on its own).
 The wheel is located with :func:`importlib.util.find_spec`, so its own C library is never loaded.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from ..errors import EngineUnavailableError
 
-__all__ = ["BOS_ID", "EOS_ID", "MoonshineModel", "load_tokenizer", "shipped_model_dir"]
+__all__ = ["BOS_ID", "EOS_ID", "MAX_BATCH", "MoonshineModel", "load_tokenizer", "shipped_model_dir"]
 
 #: Token ids of the Moonshine tokenizer.
 BOS_ID: Final = 1
@@ -30,6 +32,11 @@ EOS_ID: Final = 2
 TOKENS_PER_SECOND: Final = 6.5
 EXTRA_TOKENS: Final = 10
 _WORD_BOUNDARY: Final = "\u2581"  # SentencePiece's word-start mark
+#: The encoder needs at least 0.1 s (its first convolution); shorter audio is padded with zeros.
+MIN_SAMPLES: Final = 1600
+#: Most items :meth:`MoonshineModel.decode_batch` takes at once. The encoder's activations grow
+#: with rows x longest item (its first convolution alone: 0.4 MB per row and second of audio).
+MAX_BATCH: Final = 64
 
 
 def shipped_model_dir() -> Path:
@@ -69,6 +76,42 @@ def load_tokenizer(path: str | os.PathLike[str]) -> tuple[bytes, ...]:
 
 #: A run of at least this many tokens said twice in a row is taken for a decoding loop.
 MIN_REPEAT_TOKENS: Final = 4
+
+
+def _samples(audio: np.ndarray) -> np.ndarray:
+    """float32 samples in [-1, 1) of int16 or float `audio`, zero-padded to :data:`MIN_SAMPLES`."""
+    if audio.dtype == np.int16:
+        x = audio.astype(np.float32) * np.float32(1.0 / 32768.0)
+    else:
+        x = np.asarray(audio, np.float32)
+    if len(x) < MIN_SAMPLES:
+        x = np.pad(x, (0, MIN_SAMPLES - len(x)))
+    return x
+
+
+def _token_cap(samples: int) -> int:
+    """Most tokens greedy decoding emits for `samples` (16 kHz, after padding to MIN_SAMPLES)."""
+    return int(samples / 16000 * TOKENS_PER_SECOND) + EXTRA_TOKENS
+
+
+def _batch_items(audios: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The items of `audios` checked (1-D numpy arrays, int16 or float) and made float32."""
+    if isinstance(audios, np.ndarray) or not isinstance(audios, Sequence) or isinstance(audios, str | bytes):
+        raise TypeError("audios must be a sequence (list or tuple) of 1-D numpy arrays, one per item, "
+                        f"got {type(audios).__name__}; wrap a single item as [audio]")
+    if len(audios) > MAX_BATCH:
+        raise ValueError(f"at most {MAX_BATCH} items per batch, got {len(audios)}; split the batch")
+    items = []
+    for i, a in enumerate(audios):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"audios[{i}] must be a numpy array of 16 kHz mono samples (int16 or float32), "
+                            f"got {type(a).__name__}")
+        if a.ndim != 1:
+            raise ValueError(f"audios[{i}] must be 1-D (mono samples), got shape {a.shape}")
+        if a.dtype != np.int16 and a.dtype.kind != "f":
+            raise TypeError(f"audios[{i}] must hold int16 or float samples, got dtype {a.dtype}")
+        items.append(_samples(a))
+    return items
 
 
 def _repeats(ids: list[int]) -> bool:
@@ -124,6 +167,7 @@ class MoonshineModel:
                        for i, n in enumerate(self._out_names) if n.startswith("present.")]
         heads = self._decoder.get_inputs()[inputs.index(self._past_names[0])].shape[1] if self._past_names else 8
         dim = self._decoder.get_inputs()[inputs.index(self._past_names[0])].shape[3] if self._past_names else 52
+        self._kv_shape = (int(heads), int(dim))
         self._empty = np.zeros((1, int(heads), 0, int(dim)), np.float32)
 
     def token_ids(self, audio: np.ndarray) -> list[int]:
@@ -133,16 +177,11 @@ class MoonshineModel:
     def decode(self, audio: np.ndarray) -> tuple[list[int], float]:
         """Greedy token ids (without BOS/EOS) and a confidence in [0, 1] (the exponential of the
         mean log-probability of the chosen tokens) for int16 or float32 16 kHz mono `audio`."""
-        if audio.dtype == np.int16:
-            x = audio.astype(np.float32) * np.float32(1.0 / 32768.0)
-        else:
-            x = np.asarray(audio, np.float32)
-        if len(x) < 1600:  # the encoder needs at least 0.1 s (its first convolution)
-            x = np.pad(x, (0, 1600 - len(x)))
+        x = _samples(audio)
         hidden = self._encoder.run(None, {"input_values": x[None, :]})[0]
         feed: dict[str, Any] = {name: self._empty for name in self._past_names}
         feed["encoder_hidden_states"] = hidden
-        cap = int(len(x) / 16000 * TOKENS_PER_SECOND) + EXTRA_TOKENS
+        cap = _token_cap(len(x))
         ids: list[int] = []
         logprob = 0.0
         token = BOS_ID
@@ -166,6 +205,88 @@ class MoonshineModel:
                     feed[name] = outs[i]
         steps = len(ids) + (1 if token == EOS_ID else 0)
         return ids, float(np.exp(logprob / steps)) if steps else 0.0
+
+    def decode_batch(self, audios: Sequence[np.ndarray]) -> list[tuple[list[int], float]]:
+        """:meth:`decode` of several items at once: per item (in order) the token ids and confidence.
+
+        The items are padded with zeros (silence) to the longest one and encoded in one run; the
+        decoder then runs one step for all live rows at a time. Each row stops on its own, at EOS,
+        at the repeat guard or at the token cap of its own (unpadded) length, exactly as
+        :meth:`decode` would; a finished row is dropped from the batch (its key/value cache rows
+        are removed), and the loop ends when no row is left, so it never runs more steps than the
+        largest cap. A batch of one gives exactly what :meth:`decode` gives; in a larger batch the
+        padding can change an item's transcript when it is much shorter than the longest one
+        (:func:`sis_stream.engines.moonshine.batch_compatible` says which lengths group safely).
+        Thread-safe.
+
+        Parameters
+        ----------
+        audios : sequence of numpy.ndarray
+            At most :data:`MAX_BATCH` 1-D arrays of 16 kHz mono samples, int16 or float in
+            [-1, 1); an item shorter than 0.1 s (even empty) is padded as in :meth:`decode`.
+
+        Returns
+        -------
+        list of (list of int, float)
+            Token ids (without BOS/EOS) and confidence in [0, 1] of each item, in input order.
+
+        Raises
+        ------
+        TypeError
+            If `audios` is not a sequence of numpy arrays, or an item is neither int16 nor float.
+        ValueError
+            If an item is not 1-D, or there are more than :data:`MAX_BATCH` items.
+        """
+        xs = _batch_items(audios)
+        if not xs:
+            return []
+        caps = [_token_cap(len(x)) for x in xs]
+        batch = np.zeros((len(xs), max(len(x) for x in xs)), np.float32)
+        for r, x in enumerate(xs):
+            batch[r, :len(x)] = x
+        hidden = self._encoder.run(None, {"input_values": batch})[0]
+        heads, dim = self._kv_shape
+        empty = np.zeros((len(xs), heads, 0, dim), np.float32)
+        feed: dict[str, Any] = {name: empty for name in self._past_names}
+        feed["encoder_hidden_states"] = hidden
+        ids: list[list[int]] = [[] for _ in xs]
+        logprob = [0.0] * len(xs)
+        last = [BOS_ID] * len(xs)
+        rows = list(range(len(xs)))  # item index of each live batch row
+        run = self._decoder.run
+        for step in range(max(caps)):
+            feed["input_ids"] = np.array([[last[r]] for r in rows], np.int64)
+            if self._has_branch:
+                feed["use_cache_branch"] = np.array([step > 0])
+            outs = run(None, feed)
+            keep: list[int] = []  # batch rows that go on
+            for j, r in enumerate(rows):
+                logits = outs[0][j, -1]
+                token = int(logits.argmax())
+                top = float(logits[token])
+                logprob[r] += -float(np.log(np.exp(logits - top).sum()))  # as in decode()
+                last[r] = token
+                if token == EOS_ID:
+                    continue
+                ids[r].append(token)
+                if not _repeats(ids[r]) and step + 1 < caps[r]:
+                    keep.append(j)
+            if not keep:
+                break
+            for i, name, cross in self._carry:
+                if step == 0 or not cross:
+                    feed[name] = outs[i]
+            if len(keep) < len(rows):  # drop the finished rows from every batched input
+                sel = np.array(keep)
+                for name in self._past_names:
+                    feed[name] = feed[name][sel]
+                feed["encoder_hidden_states"] = feed["encoder_hidden_states"][sel]
+                rows = [rows[j] for j in keep]
+        results = []
+        for r in range(len(xs)):
+            steps = len(ids[r]) + (1 if last[r] == EOS_ID else 0)
+            results.append((ids[r], float(np.exp(logprob[r] / steps)) if steps else 0.0))
+        return results
 
     def text(self, ids: Iterable[int]) -> str:
         """Detokenize: the pieces joined, the word-start mark made a space."""
