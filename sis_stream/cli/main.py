@@ -129,6 +129,11 @@ def _serve(args: argparse.Namespace) -> int:
         raise _UsageError("--no-job-workers needs --redis (jobs then run in 'sis-stream worker' processes)")
     if args.drain_grace is not None:
         kwargs["drain_grace_s"] = args.drain_grace
+    if args.ttf_bound_ms is not None:
+        kwargs["ttf_bound_ms"] = args.ttf_bound_ms
+    for name in ("batch_window_ms", "max_batch", "decode_workers"):  # batched decoding
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
     settings = ServerSettings(
         host=args.host, port=args.port, credentials_file=args.credentials, data_dir=args.data_dir,
         tls_cert=args.tls_cert, tls_key=args.tls_key, no_auth=args.no_auth,
@@ -157,6 +162,13 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
                    help="engine constructor option, e.g. whisper.model_dir=/models/base; repeatable")
     p.add_argument("--max-sessions", type=int, metavar="N", help="concurrency limit (SIS.0312 beyond)")
     p.add_argument("--workers", type=int, metavar="N", help="engine worker threads (default: cores)")
+    p.add_argument("--batch-window-ms", type=float, metavar="MS",
+                   help="batched decoding: wait this long after a due decode for others to join it (default 20)")
+    p.add_argument("--max-batch", type=int, metavar="N", help="largest decode batch (default 16)")
+    p.add_argument("--decode-workers", type=int, metavar="N", help="decode batcher threads (default: cores)")
+    p.add_argument("--ttf-bound-ms", type=float, metavar="MS",
+                   help="admission control: refuse a new session (SIS.0312) when the measured decode budget "
+                        "says it would push end-of-speech-to-final time over MS (default 1200)")
     p.add_argument("--fetch-allow", metavar="HOST[:PORT],...",
                    help="hosts data_url may be fetched from (default: none, loopback included)")
     p.add_argument("--fetch-dir", type=Path, metavar="DIR",

@@ -33,7 +33,7 @@ from .base import (
     Hypothesis,
     normalize_hot_words,
 )
-from .buffered import BufferedStream
+from .buffered import BufferedStream, EngineBatchDecoder
 from .moonshine import MoonshineEngine
 from .whisper import WhisperEngine
 
@@ -93,11 +93,31 @@ class RoutingEngine(Engine):
 
 
 class RoutingStream(BufferedStream):
-    """Buffers the open segment and decodes it with the engine its length calls for."""
+    """Buffers the open segment and decodes it with the engine its length calls for.
+
+    Batchable (:attr:`BufferedStream.batchable`) when both engines have ``decode_batch``: each
+    planned job goes to Moonshine's or Whisper's batch decoder by the length it decodes.
+    """
 
     def __init__(self, engine: RoutingEngine, **kwargs: Any) -> None:
         super().__init__(engine, **kwargs)
         self._engine: RoutingEngine = engine
+        self._decoders: dict[str, EngineBatchDecoder | None] = {}
+
+    def _part_decoder(self, name: str, part: Any) -> EngineBatchDecoder | None:
+        if name not in self._decoders:
+            ok = callable(getattr(part, "decode_batch", None))
+            self._decoders[name] = EngineBatchDecoder(part, name=name) if ok else None
+        return self._decoders[name]
+
+    def batch_decoder(self, samples: int) -> EngineBatchDecoder | None:
+        """Whisper's batch decoder above the crossover, Moonshine's up to it (None if it has none)."""
+        if samples > self._engine.crossover_samples:
+            return self._part_decoder("whisper", self._engine.whisper)
+        return self._part_decoder("moonshine", self._engine.moonshine)
+
+    def _on_decoded(self, decoder: Any, final: bool) -> None:
+        self._engine.count(decoder.name)
 
     def decode_segment(self, audio: np.ndarray, start_ms: int, end_ms: int, final: bool) -> Hypothesis:
         if len(audio) > self._engine.crossover_samples:

@@ -33,20 +33,25 @@ and closed at cleanup.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Final
 
 from aiohttp import web
 
 from ..engines.base import available_cores
+from ..engines.batcher import DecodeBatcher
 from ..engines.pool import EngineExecutor
 from ..engines.registry import EngineRegistry
 from ..protocol import Authenticator, SignatureVerifier, TokenIssuer, TokenService
 from . import flash, iam, rasr, rest_short, rtts, status, transcriber, tts, vocab
+from .admission import AdmissionController
 from .auth import route, sis_middleware
 from .console.routes import setup_console
+from .engine_metrics import EngineMetrics
 from .guard import track_websocket
 from .metrics import Metrics
+from .recognizer import wire_decoding
 from .redis_vocab import RedisVocabularyStore
 from .rest import (
     JOBS,
@@ -58,8 +63,11 @@ from .rest import (
 )
 from .settings import ServerSettings
 from .state import (
+    ADMISSION,
     AUTHENTICATOR,
+    BATCHER,
     CREDENTIALS,
+    ENGINE_METRICS,
     ENGINES,
     HOT_WORDS,
     METRICS,
@@ -77,6 +85,8 @@ __all__ = ["create_app", "setup_rest_routes"]
 logger = logging.getLogger(__name__)
 
 _OWNS_REGISTRY: Final = web.AppKey("sis_owns_registry", bool)
+#: Longest wait for the decode threads at cleanup (seconds).
+_BATCHER_JOIN_S: Final = 5.0
 
 
 def create_app(settings: ServerSettings | None = None) -> web.Application:
@@ -91,7 +101,7 @@ def create_app(settings: ServerSettings | None = None) -> web.Application:
     -------
     aiohttp.web.Application
         With the shared state of :mod:`.state` and every route installed. The engine executor
-        is shut down (and an owned engine registry closed) on cleanup.
+        and the decode batcher are shut down (and an owned engine registry closed) on cleanup.
 
     Raises
     ------
@@ -125,6 +135,19 @@ def create_app(settings: ServerSettings | None = None) -> web.Application:
     queued = settings.engine_queue or max(64 * workers, 4 * settings.max_sessions)
     app[POOL] = EngineExecutor(workers, max_queued=queued)
     app[SESSIONS] = SessionLimiter(settings.max_sessions)
+    limiter = app[SESSIONS]  # admission: measured decode budget per decode worker, then SIS.0312
+    app[ADMISSION] = AdmissionController(settings.decode_workers or available_cores(),
+                                         ttf_bound_ms=settings.ttf_bound_ms,
+                                         sessions=lambda: limiter.active, clock=settings.clock)
+    app[ENGINE_METRICS] = EngineMetrics([app[ADMISSION]])
+    app[METRICS].add_collector(app[ENGINE_METRICS].render)
+    # Batched decoding of finals and interims across sessions (engines.batcher), beside the pool.
+    decode_workers = settings.decode_workers or available_cores()
+    engine_metrics = app.get(ENGINE_METRICS)
+    app[BATCHER] = DecodeBatcher(decode_workers, window_ms=settings.batch_window_ms, max_batch=settings.max_batch,
+                                 max_queued=max(256 * decode_workers, 4 * settings.max_sessions),
+                                 observer=getattr(engine_metrics, "on_batch", None))
+    wire_decoding(app[POOL], batcher=app[BATCHER], ttf_observer=getattr(engine_metrics, "observe_ttf", None))
 
     status.setup_routes(app)
     iam.setup_routes(app)
@@ -194,5 +217,7 @@ async def _on_shutdown(app: web.Application) -> None:
 
 async def _on_cleanup(app: web.Application) -> None:
     app[POOL].shutdown(wait=False)
+    # Cancels queued decodes; joins the decode threads (a batch being decoded finishes first).
+    await asyncio.to_thread(app[BATCHER].shutdown, timeout_s=_BATCHER_JOIN_S)
     if app[_OWNS_REGISTRY]:
         app[ENGINES].close()

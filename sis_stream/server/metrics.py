@@ -18,17 +18,23 @@ Other modules report with one call::
 
 Label values are bounded: at most ``max_label_values`` distinct interfaces and projects are
 tracked; further ones are folded into ``"_other"`` (overflow policy "fold").
+
+Other components add their own metric families to the same ``/metrics`` page with
+:meth:`Metrics.add_collector` (the engine's decode histograms, :mod:`.engine_metrics`);
+:class:`Histogram` is the fixed-bucket Prometheus histogram they use.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CLOUD_EYE_METRICS", "OTHER_LABEL", "Metrics", "Usage", "render_labels"]
+__all__ = ["CLOUD_EYE_METRICS", "OTHER_LABEL", "Histogram", "Metrics", "Usage", "format_value", "render_labels"]
 
 #: The four Cloud Eye metric names (§12).
 CLOUD_EYE_METRICS: Final = (
@@ -60,6 +66,72 @@ def _num(v: float) -> str:
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
     return repr(float(v))
+
+
+def format_value(v: float) -> str:
+    """A sample value in Prometheus text syntax (ints as ints, ``+Inf``/``-Inf``, floats by repr)."""
+    return _num(v)
+
+
+class Histogram:
+    """A Prometheus histogram with fixed upper bucket bounds (``le``).
+
+    Not locked by itself: the owner serialises :meth:`observe` and :meth:`lines` (one lock for
+    all of its histograms).
+
+    Parameters
+    ----------
+    buckets : sequence of float
+        Finite upper bounds, strictly increasing; ``+Inf`` is implicit.
+
+    Raises
+    ------
+    ValueError
+        Empty, unsorted, repeated or non-finite bounds.
+    """
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        bounds = tuple(float(b) for b in buckets)
+        if not bounds or any(not math.isfinite(b) for b in bounds) \
+                or any(b >= c for b, c in itertools.pairwise(bounds)):
+            raise ValueError(f"histogram buckets must be finite and strictly increasing, got {tuple(buckets)!r}")
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket (not cumulative); the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        """Count one observation (a value equal to a bound falls in that bound's bucket).
+
+        Raises
+        ------
+        ValueError
+            NaN (it would poison ``_sum``).
+        """
+        value = float(value)
+        if math.isnan(value):
+            raise ValueError("histogram observation must be a number, got NaN")
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``[(le, observations <= le), ...]`` ending with ``(inf, count)``."""
+        out: list[tuple[float, int]] = []
+        acc = 0
+        for b, n in zip((*self.bounds, math.inf), self.counts):
+            acc += n
+            out.append((b, acc))
+        return out
+
+    def lines(self, name: str, labels: dict[str, str]) -> list[str]:
+        """The ``NAME_bucket``/``NAME_sum``/``NAME_count`` sample lines (no HELP/TYPE)."""
+        out = [f"{name}_bucket{render_labels({**labels, 'le': _num(le)})} {n}" for le, n in self.cumulative()]
+        out.append(f"{name}_sum{render_labels(labels)} {_num(self.sum)}")
+        out.append(f"{name}_count{render_labels(labels)} {self.count}")
+        return out
 
 
 @dataclass
@@ -117,6 +189,20 @@ class Metrics:
         self._audio_s: dict[str, float] = {}
         self._rejections: dict[str, int] = {}
         self._gauges = gauges
+        self._collectors: list[Callable[[], Iterable[str]]] = []
+
+    def add_collector(self, collector: Callable[[], Iterable[str]]) -> None:
+        """Add metric families to :meth:`render`.
+
+        Parameters
+        ----------
+        collector : callable
+            Called at every render (outside this object's lock); returns complete lines of
+            Prometheus text (``# HELP``/``# TYPE`` and samples) for names no other part renders.
+        """
+        if not callable(collector):
+            raise TypeError(f"collector must be callable, got {type(collector).__name__}")
+        self._collectors.append(collector)
 
     # -- bounded labels -------------------------------------------------------------------------
     def _iface(self, interface: str) -> str:
@@ -284,4 +370,6 @@ class Metrics:
                 by_name.setdefault(name, (help_, []))[1].append((labels, value))
             for name, (help_, samples) in by_name.items():
                 family(name, "gauge", help_, samples)
+        for collector in self._collectors:
+            out.extend(collector())
         return "\n".join(out) + "\n"

@@ -7,7 +7,8 @@ this module is the transport around it plus the recognition glue
 (:class:`~.recognizer.SessionRecognizer`):
 
 * the reader (the handler coroutine) feeds every websocket message to the session and acts on
-  its events: START -> concurrency check (SIS.0312), engine lookup off the loop (property not
+  its events: START -> concurrency check and admission control (SIS.0312: ``--max-sessions``,
+  then the measured decode budget of :mod:`.admission`), engine lookup off the loop (property not
   supported -> ERROR SIS.0032, engine unavailable -> SIS.0303), START answer; audio -> recognizer;
   END -> finals then END; cancel / violations / loss -> drop the recognizer;
 * one writer task sends the text frames in the order the session produced them (bounded queue;
@@ -70,7 +71,7 @@ from ..protocol import (
 )
 from .auth import PRINCIPAL, REQUEST_ID, route
 from .recognizer import RecognitionFailed, SessionRecognizer
-from .state import ENGINES, HOT_WORDS, METRICS, POOL, SESSIONS, SETTINGS
+from .state import ADMISSION, ENGINE_METRICS, ENGINES, HOT_WORDS, METRICS, POOL, SESSIONS, SETTINGS
 from .wsframes import StrictWebSocketResponse
 
 __all__ = ["INTERFACES", "LATE_AUDIO_GRACE_S", "MAX_OUTBOUND_FRAMES", "MAX_WS_MESSAGE_BYTES", "PAUSE_PING_S",
@@ -117,6 +118,8 @@ class RasrConnection:
         self.registry = app[ENGINES]
         self.pool = app[POOL]
         self.limiter = app[SESSIONS]
+        self.admission = app.get(ADMISSION)  # measured decode budget (SIS.0312 beyond)
+        self.engine_metrics = app.get(ENGINE_METRICS)  # time-to-final, decode histograms
         self.hot_words = app.get(HOT_WORDS)
         self.ws = ws
         self.mode = mode
@@ -227,12 +230,22 @@ class RasrConnection:
             logger.info("START refused trace_id=%s: %s", ev.trace_id, why or "concurrency limit")
             self.respond(ErrorResponse.from_catalogue("SIS.0312", limit=self.limiter.limit, trace_id=ev.trace_id))
             return
+        if self.admission is not None:
+            ok, reason = self.admission.admit(self.limiter.active - 1)
+            if not ok:  # the measured decode budget: one more session would push time-to-final over the bound
+                self.limiter.release()
+                self.metrics.rejected("capacity")
+                self.metrics.observe(self.interface, 429, 0.0, self.project_id)
+                logger.info("START refused trace_id=%s: %s", ev.trace_id, reason)
+                self.respond(ErrorResponse("SIS.0312", f"{CATALOGUE['SIS.0312'].message}: {reason}",
+                                           trace_id=ev.trace_id))
+                return
         self._slot = True
         self._early_capped = False
         self._session_start_t = time.perf_counter()
         rec = SessionRecognizer(self.mode, ev.config, self.pool, self.respond,
                                 interim_interval_s=self.settings.interim_interval_s,
-                                lane_pending=self.settings.lane_pending, trace_id=ev.trace_id)
+                                lane_pending=self.settings.lane_pending, trace_id=ev.trace_id, **SessionRecognizer.wiring(self.pool))
         self._rec = rec
         self.metrics.session_opened(self.interface)
         logger.info("session start trace_id=%s mode=%s property=%s audio_format=%s request_id=%s",

@@ -14,6 +14,12 @@ on the event loop and never blocks it:
   :class:`~sis_stream.engines.pool.Lane` of the shared bounded executor, in order. Segment PCM is
   converted to the engines' 16 kHz by our own resampler kernel (``sis_stream.audio.resample``) and
   batched (``accept_batch_ms``) so a stream costs a few pool tasks per second.
+* Batched decoding: when the server has a :class:`~sis_stream.engines.batcher.DecodeBatcher` and
+  the stream is ``batchable`` (Whisper/Moonshine without word timings or hot words), the lane
+  only *plans* finals and partials (``plan_final``/``plan_partial``: cheap) and hands the decode
+  job, tagged with the session's property, to the batcher, which decodes the jobs of many
+  sessions that fall due together in one call; the batcher's future resolves the output item.
+  Other streams decode in their lane.
 * Output items go into one FIFO; the emitter task (started once the START answer is out) awaits
   each item's engine future in turn and hands :mod:`sis_stream.protocol` responses to the
   connection, so messages leave in the order they were decided: interims of a segment before its
@@ -25,7 +31,12 @@ audio clock through the segment's audio start (the engine only sees segment audi
 
 Interim results (``interim_results=yes``): at most one per ``interim_interval_s`` per stream, only
 when no earlier partial of the stream is still pending, and skipped while the executor has a
-backlog (``queued >= workers``): under load interims are dropped first, finals never.
+backlog (``queued >= workers``) or the batcher is loaded (its ``try_submit`` refuses, or the job
+waited too long): under load interims are dropped first, finals never.
+
+Time to final: with a ``ttf_observer``, every final reports the server-side time from the end of
+speech to the final going out: the time since the segment closed plus the trailing silence
+(``vad_tail``) the endpointer waited for before closing it.
 
 Text: Whisper punctuates; ``add_punc=no`` strips punctuation. Pocketsphinx does not;
 ``add_punc=yes`` then only capitalises the first letter and ends the sentence with a period
@@ -43,7 +54,9 @@ stream has work queued); the connection then awaits :meth:`SessionRecognizer.wai
 returns once the backlog is down to ``flow_low`` tasks (or the recognizer is closed). While the
 server does not read, TCP backpressure blocks the client's sends, so a client sending as fast as
 it can runs at the engine's speed. Operations queued before the engine stream is ready (the
-model loads) count as backlog too.
+model loads) count as backlog too, and so do the stream's decode jobs in the batcher (so a file
+sent at full speed keeps a bounded number of segments in flight, ``decode_high``, which then
+decode together).
 
 Bounds: the output FIFO holds at most one pending partial plus one item per segment/event, and
 segments are bounded by the session audio cap; pending engine tasks per stream are bounded by the
@@ -57,16 +70,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
+import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 
-from ..audio import codec
 from ..audio.endpoint import (
+    CloseReason,
     Endpointer,
     ExceededSilence,
     SegmentAudio,
@@ -77,8 +91,8 @@ from ..audio.endpoint import (
 )
 from ..audio.endpoint import Mode as EpMode
 from ..engines.base import SAMPLE_RATE_HZ, Engine, EngineStream, Hypothesis
+from ..engines.batcher import DecodeBatcher, DecodeJob
 from ..engines.pool import EngineExecutor, Lane
-from ..engines.zh_text import postprocess_zh
 from ..errors import EngineOverloadedError, StreamClosedError
 from ..protocol import (
     EventResponse,
@@ -90,17 +104,21 @@ from ..protocol import (
     StartConfig,
     WordInfo,
 )
-from ..text import number_to_words
+from ._pcm import PcmDecoder, Upsampler2x, _Converter, _make_converter
+from ._text import digits_to_words, postprocess_text, words_to_digits
 
 __all__ = [
+    "DEFAULT_DECODE_HIGH",
     "DEFAULT_FLOW_HIGH",
     "DEFAULT_FLOW_LOW",
     "PcmDecoder",
     "RecognitionFailed",
     "SessionRecognizer",
     "Upsampler2x",
+    "decoding_for",
     "digits_to_words",
     "postprocess_text",
+    "wire_decoding",
     "words_to_digits",
 ]
 
@@ -114,6 +132,10 @@ DEFAULT_FLOW_HIGH: Final = 32
 DEFAULT_FLOW_LOW: Final = 8
 #: Share of the executor queue above which a stream with queued work stops reading as well.
 _GLOBAL_HIGH: Final = 0.75
+#: Flow control: stop reading at this many decode jobs of the stream in the batcher (a file sent
+#: at full speed keeps this many segments in flight: they batch together, and the first result
+#: comes back within one batch of at most this many of its segments).
+DEFAULT_DECODE_HIGH: Final = 8
 
 _EP_MODE: Final = {
     Mode.SHORT_STREAM: EpMode.SHORT,
@@ -130,182 +152,6 @@ class RecognitionFailed(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-# -- audio conversion ---------------------------------------------------------------------------
-
-class PcmDecoder:
-    """Bytes of one SIS ``audio_format`` -> int16 PCM at the format's rate (streaming).
-
-    A pcm16 frame of odd length keeps its last byte for the next frame (samples never split).
-    """
-
-    def __init__(self, encoding: str) -> None:
-        if encoding not in ("pcm", "ulaw", "alaw"):
-            raise ValueError(f"encoding must be 'pcm', 'ulaw' or 'alaw', got {encoding!r}")
-        self.encoding = encoding
-        self._carry = b""
-
-    def decode(self, data: bytes) -> np.ndarray:
-        """Decode one frame; returns a (possibly empty) int16 array."""
-        if self.encoding == "pcm":
-            if self._carry:
-                data = self._carry + data
-                self._carry = b""
-            if len(data) % 2:
-                self._carry = data[-1:]
-                data = data[:-1]
-            return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
-        codes = np.frombuffer(data, dtype=np.uint8)
-        return codec.decode(codes, self.encoding)
-
-
-def _halfband_taps(n_side: int = 16) -> np.ndarray:
-    # Windowed-sinc low-pass at a quarter of the output rate (the input Nyquist), gain 2 to
-    # make up for the zero-stuffing. 2*n_side+1 taps, Blackman window.
-    n = np.arange(-n_side, n_side + 1)
-    h = 0.5 * np.sinc(n / 2.0) * np.blackman(2 * n_side + 1)
-    return (2.0 * h / h.sum()).astype(np.float64)
-
-
-class Upsampler2x:
-    """Streaming 2x upsampler (8 kHz -> 16 kHz): zero-stuff and a 33-tap half-band FIR.
-
-    Fallback only, used when ``sis_stream.audio.resample`` cannot be imported. The filter
-    delays the output by 16 output samples (1 ms), negligible next to the 10 ms VAD frames.
-    """
-
-    _TAPS: Final = _halfband_taps()
-
-    def __init__(self) -> None:
-        self._hist = np.zeros(len(self._TAPS) - 1, dtype=np.float64)
-
-    def process(self, pcm: np.ndarray) -> np.ndarray:
-        """Upsample one int16 chunk; returns ``2 * len(pcm)`` int16 samples."""
-        if pcm.size == 0:
-            return np.zeros(0, np.int16)
-        z = np.zeros(2 * pcm.size, dtype=np.float64)
-        z[::2] = pcm
-        buf = np.concatenate((self._hist, z))
-        y = np.convolve(buf, self._TAPS, mode="valid")
-        self._hist = buf[-(len(self._TAPS) - 1):]
-        return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
-
-
-class _Converter:
-    """Segment PCM at the format's rate -> 16 kHz int16, streaming, flushed at the segment end.
-
-    Uses the project's resampler kernel (:class:`sis_stream.audio.resample.StreamResampler`,
-    delay-compensated: sample 0 out is sample 0 in, and the total length is exact); falls back to
-    :class:`Upsampler2x` only if that module cannot be imported.
-    """
-
-    def __init__(self, rate_hz: int) -> None:
-        if rate_hz * 2 != SAMPLE_RATE_HZ:
-            raise ValueError(f"only 8000 and 16000 Hz audio is accepted, got {rate_hz}")
-        try:
-            from ..audio.resample import StreamResampler
-        except ImportError:  # pragma: no cover - the resampler ships with the package
-            self._rs = None
-            self._up = Upsampler2x()
-        else:
-            self._rs = StreamResampler(rate_hz, SAMPLE_RATE_HZ, dtype=np.int16)
-
-    def process(self, pcm: np.ndarray) -> np.ndarray:
-        if self._rs is None:
-            return self._up.process(pcm)
-        return self._rs.process(pcm)
-
-    def flush(self) -> np.ndarray:
-        if self._rs is None:
-            return np.zeros(0, np.int16)
-        return self._rs.flush()
-
-
-def _make_converter(rate_hz: int) -> _Converter | None:
-    """A converter of `rate_hz` int16 PCM to 16 kHz, or None when no conversion is needed."""
-    if rate_hz == SAMPLE_RATE_HZ:
-        return None
-    return _Converter(rate_hz)
-
-
-# -- text post-processing -----------------------------------------------------------------------
-
-_NUM_WORDS: Final = {
-    "zero": 0, "oh": None, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
-    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20,
-    "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
-}
-_SCALES: Final = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
-_PUNCT_RE: Final = re.compile(r"(?<!\d)[.,!?;:\"“”‘’«»…()\[\]{}]|[.,](?!\d)|[!?;:\"“”…()\[\]{}]")
-_DIGITS_RE: Final = re.compile(r"\b\d{1,15}\b")
-
-
-def words_to_digits(text: str) -> str:
-    """Replace runs of spelled English cardinal numbers by digits (``"twenty three"`` -> ``"23"``).
-
-    Handles ``zero``..``nine hundred ninety nine billion ...`` with ``hundred/thousand/million/
-    billion`` scales and optional ``and``; anything else is left untouched.
-    """
-    tokens = text.split()
-    out: list[str] = []
-    i = 0
-    while i < len(tokens):
-        j, total, current, seen = i, 0, 0, False
-        while j < len(tokens):
-            w = tokens[j].lower().strip(",.")
-            if w in _NUM_WORDS and _NUM_WORDS[w] is not None:
-                v = _NUM_WORDS[w]
-                if seen and current % 10 != 0 and v < 10:
-                    break  # "two three" is two numbers
-                if seen and current % 100 == 0 and current and v < 100 and current < 100:
-                    break
-                current += v
-                seen = True
-            elif w in _SCALES and seen:
-                scale = _SCALES[w]
-                if scale == 100:
-                    current *= 100
-                else:
-                    total += current * scale
-                    current = 0
-            elif w == "and" and seen and j + 1 < len(tokens) and tokens[j + 1].lower() in _NUM_WORDS:
-                pass
-            else:
-                break
-            j += 1
-        if seen:
-            trail = tokens[j - 1][-1] if tokens[j - 1][-1] in ",." else ""
-            out.append(str(total + current) + trail)
-            i = j
-        else:
-            out.append(tokens[i])
-            i += 1
-    return " ".join(out)
-
-
-def digits_to_words(text: str) -> str:
-    """Spell integers in English words (``"23"`` -> ``"twenty three"``)."""
-    return _DIGITS_RE.sub(lambda m: number_to_words(int(m.group(0))), text)
-
-
-def postprocess_text(text: str, *, add_punc: bool, digit_norm: bool, punctuated: bool, language: str) -> str:
-    """Apply ``add_punc`` and ``digit_norm`` to an engine transcript (see the module docstring)."""
-    text = " ".join(text.split())
-    if not text:
-        return text
-    if language == "zh":  # Mandarin rules: full-width punctuation, Chinese numerals <-> digits
-        return postprocess_zh(text, add_punc=add_punc, digit_norm=digit_norm)
-    if language == "en":
-        text = words_to_digits(text) if digit_norm else digits_to_words(text)
-    if punctuated and not add_punc:
-        text = " ".join(_PUNCT_RE.sub("", text).split())
-    elif not punctuated and add_punc:
-        text = text[0].upper() + text[1:]
-        if text[-1] not in ".!?":
-            text += "."
-    return text
 
 
 # -- the recognizer -----------------------------------------------------------------------------
@@ -326,6 +172,8 @@ class _Item:
     end_ms: int = 0
     event: EventType | None = None
     timestamp: int = 0
+    closed_t: float = 0.0  # time.monotonic() when the segment closed (finals)
+    tail_s: float = 0.0  # trailing silence the endpointer had waited by then (finals)
 
 
 def _transfer(src: Any, dst: asyncio.Future) -> None:
@@ -334,9 +182,32 @@ def _transfer(src: Any, dst: asyncio.Future) -> None:
     if src.cancelled():
         dst.set_exception(RecognitionFailed("SIS.0306", "recognition was cancelled"))
     elif src.exception() is not None:
-        dst.set_exception(src.exception())
+        exc = src.exception()
+        if isinstance(exc, EngineOverloadedError):  # the decode queue is full: server overload
+            exc = RecognitionFailed("SIS.0312", f"max concurrency exceeded: the recognition engine is "
+                                                f"overloaded ({exc})")
+        elif isinstance(exc, StreamClosedError):
+            exc = RecognitionFailed("SIS.0306", f"the recognition engine stopped ({exc})")
+        dst.set_exception(exc)
     else:
         dst.set_result(src.result())
+
+
+#: Decode wiring of a server, by its executor: what ``decoding_for`` hands each recognizer.
+_WIRING: weakref.WeakKeyDictionary[EngineExecutor, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def wire_decoding(pool: EngineExecutor, *, batcher: DecodeBatcher | None,
+                  ttf_observer: Callable[[str, float], None] | None = None) -> None:
+    """Register the server-wide decode batcher and time-to-final observer of the server using
+    `pool` (the application does this at startup; :func:`decoding_for` reads it)."""
+    _WIRING[pool] = {"batcher": batcher, "ttf_observer": ttf_observer}
+
+
+def decoding_for(pool: EngineExecutor) -> dict[str, Any]:
+    """Keyword arguments ``batcher`` and ``ttf_observer`` for :class:`SessionRecognizer` of the
+    server using `pool` (empty when none were wired: synchronous decoding, no TTF metric)."""
+    return dict(_WIRING.get(pool, {}))
 
 
 class SessionRecognizer:
@@ -363,25 +234,48 @@ class SessionRecognizer:
         ``1 <= flow_low <= flow_high < lane_pending``.
     trace_id : str
         For logs and for the responses (stale answers are dropped by the session).
+    batcher : DecodeBatcher, optional
+        The server-wide decode batcher: a :attr:`~sis_stream.engines.buffered.BufferedStream.batchable`
+        stream's decodes go there (planned in the lane); other streams decode in their lane.
+    decode_high : int
+        Flow control: the connection stops reading while this many of the stream's decode jobs
+        are in the batcher.
+    ttf_observer : callable, optional
+        ``ttf_observer(property, seconds)`` for every final: server-side time from the end of
+        speech (the segment's close plus the trailing silence the endpointer waited for) to the
+        final going out.
     """
+
+    #: ``SessionRecognizer(..., **SessionRecognizer.wiring(pool))``: see :func:`decoding_for`.
+    wiring = staticmethod(decoding_for)
 
     def __init__(self, mode: Mode, config: StartConfig, pool: EngineExecutor,
                  send: Callable[[Any], None], *, interim_interval_s: float = 1.0, lane_pending: int = 256,
                  accept_batch_ms: int = DEFAULT_ACCEPT_BATCH_MS, flow_high: int = DEFAULT_FLOW_HIGH,
-                 flow_low: int = DEFAULT_FLOW_LOW, trace_id: str | None = None) -> None:
+                 flow_low: int = DEFAULT_FLOW_LOW, trace_id: str | None = None,
+                 batcher: DecodeBatcher | None = None, decode_high: int = DEFAULT_DECODE_HIGH,
+                 ttf_observer: Callable[[str, float], None] | None = None) -> None:
         flow_high = min(flow_high, max(1, lane_pending // 2))
         flow_low = min(flow_low, flow_high)
         if not 1 <= flow_low <= flow_high:
             raise ValueError(f"flow watermarks must satisfy 1 <= flow_low <= flow_high, got "
                              f"flow_low={flow_low!r}, flow_high={flow_high!r}")
+        if isinstance(decode_high, bool) or not isinstance(decode_high, int) or decode_high < 1:
+            raise ValueError(f"decode_high must be an int >= 1, got {decode_high!r}")
         self.flow_high = flow_high
         self.flow_low = flow_low
+        self.decode_high = decode_high
         self._room: asyncio.Event | None = None  # set by _poke when the backlog fell to flow_low
         self.paused_s = 0.0  # time the connection stopped reading for this session (stats)
         self.pauses = 0
         self.mode = mode
         self.config = config
         self.pool = pool
+        self.batcher = batcher
+        self._ttf = ttf_observer
+        self._batched = False  # set at attach: the stream's decodes go to the batcher
+        self._decoding = 0  # jobs of this stream in the batcher (flow-control backlog)
+        self._decodes: set[Future] = set()  # their futures (cancelled at close)
         self.trace_id = trace_id
         self._send = send
         self._loop = asyncio.get_running_loop()
@@ -422,6 +316,8 @@ class SessionRecognizer:
         """The engine stream is ready: run the operations queued while it loaded."""
         self.engine = engine
         self.stream = stream
+        self._batched = (self.batcher is not None and not self.batcher.closed
+                         and bool(getattr(stream, "batchable", False)))
         if engine.name == "none":
             # The none engine only counts samples: one accept per segment (at its final or
             # partial) is enough, and saves the pool hops.
@@ -434,19 +330,28 @@ class SessionRecognizer:
     # -- flow control -----------------------------------------------------------------------------
     @property
     def backlog(self) -> int:
-        """Engine operations of this stream not yet started (queued before attach included)."""
-        return len(self._ops) + self.lane.pending
+        """Engine operations of this stream not yet done: queued in its lane (or before attach)
+        and decode jobs waiting in, or decoded by, the batcher."""
+        return len(self._ops) + self.lane.pending + self._decoding
+
+    def _globally_loaded(self) -> bool:
+        st = self.pool.stats()
+        if st.queued >= _GLOBAL_HIGH * st.max_queued:
+            return True
+        if self._batched and self.batcher is not None:
+            bst = self.batcher.stats()
+            return bst.queued >= _GLOBAL_HIGH * bst.max_queued
+        return False
 
     def saturated(self) -> bool:
         """Whether the connection should stop reading the websocket until :meth:`wait_room`."""
         if self._closed or self._finished_input:
             return False
         n = self.backlog
-        if n >= self.flow_high:
+        if n >= self.flow_high or self._decoding >= self.decode_high:
             return True
         if n and self.stream is not None:
-            st = self.pool.stats()
-            return st.queued >= _GLOBAL_HIGH * st.max_queued
+            return self._globally_loaded()
         return False
 
     def _has_room(self) -> bool:
@@ -455,10 +360,9 @@ class SessionRecognizer:
         n = self.backlog
         if n == 0:
             return True
-        if n > self.flow_low:
+        if n > self.flow_low or self._decoding >= self.decode_high:
             return False
-        st = self.pool.stats()
-        return st.queued < _GLOBAL_HIGH * st.max_queued
+        return not self._globally_loaded()
 
     async def wait_room(self) -> None:
         """Wait until the backlog is down to ``flow_low`` (or the recognizer closed).
@@ -483,7 +387,9 @@ class SessionRecognizer:
 
     def _on_done(self, f: Any, fut: asyncio.Future | None) -> None:
         # On the loop, for every finished engine operation of this stream.
-        if fut is not None:
+        if fut is not None and not f.cancelled() and f.exception() is None and isinstance(f.result(), Future):
+            self._chain(f.result(), fut)  # a planned decode went to the batcher
+        elif fut is not None:
             if self._closed:
                 if not fut.done():
                     fut.cancel()  # nobody awaits it any more: no "exception never retrieved"
@@ -491,6 +397,25 @@ class SessionRecognizer:
                 _transfer(f, fut)
         else:
             self._check_op(f)
+        self._poke()
+
+    def _chain(self, job_future: Future, fut: asyncio.Future) -> None:
+        # On the loop: the batcher's future resolves `fut` (the emitter's item) when decoded.
+        self._decoding += 1
+        self._decodes.add(job_future)
+        if self._closed:
+            job_future.cancel()
+        job_future.add_done_callback(lambda f: self._threadsafe(self._on_decoded, f, fut))
+
+    def _on_decoded(self, f: Future, fut: asyncio.Future) -> None:
+        # On the loop, for every decode job of this stream that the batcher finished (or dropped).
+        self._decoding -= 1
+        self._decodes.discard(f)
+        if self._closed:
+            if not fut.done():
+                fut.cancel()
+        else:
+            _transfer(f, fut)
         self._poke()
 
     def start_emitting(self, on_end: Callable[[], None], on_failure: Callable[[RecognitionFailed], None]) -> None:
@@ -526,10 +451,33 @@ class SessionRecognizer:
         return True
 
     def _done_threadsafe(self, f: Any, fut: asyncio.Future | None) -> None:
+        self._threadsafe(self._on_done, f, fut)
+
+    def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._on_done, f, fut)
+            self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed (server gone): nobody waits for the result
             pass
+
+    def _final_op(self, stream: EngineStream) -> Hypothesis | Future:
+        # In the lane: end the segment; a batchable stream hands its decode to the batcher.
+        if not self._batched:
+            return stream.finalize()
+        planned = stream.plan_final()  # type: ignore[attr-defined]
+        if not isinstance(planned, DecodeJob):
+            return planned
+        planned.tag = self.config.property
+        assert self.batcher is not None
+        return self.batcher.submit(planned)
+
+    def _plan_partial(self, stream: EngineStream) -> Hypothesis | Future | None:
+        # In the lane: plan the interim pass; skipped (None) when the batcher is loaded.
+        planned = stream.plan_partial()  # type: ignore[attr-defined]
+        if not isinstance(planned, DecodeJob):
+            return planned
+        planned.tag = self.config.property
+        assert self.batcher is not None
+        return self.batcher.try_submit(planned)
 
     def _check_op(self, f: Any) -> None:
         if self._closed or f.cancelled():
@@ -617,8 +565,10 @@ class SessionRecognizer:
                 meta = self._seg or _SegMeta(ev.index, ev.start_ms, ev.audio_start_ms,
                                              self._engine_samples * 1000 // SAMPLE_RATE_HZ)
                 meta.start_ms = ev.start_ms
-                self._submit(lambda s: s.finalize(), fut)
-                self._items.put_nowait(_Item("final", fut, meta, end_ms=ev.end_ms))
+                self._submit(self._final_op, fut)
+                tail_ms = ev.detected_ms - ev.end_ms if ev.reason is CloseReason.VAD_TAIL else 0
+                self._items.put_nowait(_Item("final", fut, meta, end_ms=ev.end_ms, closed_t=time.monotonic(),
+                                             tail_s=max(0, tail_ms) / 1000.0))
                 self._seg = None
             elif isinstance(ev, VoiceStart):
                 self._items.put_nowait(_Item("event", event=EventType.VOICE_START, timestamp=ev.timestamp_ms))
@@ -640,9 +590,12 @@ class SessionRecognizer:
         st = self.pool.stats()
         if st.queued >= st.workers:
             return  # under load: interims are skipped first
+        if self._batched and self.batcher is not None and not self.batcher.accepting_partials():
+            return
         self._flush_batch()
         fut = self._loop.create_future()
-        if not self._submit(lambda s: s.partial(), fut, optional=True):
+        op = self._plan_partial if self._batched else (lambda s: s.partial())
+        if not self._submit(op, fut, optional=True):
             return
         self._partial_pending = True
         self._last_partial = now
@@ -713,6 +666,11 @@ class SessionRecognizer:
             seg = self._segment(hyp, item.meta, item.end_ms, item.kind == "final")
             if seg is not None:
                 self._send(ResultResponse((seg,), trace_id=self.trace_id))
+            if item.kind == "final" and self._ttf is not None and item.closed_t:
+                try:
+                    self._ttf(self.config.property, time.monotonic() - item.closed_t + item.tail_s)
+                except Exception:
+                    logger.debug("time-to-final observer failed", exc_info=True)
 
     # -- teardown -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -723,6 +681,8 @@ class SessionRecognizer:
         if self._emitter is not None and not self._emitter.done() and self._emitter is not asyncio.current_task():
             self._emitter.cancel()
         self._poke()  # a reader waiting for room reads again (and sees the session is over)
+        for f in list(self._decodes):  # queued decodes nobody will emit: drop them
+            f.cancel()
         while not self._items.empty():  # results nobody will emit: no "exception never retrieved"
             fut = self._items.get_nowait().future
             if fut is not None:

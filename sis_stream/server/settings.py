@@ -192,6 +192,18 @@ class ServerSettings:
         this long (or until no websocket is open), so a load balancer stops sending new sessions
         while open ones finish; then the graceful shutdown ends what is left. 0 (default): shut
         down at once.
+    ttf_bound_ms : float
+        Admission control: a new RASR session is refused (SIS.0312) when the measured decode
+        budget says accepting it would push the time from end of speech to final over this bound
+        (default 1200 = the default ``vad_tail`` 500 + 700; :mod:`.admission`). ``max_sessions``
+        stays a hard cap.
+    batch_window_ms : float
+        Batched decoding: how long the decode batcher waits after the oldest due decode for
+        others to join it (0..1000 ms, default 20).
+    max_batch : int
+        Largest decode batch (default 16).
+    decode_workers : int, optional
+        Threads of the decode batcher (default: the cores this process may use).
     """
 
     host: str = DEFAULT_HOST
@@ -234,6 +246,10 @@ class ServerSettings:
     run_jobs: bool = True
     drain_grace_s: float = 0.0
     job_checkpoint_s: float = 60.0
+    ttf_bound_ms: float = 1200.0
+    batch_window_ms: float = 20.0
+    max_batch: int = 16
+    decode_workers: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -263,6 +279,13 @@ class ServerSettings:
         _positive("header_timeout_s", self.header_timeout_s, float)
         _positive("job_lease_s", self.job_lease_s, float)
         _positive("job_checkpoint_s", self.job_checkpoint_s, float)
+        _positive("ttf_bound_ms", self.ttf_bound_ms, float)
+        _positive("max_batch", self.max_batch)
+        if self.decode_workers is not None:
+            _positive("decode_workers", self.decode_workers)
+        if isinstance(self.batch_window_ms, bool) or not isinstance(self.batch_window_ms, (int, float)) \
+                or not 0 <= self.batch_window_ms <= 1000:
+            raise ValueError(f"batch_window_ms must be a number in 0..1000, got {self.batch_window_ms!r}")
         if isinstance(self.drain_grace_s, bool) or not isinstance(self.drain_grace_s, (int, float)) \
                 or self.drain_grace_s < 0:
             raise ValueError(f"drain_grace_s must be a number >= 0, got {self.drain_grace_s!r}")

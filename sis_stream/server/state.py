@@ -17,6 +17,12 @@ key                 type                                   what
 ``HOT_WORDS``       callable or absent                     ``(project_id, vocabulary_id) -> list[str]``
                                                            or None (unknown id); set with the REST
                                                            routes so RASR START can use ``vocabulary_id``
+``ENGINE_METRICS``  ``engine_metrics.EngineMetrics``       decode/time-to-final histograms (``/metrics``):
+                                                           the batcher's observer, ``observe_ttf``
+``ADMISSION``       ``admission.AdmissionController``      refuses a START (SIS.0312) when the measured
+                                                           decode budget is used up
+``BATCHER``         ``DecodeBatcher``                      server-wide batched decoding of finals and
+                                                           interims (``engines.batcher``)
 ==================  =====================================  ==========================================
 
 Request keys set by the middleware (:mod:`.auth`): ``request["principal"]`` (a
@@ -42,16 +48,22 @@ from typing import Final, Protocol
 
 from aiohttp import web
 
+from ..engines.batcher import DecodeBatcher
 from ..engines.pool import EngineExecutor
 from ..engines.registry import EngineRegistry
 from ..protocol import CredentialStore, TokenService
+from .admission import AdmissionController
+from .engine_metrics import EngineMetrics
 from .metrics import Metrics
 from .settings import ServerSettings
 
 __all__ = [
+    "ADMISSION",
     "AUTHENTICATOR",
+    "BATCHER",
     "CREDENTIALS",
     "ENGINES",
+    "ENGINE_METRICS",
     "HOT_WORDS",
     "METRICS",
     "POOL",
@@ -74,6 +86,12 @@ SESSIONS: Final = web.AppKey("sis_sessions", object)  # SessionLimiter
 #: Optional: ``(project_id, vocabulary_id) -> list of hot words, or None for an unknown id``.
 #: Without it a START naming a vocabulary_id is answered SIS.0201 (not found).
 HOT_WORDS: Final = web.AppKey("sis_hot_words", object)
+#: The engine's histograms (time-to-final, decode time, batch size, queue wait) shown in ``/metrics``.
+ENGINE_METRICS: Final = web.AppKey("sis_engine_metrics", EngineMetrics)
+#: Admission control from the measured decode budget (checked at START after ``--max-sessions``).
+ADMISSION: Final = web.AppKey("sis_admission", AdmissionController)
+#: The decode batcher (created beside ``POOL``; shut down at cleanup).
+BATCHER: Final = web.AppKey("sis_batcher", DecodeBatcher)
 
 
 class DrainableConnection(Protocol):

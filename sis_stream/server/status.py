@@ -3,7 +3,8 @@
 
 Root JSON: server name, version, auth mode, the websocket paths, what each property maps to (engine,
 the model behind it, language, status), a note that dialect accuracy is unmeasured, the loaded
-engines and the limits. ``/healthz`` answers 200 ``{"status": "ok", "sessions": N, "capacity": M}``,
+engines and the limits. ``/healthz`` answers 200 ``{"status": "ok", "sessions": N, "capacity": M,
+"admission": {...}}`` (the admission controller's figures, :mod:`.admission`),
 or 503 ``draining`` from the moment a graceful shutdown begins (SIGTERM; see ``drain_grace_s``),
 so a load balancer checking it stops sending new sessions while open ones finish. All three are
 public and not counted in the metrics.
@@ -22,9 +23,9 @@ from .. import __version__
 from ..protocol import Mode
 from ..protocol.properties import Interface, properties_for
 from .auth import mark_metrics_done, route
-from .state import ENGINES, METRICS, POOL, SESSIONS, SETTINGS
+from .state import ADMISSION, ENGINES, METRICS, POOL, SESSIONS, SETTINGS
 
-__all__ = ["DRAINING", "SERVER_NAME", "engine_gauges", "healthz", "metrics_handler", "root", "setup_routes"]
+__all__ = ["DRAINING", "SERVER_NAME", "admission_gauges", "engine_gauges", "healthz", "metrics_handler", "root", "setup_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,32 @@ def engine_gauges(app: web.Application) -> Callable[[], Iterable[tuple[str, str,
             yield ("sis_connections_open", "Websocket connections open.", {}, len(lim.connections))
             yield ("sis_sessions_rejected_concurrency", "STARTs refused by the concurrency limit.", {},
                    lim.rejected)
+        adm = app.get(ADMISSION)
+        if adm is not None:
+            yield from admission_gauges(adm.figures())
     return gauges
+
+
+def admission_gauges(f: Any) -> Iterable[tuple[str, str, dict[str, str], float]]:
+    """The ``sis_admission_*`` gauges of an :class:`~.admission.AdmissionFigures` (figures not
+    measured yet are left out)."""
+    yield ("sis_admission_decode_workers", "Decode workers: the decode budget in decode-seconds per second.", {},
+           f.workers)
+    yield ("sis_admission_ttf_bound_seconds", "Time-to-final bound new sessions are admitted against.", {},
+           f.ttf_bound_s)
+    for name, help_, value in (
+            ("sis_admission_decode_utilisation", "Decode seconds / (workers x wall time) over the window.",
+             f.utilisation),
+            ("sis_admission_session_cost", "Decode seconds per session-second (EWMA).", f.session_cost),
+            ("sis_admission_capacity_sessions", "Sessions the decode budget allows at the headroom.", f.capacity),
+            ("sis_admission_ttf_p95_seconds", "p95 time-to-final over the window.", f.ttf_p95_s)):
+        if value is not None:
+            yield name, help_, {}, value
+    yield ("sis_admission_ttf_samples", "Finals in the admission window.", {}, f.ttf_samples)
+    yield ("sis_admission_refused", "STARTs refused by admission control, by rule.", {"rule": "budget"},
+           f.refused_budget)
+    yield ("sis_admission_refused", "STARTs refused by admission control, by rule.", {"rule": "ttf"},
+           f.refused_ttf)
 
 
 @route(interface="root", public=True)
@@ -115,9 +141,12 @@ async def healthz(request: web.Request) -> web.Response:
     lim = request.app[SESSIONS]
     ev = request.app.get(DRAINING)
     draining = lim.draining or (ev is not None and ev.is_set())
-    return web.json_response({"status": "draining" if draining else "ok", "sessions": lim.active,
-                              "connections": len(lim.connections), "capacity": lim.limit},
-                             status=503 if draining else 200)
+    body: dict[str, Any] = {"status": "draining" if draining else "ok", "sessions": lim.active,
+                            "connections": len(lim.connections), "capacity": lim.limit}
+    adm = request.app.get(ADMISSION)
+    if adm is not None:
+        body["admission"] = adm.figures().as_dict()
+    return web.json_response(body, status=503 if draining else 200)
 
 
 def setup_routes(app: web.Application) -> None:
