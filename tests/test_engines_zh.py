@@ -127,17 +127,25 @@ def test_base_engine_is_multilingual_and_named(base_engine):
     assert "base" in base_engine.description and base_engine.punctuates
 
 
+def _ct2_limit(engine, kw):
+    """Tokens faster-whisper's `max_new_tokens` lets CTranslate2 generate: it passes max_length
+    T = P + max_new_tokens (P: the prompt's length) and CTranslate2 stops at min(T // 2, T - (P - 1))."""
+    p = engine.prompt_length(kw["language"], kw["hotwords"])
+    t = p + kw["max_new_tokens"]
+    return min(t // 2, t - (p - 1))
+
+
 class _FakeModel:
     """Stands in for faster-whisper's model to check what the engine asks for and does with the answer."""
 
-    def __init__(self, real, text, words, n_tokens=12, logprob=-0.1):
-        self.real, self.text, self.words, self.calls = real, text, words, []
+    def __init__(self, engine, text, words, n_tokens=12, logprob=-0.1):
+        self.engine, self.real, self.text, self.words, self.calls = engine, engine._model, text, words, []
         self.n_tokens, self.logprob = n_tokens, logprob
 
     def transcribe(self, audio, **kw):
         self.calls.append(kw)
         w = [SimpleNamespace(word=t, start=s, end=e, probability=0.9) for t, s, e in self.words]
-        n = min(self.n_tokens, kw["max_new_tokens"])
+        n = min(self.n_tokens, _ct2_limit(self.engine, kw))
         seg = SimpleNamespace(text=self.text, tokens=[1] * n, avg_logprob=self.logprob, compression_ratio=1.0,
                               words=w, seek=0, temperature=kw["temperature"])
         return iter([seg]), None
@@ -147,7 +155,7 @@ class _FakeModel:
 
 
 def test_traditional_output_is_simplified_with_character_timings(base_engine, monkeypatch):
-    fake = _FakeModel(base_engine._model, "我們說漢語，iPhone很好。",
+    fake = _FakeModel(base_engine, "我們說漢語，iPhone很好。",
                       [("我們", 0.0, 0.4), ("說漢語，", 0.4, 1.0), ("iPhone", 1.0, 1.6), ("很好。", 1.6, 2.0)])
     monkeypatch.setattr(base_engine, "_model", fake)
     stream = base_engine.new_stream(language="zh", hot_words=["华为云"], word_info=True)
@@ -160,7 +168,8 @@ def test_traditional_output_is_simplified_with_character_timings(base_engine, mo
     assert kw["language"] == "zh" and kw["initial_prompt"] and zh_text.to_simplified(kw["initial_prompt"]) == kw["initial_prompt"]
     assert kw["hotwords"] == "华为云"
     assert kw["no_repeat_ngram_size"] > 0 and kw["temperature"] == 0.0 and len(fake.calls) == 1
-    assert kw["max_new_tokens"] == base_engine.max_new_tokens(32000, stream._prompt_tokens + base_engine._zh_prompt_tokens)
+    cap = base_engine.max_new_tokens(32000, stream._prompt_tokens + base_engine._zh_prompt_tokens)
+    assert _ct2_limit(base_engine, kw) == stream.last_decode["token_cap"] == cap
     assert stream.hot_words[0].applied
     # English keeps whole words and gets no Mandarin prompt
     en = base_engine.new_stream(language="en")
@@ -173,21 +182,21 @@ def test_traditional_output_is_simplified_with_character_timings(base_engine, mo
 def test_optional_fallback_shares_one_token_budget(base_engine, monkeypatch, n_tokens, passes):
     # An unsure short first pass gets one retry with the rest of the budget; a looping one
     # (it used the whole budget) is never decoded twice.
-    fake = _FakeModel(base_engine._model, "嗯", [], n_tokens=n_tokens, logprob=-2.0)
+    fake = _FakeModel(base_engine, "嗯", [], n_tokens=n_tokens, logprob=-2.0)
     monkeypatch.setattr(base_engine, "_model", fake)
     monkeypatch.setattr(base_engine, "temperatures", (0.0, 0.4))
     stream = base_engine.new_stream(language="zh")
     stream.accept(np.zeros(16000 * 5, np.int16) + 1000)
     stream.finalize()
     assert len(fake.calls) == passes == stream.last_decode["passes"]
-    cap = fake.calls[0]["max_new_tokens"]
-    assert stream.last_decode["tokens"] <= cap
+    cap = stream.last_decode["token_cap"]
+    assert _ct2_limit(base_engine, fake.calls[0]) == cap and stream.last_decode["tokens"] <= cap
     if passes == 2:
-        assert fake.calls[1]["temperature"] == 0.4 and fake.calls[1]["max_new_tokens"] == cap - 5
+        assert fake.calls[1]["temperature"] == 0.4 and _ct2_limit(base_engine, fake.calls[1]) == cap - 5
 
 
 def test_silence_is_not_decoded(base_engine, monkeypatch):
-    fake = _FakeModel(base_engine._model, "字幕", [])
+    fake = _FakeModel(base_engine, "字幕", [])
     monkeypatch.setattr(base_engine, "_model", fake)
     stream = base_engine.new_stream(language="zh")
     stream.accept(np.zeros(16000 * 3, np.int16))

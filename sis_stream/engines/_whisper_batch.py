@@ -2,6 +2,11 @@
 
 It rebuilds what faster-whisper's ``transcribe`` does for one window without timestamps (prompt,
 options, the no-speech rule, the score) on CTranslate2's batched ``encode`` / ``generate``.
+
+Token budgets: CTranslate2's Whisper ``generate`` emits at most ``min(max_length // 2,
+max_length - (prompt_len - 1))`` tokens (:func:`_generated_limit`), so ``max_length = prompt_len +
+budget`` (what faster-whisper's ``max_new_tokens`` passes) would allow only about half the budget.
+:func:`_max_length_for` gives the ``max_length`` that allows exactly the budget.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ if TYPE_CHECKING:
     from .whisper import WhisperEngine
 
 __all__ = ["BatchRun"]
+
+#: Whisper's decoder window (prompt + generated tokens); faster-whisper refuses a longer max_length.
+_MAX_LENGTH: Final = 448
 
 #: faster-whisper's thresholds for "this pass failed" (its defaults).
 _LOGPROB_FAIL: Final = -1.0
@@ -146,7 +154,7 @@ class BatchRun:
             else:
                 full = np.asarray(encoded) if full is None else full
                 enc = _storage(full[ks])
-            limits = [len(rows[k].prompt) + budgets[j] for j, k in zip(members, ks)]
+            limits = [_max_length_for(budgets[j], len(rows[k].prompt)) for j, k in zip(members, ks)]
             res = self._call(enc, [rows[k].prompt for k in ks], max(limits), sampling, temperature)
             for pos, (j, k) in enumerate(zip(members, ks)):
                 r = res[pos]
@@ -188,6 +196,17 @@ def _generated_limit(max_length: int, prompt_len: int) -> int:
     """Tokens CTranslate2's Whisper ``generate`` may emit for `max_length` and a prompt ending in
     ``<|notimestamps|>``: ``min(max_length // 2, max_length - (prompt_len - 1))``."""
     return min(max_length // 2, max_length - (prompt_len - 1))
+
+
+def _max_length_for(budget: int, prompt_len: int) -> int:
+    """The ``max_length`` for CTranslate2's Whisper ``generate`` that lets it emit `budget` tokens
+    after a prompt of `prompt_len` tokens (ending in ``<|notimestamps|>``).
+
+    The smallest ``max_length`` with ``_generated_limit(max_length, prompt_len) == budget``, never
+    above Whisper's 448-token window: a budget the window cannot hold (more than
+    ``min(224, 449 - prompt_len)``) gets what the window allows.
+    """
+    return min(_MAX_LENGTH, max(2 * budget, budget + prompt_len - 1))
 
 
 def _storage(array: np.ndarray) -> Any:

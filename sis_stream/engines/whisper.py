@@ -5,12 +5,17 @@ Models come from PyPI wheels (:mod:`.models`): ``model="tiny.en"`` (English, the
 
 Loop guards: Whisper loops on unnatural audio (tones, noise, synthetic speech). Every decode is
 bounded by one token budget from the audio length (``tokens_per_second`` per second of audio plus
-10, within Whisper's 448-token window). By default there is one greedy pass at temperature 0. With
-a second temperature configured, a final may get one fallback pass, only if the first was unsure
-(mean log-probability below -1 or compression ratio above 2.4) *and* used at most half the
-budget; it gets the rest of the budget (a looping first pass uses the whole budget, so it is never
-decoded twice). The fallback re-runs the encoder (faster-whisper has no public way to reuse it),
-so it is off by default: one pass keeps a decode within about one encoder pass plus the budget.
+10, at most 224 tokens and within Whisper's 448-token window after the prompt). CTranslate2 lets
+``generate`` emit at most half its ``max_length`` (and no more than ``max_length`` minus the
+prompt), so faster-whisper's ``max_new_tokens`` would allow only about half the budget (English:
+4 tokens/s + 6 instead of 8/s + 10); the engine passes the value for which CTranslate2's limit is
+the budget itself, in :meth:`WhisperEngine.decode` and :meth:`WhisperEngine.decode_batch` alike.
+By default there is one greedy pass at temperature 0. With a second temperature configured, a
+final may get one fallback pass, only if the first was unsure (mean log-probability below -1 or
+compression ratio above 2.4) *and* used at most half the budget; it gets the rest of the budget
+(a looping first pass uses the whole budget, so it is never decoded twice). The fallback re-runs
+the encoder (faster-whisper has no public way to reuse it), so it is off by default: one pass
+keeps a decode within about one encoder pass plus the budget.
 Timestamp tokens are off, so each 30 s window is decoded exactly once (with timestamps, Whisper
 re-seeks to the last timestamp it wrote and encodes another window, again and again on audio it
 cannot read). ``no_repeat_ngram_size`` (default 6) keeps a repeated phrase from growing, and audio whose RMS is
@@ -50,7 +55,7 @@ import numpy as np
 
 from ..errors import AudioFormatError, EngineConfigError, EngineUnavailableError
 from . import models, zh_text
-from ._whisper_batch import _COMPRESSION_FAIL, _LOGPROB_FAIL, BatchRun
+from ._whisper_batch import _COMPRESSION_FAIL, _LOGPROB_FAIL, _MAX_LENGTH, BatchRun, _max_length_for
 from .base import (
     DEFAULT_MAX_SEGMENT_S,
     Engine,
@@ -82,8 +87,6 @@ DEFAULT_TOKENS_PER_SECOND: Final = 8.0
 DEFAULT_SILENCE_RMS: Final = 32.0
 #: n-grams of this many tokens may not repeat within one decode (0 disables).
 DEFAULT_NO_REPEAT_NGRAM: Final = 6
-#: Whisper's decoder window (prompt + generated tokens).
-_MAX_LENGTH: Final = 448
 #: Rows per encoder call in decode_batch (measured: benchmarks/bench_whisper_batch.py).
 DEFAULT_ENCODER_BATCH: Final = 1
 #: Initial prompt for Mandarin: Simplified characters with punctuation steer the output.
@@ -343,12 +346,14 @@ class WhisperEngine(Engine):
         """The token cap of one decode of `n_samples` (16 kHz): the loop guard.
 
         ``tokens_per_second`` per second of audio (a window is at most 30 s) plus 10, never more
-        than Whisper's window leaves after the prompt.
+        than Whisper's window leaves after the prompt, and at most 224 (half the window: what
+        CTranslate2 generates at most, like OpenAI Whisper's ``sample_len``). A decode generates
+        up to exactly this many tokens per window.
         """
         seconds = min(30.0, n_samples / 16000)
         cap = math.ceil(10 + self.tokens_per_second * seconds)
         room = _MAX_LENGTH - prompt_tokens - 8  # sot_prev, sot sequence, no_timestamps, margin
-        return max(1, min(cap, room))
+        return max(1, min(cap, room, _MAX_LENGTH // 2))
 
     def decode(self, audio: np.ndarray, *, language: str, word_timestamps: bool, hotwords: str | None,
                final: bool, prompt_tokens: int = 0,
@@ -357,8 +362,10 @@ class WhisperEngine(Engine):
 
         `prompt_tokens` is the token count of `hotwords` (for the token cap). If `stats` is a
         dict it receives ``tokens`` (generated over all passes), ``token_cap`` (the budget per
-        30 s window), ``windows``, ``passes`` (0 for silence, 1, or 2 with the fallback) and
-        ``temperature`` (of the kept result).
+        30 s window: :meth:`max_new_tokens`; on audio longer than 30 s, the windows after the
+        first lose the initial prompt and may get up to half its length fewer), ``windows``,
+        ``passes`` (0 for silence, 1, or 2 with the fallback) and ``temperature`` (of the kept
+        result).
 
         Returns
         -------
@@ -377,6 +384,8 @@ class WhisperEngine(Engine):
             if stats is not None:
                 stats.update(tokens=0, token_cap=cap, windows=0, temperature=0.0, passes=0)
             return "", 0.0, []
+        # The max_new_tokens for which CTranslate2 generates exactly `budget` tokens (first window).
+        prompt_len = self.prompt_length(language, hotwords)
 
         def run(temperature: float, budget: int) -> list[Any]:
             segs, _info = self._model.transcribe(
@@ -385,7 +394,8 @@ class WhisperEngine(Engine):
                 condition_on_previous_text=False, word_timestamps=word_timestamps, vad_filter=False,
                 without_timestamps=True, hotwords=hotwords,
                 initial_prompt=initial, no_repeat_ngram_size=self.no_repeat_ngram_size,
-                max_new_tokens=budget, log_prob_threshold=_LOGPROB_FAIL,
+                max_new_tokens=_max_length_for(budget, prompt_len) - prompt_len,
+                log_prob_threshold=_LOGPROB_FAIL,
                 compression_ratio_threshold=_COMPRESSION_FAIL,
             )
             return list(segs)  # a generator: decoding happens while iterating
@@ -435,6 +445,19 @@ class WhisperEngine(Engine):
             return "", 0.0, []
         score = float(np.mean(probs)) if probs else math.exp(logprob_sum / n_tokens)
         return text, min(1.0, max(0.0, score)), words
+
+    def prompt_length(self, language: str, hotwords: str | None) -> int:
+        """Tokens of the prompt faster-whisper builds for the first window of :meth:`decode`.
+
+        ``<|startofprev|>`` with the hot words and the Mandarin initial prompt (if any), the
+        start sequence (``<|startoftranscript|>``, plus language and task on multilingual models)
+        and ``<|notimestamps|>``. CTranslate2 may emit at most ``min(max_length // 2, max_length
+        - (prompt_length - 1))`` tokens after it.
+        """
+        tokenizer, _ = self._batch_tokenizer(language)
+        initial = self.zh_prompt if language == "zh" else None
+        previous = tokenizer.encode(" " + initial.strip()) if initial else []
+        return len(self._model.get_prompt(tokenizer, previous, without_timestamps=True, hotwords=hotwords))
 
     def prompt_token_count(self, hotwords: str | None) -> int:
         """Tokens `hotwords` takes in Whisper's prompt (as faster-whisper encodes and truncates them)."""
