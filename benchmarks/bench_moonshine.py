@@ -231,3 +231,32 @@ def bench_batch_cpu(moonshine):
         print(f"  {b:2d} | {single / audio_s:24.4f} | {batch / audio_s:19.4f} | {batch / single:18.2f} | "
               f"{padded / 16000 / audio_s:6.1%} | {differ:2d} of {len(clips)}")
     print(f"  ({_load()} at the end)")
+
+
+def bench_batched_finals_vs_whisper(engines):
+    """CPU per 1-4 s final as the server decodes them: Moonshine in batches of 8 (lengths grouped
+    as the decode batcher groups them) against tiny.en in batches of 4 (the batcher's cap for a
+    30 s-window model), and both one by one, on the same real prompts in the same run."""
+    m, w = engines["moonshine"], engines["whisper"]
+    print(f"\nCPU-s per final by length, same prompts, same run; process CPU time ({_load()}):")
+    print("  length | n | moonshine 1x1 | moonshine B=8 | whisper 1x1 | whisper B=4 | "
+          "whisper/moonshine 1x1 | batched")
+    for lo, hi in ((1.0, 2.0), (2.0, 3.0), (3.0, 4.0)):
+        clips = sorted((pcm for _, pcm in _short_clips(lo, hi)), key=len)[:24]
+        if not clips:
+            continue
+        cost = dict.fromkeys(("m1", "mb", "w1", "wb"), 0.0)
+        for label, fn in (
+            ("m1", lambda cs=clips: [m.decode(c) for c in cs]),
+            ("mb", lambda cs=clips: [m.decode_batch(cs[i:i + 8]) for i in range(0, len(cs), 8)]),
+            ("w1", lambda cs=clips: [w.decode(c, language="en", word_timestamps=False, hotwords=None, final=True)
+                                     for c in cs]),
+            ("wb", lambda cs=clips: [w.decode_batch(cs[i:i + 4], language="en", final=True)
+                                     for i in range(0, len(cs), 4)]),
+        ):
+            t0 = time.process_time()
+            fn()
+            cost[label] = (time.process_time() - t0) / len(clips)
+        print(f"  {lo:.0f}-{hi:.0f} s | {len(clips)} | {cost['m1']:.3f} | {cost['mb']:.3f} | {cost['w1']:.3f} | "
+              f"{cost['wb']:.3f} | {cost['w1'] / cost['m1']:.1f}x | {cost['wb'] / cost['mb']:.1f}x")
+    print(f"  ({_load()} at the end)")
