@@ -341,7 +341,7 @@ class EngineRegistry:
             eng = self._engines.get(name)
             if eng is None:
                 try:
-                    parts = [self.engine(part) for part in ENGINE_PARTS.get(name, ())]
+                    parts = self._load_parts(ENGINE_PARTS.get(name, ()))
                 except EngineUnavailableError as exc:
                     fallback = ENGINE_FALLBACKS.get(name)
                     if fallback is None:
@@ -356,6 +356,22 @@ class EngineRegistry:
                 self._engines[name] = eng
                 logger.info("engine %s loaded: %s", name, eng.description)
             return eng
+
+    def _load_parts(self, names: tuple[str, ...]) -> list[Engine]:
+        """The engines `names`, loaded side by side (model loads are mostly file reads and native
+        set-up that release the GIL: Moonshine and Whisper of ``moonshine-whisper`` load in the
+        time of the slower one); the first failure is raised once every load ended."""
+        if len(names) < 2:
+            return [self.engine(part) for part in names]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(names), thread_name_prefix="sis-engine-load") as ex:
+            futures = [ex.submit(self.engine, part) for part in names]
+        for f in futures:
+            exc = f.exception()
+            if exc is not None:
+                raise exc
+        return [f.result() for f in futures]
 
     def prepare(self) -> list[str]:
         """Build the model caches of every routed engine that needs one (blocking; call it off the
