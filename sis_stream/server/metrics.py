@@ -31,7 +31,7 @@ import itertools
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = ["CLOUD_EYE_METRICS", "OTHER_LABEL", "Histogram", "Metrics", "Usage", "format_value", "render_labels"]
@@ -82,7 +82,8 @@ class Histogram:
     Parameters
     ----------
     buckets : sequence of float
-        Finite upper bounds, strictly increasing; ``+Inf`` is implicit.
+        Finite upper bounds, strictly increasing; ``+Inf`` is implicit. An int bound keeps its
+        int form in the ``le`` label (``le="5"``); anything else becomes a float (``le="5.0"``).
 
     Raises
     ------
@@ -93,7 +94,7 @@ class Histogram:
     __slots__ = ("bounds", "count", "counts", "sum")
 
     def __init__(self, buckets: Sequence[float]) -> None:
-        bounds = tuple(float(b) for b in buckets)
+        bounds = tuple(b if type(b) is int else float(b) for b in buckets)
         if not bounds or any(not math.isfinite(b) for b in bounds) \
                 or any(b >= c for b, c in itertools.pairwise(bounds)):
             raise ValueError(f"histogram buckets must be finite and strictly increasing, got {tuple(buckets)!r}")
@@ -139,8 +140,7 @@ class _CallStats:
     ok: int = 0
     c4xx: int = 0
     c5xx: int = 0
-    latency_sum_ms: float = 0.0
-    latency_count: int = 0
+    delay_ms: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_MS))
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,6 @@ class Metrics:
         self.max_label_values = max_label_values
         self._lock = threading.Lock()
         self._calls: dict[str, _CallStats] = {}
-        self._hist: dict[str, list[int]] = {}
         self._usage: dict[tuple[str, str], list[float]] = {}
         self._projects: set[str] = set()
         self._sessions_active: dict[str, int] = {}
@@ -258,15 +257,7 @@ class Metrics:
                 st.c4xx += 1
             else:
                 st.c5xx += 1
-            st.latency_sum_ms += float(latency_ms)
-            st.latency_count += 1
-            h = self._hist.setdefault(iface, [0] * (len(LATENCY_BUCKETS_MS) + 1))
-            for i, b in enumerate(LATENCY_BUCKETS_MS):
-                if latency_ms <= b:
-                    h[i] += 1
-                    break
-            else:
-                h[-1] += 1
+            st.delay_ms.observe(latency_ms)
             if http_status < 400 and project_id is not None:
                 u = self._usage.setdefault((self._project(project_id), iface), [0, 0.0])
                 u[0] += 1
@@ -333,24 +324,12 @@ class Metrics:
             family("api_calls_with_5xx_response", "counter", "Calls answered with a 5xx error (Cloud Eye SYS.SIS).",
                    (({"interface": i}, s.c5xx) for i, s in calls))
             family("average_delay", "gauge", "Average call delay in ms since start (Cloud Eye SYS.SIS).",
-                   (({"interface": i}, (s.latency_sum_ms / s.latency_count) if s.latency_count else 0.0)
+                   (({"interface": i}, (s.delay_ms.sum / s.delay_ms.count) if s.delay_ms.count else 0.0)
                     for i, s in calls))
-            hist_lines: list[tuple[dict[str, str], float]] = []
-            for i, h in sorted(self._hist.items()):
-                acc = 0
-                for b, n in zip(LATENCY_BUCKETS_MS, h):
-                    acc += n
-                    hist_lines.append(({"interface": i, "le": str(b)}, acc))
-                acc += h[-1]
-                hist_lines.append(({"interface": i, "le": "+Inf"}, acc))
             out.append("# HELP sis_call_delay_ms Call delay histogram in ms.")
             out.append("# TYPE sis_call_delay_ms histogram")
             for i, s in calls:
-                for labels, v in hist_lines:
-                    if labels["interface"] == i:
-                        out.append(f"sis_call_delay_ms_bucket{render_labels(labels)} {_num(v)}")
-                out.append(f"sis_call_delay_ms_sum{render_labels({'interface': i})} {_num(s.latency_sum_ms)}")
-                out.append(f"sis_call_delay_ms_count{render_labels({'interface': i})} {_num(s.latency_count)}")
+                out.extend(s.delay_ms.lines("sis_call_delay_ms", {"interface": i}))
             family("sis_sessions_active", "gauge", "Websocket recognition sessions open now.",
                    (({"interface": i}, n) for i, n in sorted(self._sessions_active.items())))
             family("sis_sessions_total", "counter", "Websocket recognition sessions ended, by END reason.",
