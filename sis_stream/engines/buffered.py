@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import abc
 import inspect
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -59,8 +58,8 @@ class EngineBatchDecoder:
     Parameters
     ----------
     engine : object
-        Has ``decode_batch``; its ``batch_compatible(len_a, len_b)`` (a method, or a function of
-        the engine's module) is used to group lengths, and its ``name`` names the decoder.
+        Has ``decode_batch``; its ``batch_compatible(len_a, len_b)`` (if it has one) is used to
+        group lengths, and its ``name`` names the decoder.
     name : str, optional
         Overrides the engine's name.
     max_batch : int, optional
@@ -81,8 +80,6 @@ class EngineBatchDecoder:
             params = {}
         self._keywords = "language" in params
         compat = getattr(engine, "batch_compatible", None)
-        if not callable(compat):
-            compat = getattr(sys.modules.get(type(engine).__module__), "batch_compatible", None)
         self._compatible: Callable[[int, int], bool] | None = compat if callable(compat) else None
         if max_batch is None:
             own = getattr(engine, "max_batch", None)

@@ -121,6 +121,8 @@ class MoonshineEngine(Engine):
     name = "moonshine"
     punctuates = True
     languages = ("en",)
+    #: Which item lengths may share a batch (the silence-padding tolerance), for the decode batcher.
+    batch_compatible = staticmethod(batch_compatible)
 
     def __init__(self, *, cache_dir: str | os.PathLike[str] | None = None, fold: bool = True,
                  cpu_threads: int = 1, max_segment_s: float = DEFAULT_MAX_SEGMENT_S) -> None:
