@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from ..engines.batcher import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH
 from ..protocol import IDLE_TIMEOUT_S, AccessKeyRecord, CredentialStore
+from .admission import DEFAULT_TTF_BOUND_MS
 
 __all__ = [
     "DEFAULT_HOST",
@@ -246,9 +248,9 @@ class ServerSettings:
     run_jobs: bool = True
     drain_grace_s: float = 0.0
     job_checkpoint_s: float = 60.0
-    ttf_bound_ms: float = 1200.0
-    batch_window_ms: float = 20.0
-    max_batch: int = 16
+    ttf_bound_ms: float = float(DEFAULT_TTF_BOUND_MS)
+    batch_window_ms: float = float(DEFAULT_BATCH_WINDOW_MS)
+    max_batch: int = DEFAULT_MAX_BATCH
     decode_workers: int | None = None
 
     def __post_init__(self) -> None:
