@@ -42,7 +42,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from .metrics import OTHER_LABEL, Histogram, format_value, render_labels
+from .metrics import Histogram, bounded_label, format_value, render_labels
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
@@ -124,21 +124,12 @@ class EngineMetrics:
         self._decoders: set[str] = set()
 
     # -- bounded labels (under the lock) ----------------------------------------------------------
-    @staticmethod
-    def _bounded(value: str, seen: set[str], limit: int) -> str:
-        if value in seen:
-            return value
-        if len(seen) < limit:
-            seen.add(value)
-            return value
-        return OTHER_LABEL
-
     def _prop(self, tag: Any) -> str:
         tag = UNTAGGED if tag is None or tag == "" else str(tag)
-        return self._bounded(tag, self._props, self.max_label_values)
+        return bounded_label(tag, self._props, self.max_label_values)
 
     def _decoder(self, name: str) -> str:
-        return self._bounded(str(name) or UNTAGGED, self._decoders, self.max_label_values)
+        return bounded_label(str(name) or UNTAGGED, self._decoders, self.max_label_values)
 
     # -- recording --------------------------------------------------------------------------------
     def observe_ttf(self, tag: str | None, seconds: float) -> None:

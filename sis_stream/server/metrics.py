@@ -34,7 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["CLOUD_EYE_METRICS", "OTHER_LABEL", "Histogram", "Metrics", "Usage", "format_value", "render_labels"]
+__all__ = ["CLOUD_EYE_METRICS", "OTHER_LABEL", "Histogram", "Metrics", "Usage", "bounded_label", "format_value",
+           "render_labels"]
 
 #: The four Cloud Eye metric names (§12).
 CLOUD_EYE_METRICS: Final = (
@@ -66,6 +67,17 @@ def _num(v: float) -> str:
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
     return repr(float(v))
+
+
+def bounded_label(value: str, seen: set[str], limit: int) -> str:
+    """`value` itself while it is one of the first `limit` distinct values (recorded in `seen`),
+    else :data:`OTHER_LABEL`: bounds a label's cardinality."""
+    if value in seen:
+        return value
+    if len(seen) < limit:
+        seen.add(value)
+        return value
+    return OTHER_LABEL
 
 
 def format_value(v: float) -> str:
@@ -210,12 +222,7 @@ class Metrics:
         return OTHER_LABEL
 
     def _project(self, project_id: str) -> str:
-        if project_id in self._projects:
-            return project_id
-        if len(self._projects) < self.max_label_values:
-            self._projects.add(project_id)
-            return project_id
-        return OTHER_LABEL
+        return bounded_label(project_id, self._projects, self.max_label_values)
 
     # -- recording API --------------------------------------------------------------------------
     def observe(self, interface: str, http_status: int, latency_ms: float, project_id: str | None = None,
