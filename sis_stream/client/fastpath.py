@@ -189,6 +189,24 @@ class FastPathMixin:
         self.stats.bytes_sent += len(frame)
         return True
 
+    def _write_frame(self, fw: Any) -> tuple[bool, bytes | None] | None:
+        """Pop the next whole frame and write it straight to the transport `fw`, with the send
+        loop's per-frame bookkeeping (_send_one without pacing): None when no frame is buffered,
+        else (written, the encoded frame or None when the session refused the audio)."""
+        popped = self._pop_frame()
+        if popped is None:
+            return None
+        data, user_ms, dur = popped
+        self._silence_boundary = False
+        self._record_frame(data, user_ms, dur, False)
+        frame = self._session.send_audio(data)  # type: ignore[union-attr]
+        ok = frame is not None and fw.write(frame)
+        if ok:
+            self.stats.frames_sent += 1
+            self.stats.bytes_sent += len(frame)  # type: ignore[arg-type]
+        self._after_send(ok, self._clock(), user_ms, dur, False)
+        return ok, frame
+
     # -- push-driven sends (feed_nowait) ------------------------------------------------------------
 
     def _send_now(self) -> None:
@@ -203,24 +221,15 @@ class FastPathMixin:
                 or (self._ended is not None and self._ended.done()):
             self._wakeup.set()
             return
-        clock, rollover_at, session = self._clock, self._rollover_at, self._session
+        clock, rollover_at = self._clock, self._rollover_at
         while True:
             if not fw.ready() or (rollover_at is not None and clock() >= rollover_at):
                 self._wakeup.set()
                 return
-            popped = self._pop_frame()
-            if popped is None:
+            sent = self._write_frame(fw)
+            if sent is None:
                 break
-            data, user_ms, dur = popped
-            self._silence_boundary = False
-            self._record_frame(data, user_ms, dur, False)
-            frame = session.send_audio(data)
-            ok = frame is not None and fw.write(frame)
-            if ok:
-                self.stats.frames_sent += 1
-                self.stats.bytes_sent += len(frame)  # type: ignore[arg-type]
-            self._after_send(ok, clock(), user_ms, dur, False)
-            if not ok:  # as _send_one returning False: the connection is over (reconnect or end)
+            if not sent[0]:  # as _send_one returning False: the connection is over (reconnect or end)
                 self._mark_lost(None)
                 return
         if self.rollover_after_s is not None:
@@ -294,18 +303,10 @@ class FastPathMixin:
             if d > sched.coalesce_s:
                 self._fast_token = sched.call_at(now + d, cb)
                 return
-            popped = self._pop_frame()
-            if popped is None:
+            sent = self._write_frame(fw)
+            if sent is None:
                 break
-            data, user_ms, dur = popped
-            self._silence_boundary = False
-            self._record_frame(data, user_ms, dur, False)
-            frame = self._session.send_audio(data)
-            ok = frame is not None and fw.write(frame)
-            if ok:
-                self.stats.frames_sent += 1
-                self.stats.bytes_sent += len(frame)  # type: ignore[arg-type]
-            self._after_send(ok, clock(), user_ms, dur, False)
+            ok, frame = sent
             if not ok:
                 if frame is not None:
                     self._mark_lost(None)
