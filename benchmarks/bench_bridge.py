@@ -26,12 +26,19 @@ process pinned to the bridge's CPU during the same window; its lateness is what 
 any event loop at that moment.
 The bridge collects garbage and calls ``gc.freeze()`` once the calls are up (docs/client.md
 recommends it for hundreds of streams). The peers report the silence frames they received per
-call-second (50 expected).
+call-second (50 expected). ``reads/s/call``: the bridge's polled socket reads per call-second
+(about 10 with 100 ms frames to SIS: one per SIS frame), ``empty %`` the reads that found nothing.
 
 Targets (issue 19): >= 1000 concurrent calls on one core with p99 lateness < 10 ms and 0 lost ms.
 
 Run: ``python -m pytest benchmarks/bench_bridge.py -s`` (``BENCH_BRIDGE_N=100,500,1000``;
-``BENCH_BRIDGE_PIN=0``: no CPU pinning; ``BENCH_BRIDGE_LOOP=uvloop``; ``BENCH_BRIDGE_RT=10``
+``BENCH_BRIDGE_PIN=0``: no CPU pinning; ``BENCH_BRIDGE_LOOP=uvloop``;
+``BENCH_BRIDGE_READ_MAX_MS=20``: the listener reads each call's socket for every 20 ms frame
+instead of once per SIS frame (the other read schedule, for A/B runs);
+``BENCH_BRIDGE_READ_PHASE=1``: print, per read, the audio left over beyond the last whole SIS
+frame (0 ms: the read came before the call's next frame, so the SIS frame went out as early as
+a read per 20 ms frame would have sent it); ``BENCH_BRIDGE_PROFILE=1``: cProfile of the bridge
+over the window; ``BENCH_BRIDGE_RT=10``
 (root): every process of the benchmark at real-time priority ``SCHED_FIFO`` 10, to measure what
 the bridge needs on a box whose cores other users keep busy -- the anchor then shares the
 bridge's priority, so it waits for the bridge's loop and is no longer an idle-core reference).
@@ -134,9 +141,23 @@ def _bridge_main(sink_port: int) -> None:
                 client = _NoSis()
             bridge = Bridge(client, audiosocket=":0", settings=SessionSettings(property="chinese_8k_common"),
                             options=LegOptions(max_buffer_ms=5000, **_diag_options()))
+            if os.environ.get("BENCH_BRIDGE_READ_MAX_MS"):  # 20: read every 20 ms frame as it comes
+                bridge.listeners["audiosocket"].clock.read_max_ms = int(os.environ["BENCH_BRIDGE_READ_MAX_MS"])
+            pending: dict[int, int] = {}
+            if os.environ.get("BENCH_BRIDGE_READ_PHASE"):  # diagnostics: audio left over after each read
+                from sis_stream.bridges.session import ChannelLeg
+
+                def ms_to_frame(leg: ChannelLeg, _orig=ChannelLeg.ms_to_frame) -> float:
+                    v = _orig(leg)
+                    k = round(leg.call.ctx.options.frame_ms - v)
+                    pending[k] = pending.get(k, 0) + 1
+                    return v
+
+                ChannelLeg.ms_to_frame = ms_to_frame  # type: ignore[method-assign]
             addr = await bridge.start()
             print(json.dumps({"port": addr["audiosocket"][1], "pinned": pinned}), flush=True)
             await mark.wait()  # all calls are up
+            pending.clear()
             gc.collect()
             gc.freeze()
             lm = bridge.metrics.listener("audiosocket")
@@ -148,6 +169,8 @@ def _bridge_main(sink_port: int) -> None:
 
                 prof = cProfile.Profile(time.process_time)
                 prof.enable()
+            clock = bridge.listeners["audiosocket"].clock
+            reads0, empty0 = getattr(clock, "reads", 0), getattr(clock, "empty_reads", 0)
             ivcsw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
             wait0 = _runqueue_wait_s()
             cpu0, t0, times0 = time.process_time(), time.perf_counter(), os.times()
@@ -161,13 +184,19 @@ def _bridge_main(sink_port: int) -> None:
                 prof.disable()
                 pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(35)
             counts = [a - b for a, b in zip(lm.silence_lateness.counts, lat0)]
+            clock = bridge.listeners["audiosocket"].clock
+            reads = getattr(clock, "reads", 0) - reads0  # polled reads (none before they existed)
+            empty = getattr(clock, "empty_reads", 0) - empty0
             res = {"loop": type(loop).__module__.split(".")[0], "cpu_pct": 100 * cpu / wall, "wall_s": wall,
                    "sys_pct": 100 * (times1.system - times0.system) / wall, "preempt_per_s": ivcsw / wall,
                    "runqueue_pct": 100 * rq_wait / wall, "calls_active": lm.calls_active,
                    "sessions_active": lm.sessions_active, "ticks": sum(counts),
                    "silence_frames": lm.silence_frames - frames0, "skipped": lm.silence_skipped - skipped0,
                    "bounds": list(lm.silence_lateness.bounds), "counts": counts,
-                   "lateness_max_ms": lm.silence_lateness.max}
+                   "lateness_max_ms": lm.silence_lateness.max,
+                   "empty_reads_pct": 100 * empty / reads if reads else float("nan"),
+                   "reads_per_call_s": reads / wall / max(1, lm.calls_active),
+                   "pending_after_read_ms": dict(sorted(pending.items()))}
             gc.unfreeze()
             await bridge.drain(30)
             res.update(lost_ms=lm.lost_ms, audio_s=lm.audio_ms / 1000, errors=lm.errors,
@@ -324,7 +353,7 @@ def report():
           "in its own process on the bridge's CPU during the same window (what the shared core gives any loop)")
     print(f"{'calls':>6} {'CPU %core':>9} {'us/frame':>8} {'sys %':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'<=10ms %':>8} "
           f"{'skipped':>7} {'lost ms':>8} {'silence/s/call':>14} {'errors':>6} {'preempt/s':>9} "
-          f"{'runq wait %':>11} {'anchor p50/p99/max ms':>22} {'load1':>5}")
+          f"{'runq wait %':>11} {'anchor p50/p99/max ms':>22} {'load1':>5} {'reads/s/call':>12} {'empty %':>7}")
     print("bridge CPU: " + ", ".join(sorted({str(r["pinned"]) for r in RESULTS}))
           + "; event loop: " + ", ".join(sorted({str(r["loop"]) for r in RESULTS})))
     for r in RESULTS:
@@ -332,7 +361,7 @@ def report():
         print(f"{r['n']:>6} {r['cpu_pct']:>9.1f} {r['us_per_frame']:>8.1f} {r['sys_pct']:>5.1f} {r['p50']:>7g} {r['p99']:>7g} {r['lateness_max_ms']:>7.1f} "
               f"{r['within10']:>8.2f} {r['skipped']:>7} {r['lost_ms']:>8.0f} {r['silence_per_call_s']:>14.1f} "
               f"{r['errors']:>6} {r['preempt_per_s']:>9.0f} {r['runqueue_pct']:>11.1f} {anchor:>22} "
-              f"{r['load1']:>5.1f}")
+              f"{r['load1']:>5.1f} {r['reads_per_call_s']:>12.1f} {r['empty_reads_pct']:>7.1f}")
 
 
 @pytest.mark.parametrize("n", N_LIST)
@@ -375,6 +404,9 @@ def bench_bridge_audiosocket_calls(report, n: int) -> None:
     res["us_per_frame"] = res["cpu_pct"] / 100 * 1e6 / (n * 50)
     res["within10"] = 100 * sum(c for b, c in zip(res["bounds"], res["counts"]) if b <= 10) / max(1, res["ticks"])
     RESULTS.append(res)
+    if res.get("pending_after_read_ms"):  # BENCH_BRIDGE_READ_PHASE=1
+        print(f"\nN={n}: audio left over after each read beyond the last whole SIS frame (ms: reads):",
+              res["pending_after_read_ms"])
     assert res["calls_active"] == n and res["calls_total"] == n
 
 

@@ -165,7 +165,7 @@ async def test_audiosocket_call_silence_clock_dtmf_and_events(bridge) -> None:
     task = asyncio.create_task(peer.run())
     await settle(bridge.events, lambda ev: of(ev, "call_start"))
     conn = next(iter(bridge.listeners["audiosocket"].connections))
-    sock = conn.transport.get_extra_info("socket")
+    sock = conn.sock
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # Nagle off
     res = await task
     await settle(bridge.events, lambda ev: of(ev, "call_end"))
@@ -205,6 +205,53 @@ async def test_audiosocket_malformed_peer_gets_error_event_and_clean_close(bridg
     # the listener still serves calls
     r = await FakeAsterisk(h, p, tone(0.2)).run()
     assert r.closed_by_peer
+
+
+async def test_audiosocket_idle_connection_without_uuid_is_refused(bridge, monkeypatch) -> None:
+    """Until its UUID a connection waits as an event-loop reader: one that sends nothing gets
+    the no_uuid error and a hangup after UUID_TIMEOUT_S; a UUID sent late (after a pause)
+    still starts the call."""
+    from sis_stream.bridges import audiosocket
+
+    monkeypatch.setattr(audiosocket, "UUID_TIMEOUT_S", 0.3)
+    h, p = bridge.addresses["audiosocket"]
+    got, closed = await raw_audiosocket(h, p, b"", timeout_s=5)
+    assert closed and got == as_frame(0x00)
+    await settle(bridge.events, lambda ev: of(ev, "error"))
+    assert of(bridge.events, "error")[0]["code"] == "no_uuid" and not of(bridge.events, "call_start")
+    reader, writer = await asyncio.open_connection(h, p)
+    await asyncio.sleep(0.1)
+    cid = uuid.uuid4()
+    writer.write(as_frame(0x01, cid.bytes) + as_frame(0x10, bytes(320)) + as_frame(0x00))
+    await writer.drain()
+    await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await settle(bridge.events, lambda ev: of(ev, "call_end"))
+    end = of(bridge.events, "call_end")[0]
+    assert end["call_id"] == str(cid) and end["audio_ms"] == 20 and end["reason"] == "hangup"
+
+
+async def test_audiosocket_a_failing_call_does_not_stop_the_others(bridge, monkeypatch) -> None:
+    """A bug while handling one call's data (here: DTMF handling raises) ends that call with an
+    ``internal`` error event and a hangup; the listener's clock keeps serving the other calls."""
+    def boom(self, digit, channel=0):
+        raise RuntimeError("dtmf handler failed")
+
+    monkeypatch.setattr(Call, "dtmf", boom)
+    h, p = bridge.addresses["audiosocket"]
+    other = asyncio.create_task(FakeAsterisk(h, p, tone(0.6), realtime=True).run())
+    await settle(bridge.events, lambda ev: of(ev, "call_start"))
+    cid = uuid.uuid4()
+    got, closed = await raw_audiosocket(h, p, as_frame(0x01, cid.bytes) + as_frame(0x10, bytes(320))
+                                        + as_frame(0x03, b"5"))
+    assert closed and got.endswith(as_frame(0x00))
+    res = await other
+    assert res.closed_by_peer and len(res.silence_times) >= 20  # the other call went on
+    await settle(bridge.events, lambda ev: len(of(ev, "call_end")) == 2)
+    err = of(bridge.events, "error", call_id=str(cid))[0]
+    assert err["code"] == "internal" and "dtmf handler failed" in err["message"]
+    assert of(bridge.events, "call_end", call_id=str(cid))[0]["reason"] == "internal_error"
+    assert [e["reason"] for e in of(bridge.events, "call_end") if e["call_id"] != str(cid)] == ["hangup"]
 
 
 async def test_audiosocket_truncated_frame_and_peer_error(bridge) -> None:
@@ -573,22 +620,38 @@ async def test_sis_connection_drop_reconnects_with_replay() -> None:
 
 
 async def test_silence_clock_is_drift_free_skips_stalls_and_never_late_by_slotting() -> None:
-    from sis_stream.bridges.audiosocket import SILENCE_FRAME, SilenceClock
+    from sis_stream.bridges.audiosocket import SILENCE_FRAME, AudioSocketConnection, SilenceClock
 
     lm = BridgeMetrics().listener("audiosocket")
     clock = SilenceClock(lm)
 
-    class Conn:
-        _closed = False
-        _paused = False
+    class Sock:
+        """Takes `room` bytes per send (None: everything; 0: the buffer is full)."""
 
         def __init__(self) -> None:
-            self.frames: list[bytes] = []
-            self.transport = self
+            self.data = bytearray()
+            self.room: int | None = None
+
+        def send(self, data: bytes) -> int:
+            if self.room == 0:
+                raise BlockingIOError
+            n = len(data) if self.room is None else min(self.room, len(data))
+            self.data += data[:n]
+            return n
+
+    class Conn:  # the connection's write path, on a fake socket
+        _closed = False
+        _out = b""
+        send = AudioSocketConnection.send
+        flush = AudioSocketConnection.flush
+
+        def __init__(self) -> None:
+            self.sock = Sock()
             self.silence_deadline = 0.0
 
-        def write(self, data: bytes) -> None:
-            self.frames.append(data)
+        def frames(self) -> int:
+            assert self.sock.data == SILENCE_FRAME * (len(self.sock.data) // len(SILENCE_FRAME))  # whole frames
+            return len(self.sock.data) // len(SILENCE_FRAME)
 
     c = Conn()
     clock.add(c)
@@ -596,21 +659,135 @@ async def test_silence_clock_is_drift_free_skips_stalls_and_never_late_by_slotti
     slot = next(i for i, s in enumerate(clock._slots) if c in s)
     d0 = c.silence_deadline
     clock._serve(slot, d0 + 0.0004)  # due: sent, the next deadline is exactly 20 ms later
-    assert c.frames == [SILENCE_FRAME] and c.silence_deadline == pytest.approx(d0 + 0.020)
+    assert c.frames() == 1 and c.silence_deadline == pytest.approx(d0 + 0.020)
     clock._serve(slot, d0 + 0.0185)  # 1.5 ms before the deadline: not due, moves to the next slot
-    assert len(c.frames) == 1 and c in clock._slots[(slot + 1) % 20]
-    clock._serve((slot + 1) % 20, d0 + 0.0195)  # within the 1 ms window: sent
-    assert len(c.frames) == 2 and c.silence_deadline == pytest.approx(d0 + 0.040)
+    assert c.frames() == 1 and c in clock._slots[(slot + 1) % 20]
+    s1 = (slot + 1) % 20
+    clock._serve(s1, d0 + 0.0195)  # within the 1 ms window: sent
+    assert c.frames() == 2 and c.silence_deadline == pytest.approx(d0 + 0.040)
     # a 65 ms stall: one frame now, the missed ticks skipped, the phase kept (d0 + k * 20 ms)
-    clock._serve((slot + 1) % 20, d0 + 0.105)
-    assert len(c.frames) == 3 and c.silence_deadline == pytest.approx(d0 + 0.120)
+    clock._serve(s1, d0 + 0.105)
+    assert c.frames() == 3 and c.silence_deadline == pytest.approx(d0 + 0.120)
     assert lm.silence_skipped == 3 and lm.silence_lateness.max == pytest.approx(65.0)
-    c._paused = True  # the peer's socket buffer is full: skipped, not queued
-    clock._serve((slot + 1) % 20, d0 + 0.120)
-    assert len(c.frames) == 3 and lm.silence_skipped == 4 and c.silence_deadline == pytest.approx(d0 + 0.140)
+    c.sock.room = 0  # the peer's socket buffer is full: skipped, not queued
+    clock._serve(s1, d0 + 0.120)
+    assert c.frames() == 3 and lm.silence_skipped == 4 and c.silence_deadline == pytest.approx(d0 + 0.140)
+    c.sock.room = 100  # the kernel takes part of a frame: the rest is kept and goes first
+    clock._serve(s1, d0 + 0.140)
+    assert len(c.sock.data) == 3 * len(SILENCE_FRAME) + 100 and c._out == SILENCE_FRAME[100:]
+    clock._serve(s1, d0 + 0.160)  # 100 bytes more of the rest only: still pending, skipped
+    assert c._out == SILENCE_FRAME[200:] and lm.silence_skipped == 5
+    c.sock.room = None
+    clock._serve(s1, d0 + 0.180)  # the rest, then this tick's frame
+    assert c.frames() == 5 and not c._out and lm.silence_frames == 5
     c._closed = True
-    clock._serve((slot + 1) % 20, d0 + 0.140)
-    assert len(clock) == 0 and lm.silence_frames == 3
+    clock._serve(s1, d0 + 0.200)
+    assert len(clock) == 0 and lm.silence_frames == 5
+
+
+async def test_polled_reads_are_scheduled_when_the_next_sis_frame_is_complete() -> None:
+    """A call's socket is read again when the audio it holds should complete its next frame to
+    SIS (plus a small margin), never sooner than 20 ms nor later than read_max_ms; a read that
+    finds nothing keeps the schedule; the peer closing ends it."""
+    from sis_stream.bridges.audiosocket import SilenceClock
+
+    clock = SilenceClock(BridgeMetrics().listener("audiosocket"))
+    margin, ring = clock.READ_MARGIN_MS, clock.READ_RING
+
+    class Leg:
+        missing = 100.0
+
+        def ms_to_frame(self) -> float:
+            return self.missing
+
+    class Sock:
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+
+        def recv_into(self, view: memoryview) -> int:
+            if not self.chunks:
+                raise BlockingIOError
+            data = self.chunks.pop(0)
+            view[:len(data)] = data
+            return len(data)
+
+    class Conn:
+        _closed = False
+
+        def __init__(self) -> None:
+            self.sock, self._leg, self.got = Sock(), Leg(), []
+
+        def received(self, data: memoryview) -> None:
+            self.got.append(bytes(data))
+
+        def lost(self, exc: object) -> None:
+            self._closed, self._leg = True, None
+
+    c = Conn()
+    clock._rslots[0].append(c)
+
+    def slot_of(conn: Conn) -> int:
+        return next(i for i, s in enumerate(clock._rslots) if conn in s)
+
+    c.sock.chunks.append(b"\x10" * 1615)  # five 20 ms frames: the next SIS frame is 100 ms away
+    clock._read(0, 0)
+    assert c.got == [b"\x10" * 1615] and slot_of(c) == 100 + margin
+    c._leg.missing = 40.0  # 60 ms of the next frame are already here: read again in 40 ms
+    clock._read(slot_of(c), 100)
+    assert slot_of(c) == (140 + margin) % ring and clock.empty_reads == 1  # nothing came: still rescheduled
+    c._leg.missing = 5.0  # never sooner than one 20 ms frame
+    clock._read(slot_of(c), 150)
+    assert slot_of(c) == (170 + margin) % ring
+    c._leg.missing = 1000.0  # 1 s frames to SIS: still read every read_max_ms (hangups, DTMF)
+    clock._read(slot_of(c), 200)
+    assert slot_of(c) == (300 + margin) % ring
+    clock.read_max_ms = 20  # the other path: a read per 20 ms frame
+    clock._read(slot_of(c), 300)
+    assert slot_of(c) == (320 + margin) % ring
+    with pytest.raises(ValueError, match="read_max_ms"):
+        clock.read_max_ms = 200
+    c.sock.chunks.append(b"")  # the peer closed: no more reads
+    clock._read(slot_of(c), 320)
+    assert c._closed and not any(c in s for s in clock._rslots)
+    assert clock.reads == 6
+
+
+async def test_leg_ms_to_frame_counts_what_is_queued_modulo_a_frame() -> None:
+    hub = EventHub([])
+    ctx = BridgeContext(_StuckClient(), hub, BridgeMetrics(), LegOptions(frame_ms=100))
+    call = Call(ctx, "audiosocket", "c1", (0,), AudioFormat(8000, "pcm", 2), SessionSettings())
+    leg = call.legs[0]
+    assert leg.ms_to_frame() == 100  # nothing queued: a whole frame is missing
+    for _ in range(3):
+        leg.push(bytes(320))
+    assert leg.ms_to_frame() == pytest.approx(40)
+    for _ in range(4):
+        leg.push(bytes(320))
+    assert leg.ms_to_frame() == pytest.approx(60)  # 140 ms queued: 40 ms into the second frame
+
+
+async def test_audiosocket_polled_reads_join_frames_split_across_reads(bridge) -> None:
+    """The socket is read once per 20 ms: frames cut anywhere by TCP (here: written in 7-byte
+    pieces over several reads) still arrive whole and in order; the hangup closes the call."""
+    h, p = bridge.addresses["audiosocket"]
+    reader, writer = await asyncio.open_connection(h, p)
+    cid = uuid.uuid4()
+    pcm = (np.arange(25 * 160) % 200 - 100).astype("<i2").tobytes()  # 25 frames, no two alike
+    data = as_frame(0x01, cid.bytes) + b"".join(as_frame(0x10, pcm[i:i + 320]) for i in range(0, len(pcm), 320))
+    for i in range(0, len(data), 7):
+        writer.write(data[i:i + 7])
+        await writer.drain()
+        if i % 700 == 0:
+            await asyncio.sleep(0.021)  # let a poll see a part of a frame
+    writer.write(as_frame(0x00))
+    await writer.drain()
+    got = await asyncio.wait_for(reader.read(), 10)  # until the bridge closes
+    writer.close()
+    assert got and len(got) % len(as_frame(0x10, bytes(320))) == 0  # silence came back in whole frames
+    await settle(bridge.events, lambda ev: of(ev, "call_end"))
+    end = of(bridge.events, "call_end")[0]
+    assert end["call_id"] == str(cid) and end["audio_ms"] == 500 and end["reason"] == "hangup"
+    assert not of(bridge.events, "error")
 
 
 def test_audiosocket_under_uvloop() -> None:

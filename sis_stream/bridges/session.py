@@ -234,6 +234,7 @@ class ChannelLeg:
         self._bpms = input_format.bytes_per_second / 1000.0
         self._width = input_format.bytes_per_frame
         self.frame_bytes = round(opts.frame_ms * self._bpms)
+        self._frame_ms = float(opts.frame_ms)
         self.max_bytes = round(opts.max_buffer_ms * self._bpms)
         self._buf = bytearray()  # audio while the SIS session is being opened
         self._stream: Any = None  # the open SIS stream, fed by push() directly
@@ -300,6 +301,18 @@ class ChannelLeg:
                     del self._anchors[0], self._anchor_drop[0]
         if len(buf) >= self.frame_bytes and not self._ready.is_set():
             self._ready.set()
+
+    def ms_to_frame(self) -> float:
+        """Milliseconds of audio still missing from the next whole frame to SIS (0 < ms <=
+        ``frame_ms``): what is queued here and in the open stream's buffer, modulo a frame. The
+        AudioSocket listener reads a call's socket when that much more audio should be there."""
+        ms = len(self._buf) / self._bpms
+        stream = self._stream
+        if stream is not None:
+            fr = stream.framer
+            ms += fr.buffered_bytes / fr.audio_format.bytes_per_ms
+        frame_ms = self._frame_ms
+        return frame_ms - ms % frame_ms
 
     def _handover(self, stream: Any) -> None:
         """Give what ``_buf`` holds to the open stream."""
