@@ -220,8 +220,12 @@ def _profile_call(pair: tuple[int, int]) -> tuple[int, dict[str, float]]:
     xi0, f0, hist0, scratch0, _, out0 = calls[0]
     sx = soxr.ResampleStream(*pair, 1, dtype=np.int16, quality="HQ")
     n_last = len(calls[-1][5])
+    idle = StreamResampler(*pair, dtype=np.int16)
+    idle.process(x)  # buffers sized: empty chunks then take the same path as full ones
+    empty = x[:0]
     timings = {
         "process()": lambda: rs.process(x),
+        "process(empty)": lambda: idle.process(empty),
         "kernel calls": kernels,
         "kernel entry": lambda: kern.polyphase_process(
             xi0[:0], f0.taps, hist0, scratch0, 0, f0.up, f0.down, out0[:0]),
@@ -242,8 +246,9 @@ def _profile_call(pair: tuple[int, int]) -> tuple[int, dict[str, float]]:
 
 def bench_call_profile(capsys):
     # Not a pytest-benchmark timing: where one 20 ms int16 call goes (CPU time, best of 7 runs
-    # of 2000 calls each): StreamResampler.process in total, the kernel calls alone (the same
-    # arguments process passes, in steady state, through the kernel's Python entry), the
+    # of 2000 calls each): StreamResampler.process in total, the same call with an empty chunk
+    # (the fixed cost per call: front-end, checks, output allocation), the kernel calls alone
+    # (the same arguments process passes, in steady state, through the kernel's Python entry), the
     # kernel entry alone (an empty chunk: argument parsing and the five array views), the
     # output allocation, and soxr's call. process() is the compiled front-end when native.
     rows = []

@@ -76,6 +76,211 @@ cdef extern from *:
     SIS_RS_DEFINE_BLOCK(sis_rs_block8, sis_rs_v8, 8)
     SIS_RS_DEFINE_BLOCK(sis_rs_block16, sis_rs_v16, 16)
 
+    /* Two sets of NV*W outputs that read the same input vectors, d taps apart, in one loop:
+       step o loads, for v < NV, the W samples at stream[(s0+o) % M][(s0+o) / M + j0 + ls*v]
+       (as tap o of SIS_RS_DEFINE_BLOCK does for its lane block at j0 + ls*v) once, and set 0
+       uses them with its tap o (o < K, taps tp0), set 1 with its tap o - d (o >= d, taps tp1);
+       set s's vector v goes to dst_s + j0 + ls*v. Two uses (sis_rs_run_body):
+       - both classes of an L == 2, M == 1 filter (8k -> 16k): set 1 is class 1 (window d = 0
+         or 1 sample after class 0's), ls = W, dst1 the class-major second half;
+       - one class with M > 1 (16k -> 8k, the half-band stages), vectors in pairs: the lane
+         block W outputs later reads, W*M taps later, what this one reads now (its window is
+         W*M samples later, i.e. W later in every stream), so set 0 = the even vectors, set 1
+         the odd ones, d = W*M, ls = 2W, dst1 = dst0 + W.
+       With a loop per set, every tap loaded its own (mostly cache-line-splitting) window for
+       each set: a 20 ms call was bound by those loads. Each output is still the same
+       sequential sum over its taps 0..K-1 (the lanes, the skipped zero taps and the rounding
+       are those of SIS_RS_DEFINE_BLOCK), so the results are bit for bit those of the one-set
+       loop. A load happens only at a step some set uses, at exactly the address that set's
+       own loop reads. SIS_RS_PIN keeps each loaded vector in a register: without it GCC
+       folds the load into both multiply-adds as a memory operand, loading it twice. */
+    #define SIS_RS_BLOCK2_STEP(SET0, SET1) do {                                            \
+            for (int v = 0; v < NV; v++) {                                                    \
+                __typeof__(a0[0]) xv;  /* the block's vector type */                     \
+                memcpy(&xv, src + ls * v, sizeof xv);                                         \
+                SIS_RS_PIN(xv);                                                               \
+                if (SET0) a0[v] += t0 * xv;                                                   \
+                if (SET1) a1[v] += t1 * xv;                                                   \
+            }                                                                                 \
+        } while (0)
+    /* Steps [0, d): set 0 alone; [d, K): both; [K, K + d): set 1 alone (both uses have
+       d <= K: d <= 1 for the classes, 4 * d <= K for the pairs). The stream
+       pointer moves on by S (next stream) or wraps to the next offset of stream 0. */
+    #define SIS_RS_DEFINE_BLOCK2(NAME, VT, W)                                                 \
+    static inline __attribute__((always_inline)) void NAME(                                  \
+            int NV, const float *tp0, const float *tp1, Py_ssize_t K, const float *streams,   \
+            Py_ssize_t S, Py_ssize_t M, Py_ssize_t r0, Py_ssize_t q0, Py_ssize_t d,            \
+            Py_ssize_t j0, Py_ssize_t ls, float *dst0, float *dst1) {                         \
+        VT a0[12], a1[12];                                                                    \
+        const VT zero = {0};                                                                  \
+        for (int v = 0; v < NV; v++) { a0[v] = zero; a1[v] = zero; }                          \
+        Py_ssize_t r = r0, q = q0;                                                            \
+        const float *src = streams + r * S + q + j0;                                          \
+        float t0 = 0.0f, t1 = 0.0f;                                                           \
+        Py_ssize_t o = 0;                                                                     \
+        for (; o < d; o++) {                                                                  \
+            t0 = tp0[o];                                                                      \
+            if (t0 != 0.0f) SIS_RS_BLOCK2_STEP(1, 0);                                         \
+            if (++r == M) { r = 0; q++; src = streams + q + j0; } else src += S;              \
+        }                                                                                     \
+        for (; o < K; o++) {                                                                  \
+            t0 = tp0[o];                                                                      \
+            t1 = tp1[o - d];                                                                  \
+            if (__builtin_expect(t0 != 0.0f && t1 != 0.0f, 1)) SIS_RS_BLOCK2_STEP(1, 1);     \
+            else if (t0 != 0.0f) SIS_RS_BLOCK2_STEP(1, 0);                                    \
+            else if (t1 != 0.0f) SIS_RS_BLOCK2_STEP(0, 1);                                    \
+            if (++r == M) { r = 0; q++; src = streams + q + j0; } else src += S;              \
+        }                                                                                     \
+        for (; o < K + d; o++) {                                                              \
+            t1 = tp1[o - d];                                                                  \
+            if (t1 != 0.0f) SIS_RS_BLOCK2_STEP(0, 1);                                         \
+            if (++r == M) { r = 0; q++; src = streams + q + j0; } else src += S;              \
+        }                                                                                     \
+        for (int v = 0; v < NV; v++) {                                                        \
+            memcpy(dst0 + j0 + ls * v, &a0[v], sizeof a0[v]);                                 \
+            memcpy(dst1 + j0 + ls * v, &a1[v], sizeof a1[v]);                                 \
+        }                                                                                     \
+    }
+    /* The two-set blocks exist for AVX2+FMA (8 lanes, nv <= 6 a set: 12 of the 16 ymm) and
+       AVX-512 (16 lanes, nv <= 12: 24 of the 32 zmm), each compiled for its instruction set
+       and called once per block; `paired` selects the second use above (ls = 2W), else the
+       first (ls = W). The baseline keeps the one-set blocks. */
+    #define SIS_RS_BLOCK2_CASES(FN, LS)                                                       \
+        switch (nv) {                                                                         \
+            case 12: FN(12, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break; \
+            case 11: FN(11, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break; \
+            case 10: FN(10, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break; \
+            case 9: FN(9, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break;   \
+            case 8: FN(8, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break;   \
+            case 7: FN(7, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break;   \
+            case 6: FN(6, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break;   \
+            case 5: FN(5, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break;   \
+            case 4: FN(4, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break;   \
+            case 3: FN(3, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break;   \
+            case 2: FN(2, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break;   \
+            default: FN(1, tp0, tp1, K, streams, S, M, r0, q0, d, j0, LS, dst0, dst1); break;  \
+        }
+    #define SIS_RS_BLOCK2_ARGS int nv, int paired, const float *tp0, const float *tp1,         \
+            Py_ssize_t K, const float *streams, Py_ssize_t S, Py_ssize_t M, Py_ssize_t r0,     \
+            Py_ssize_t q0, Py_ssize_t d, Py_ssize_t j0, float *dst0, float *dst1
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    #include <immintrin.h>
+    #define SIS_RS_PIN(x) __asm__("" : "+v"(x))
+    /* M == 2 de-interleave with AVX-512, 16 even + 16 odd samples a step (the SSE2 loop in
+       sis_rs_run_body does 4 + 4 and finishes the rest): buf[e0 + 2k] -> even[e0 / 2 + k],
+       buf[e0 + 2k + 1] -> odd[e0 / 2 + k]. Returns how far it got (a multiple of 32). */
+    __attribute__((target("avx512f"), noinline))
+    static Py_ssize_t sis_rs_split2_avx512(const float *buf, Py_ssize_t nb, float *even,
+                                           float *odd) {
+        const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
+                                            2, 0);
+        const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5,
+                                            3, 1);
+        Py_ssize_t e = 0;
+        for (; e + 32 <= nb; e += 32) {
+            const __m512 a = _mm512_loadu_ps(buf + e), b = _mm512_loadu_ps(buf + e + 16);
+            _mm512_storeu_ps(even + e / 2, _mm512_permutex2var_ps(a, ev, b));
+            _mm512_storeu_ps(odd + e / 2, _mm512_permutex2var_ps(a, od, b));
+        }
+        return e;
+    }
+    SIS_RS_DEFINE_BLOCK2(sis_rs_block2x8, sis_rs_v8, 8)
+    SIS_RS_DEFINE_BLOCK2(sis_rs_block2x16, sis_rs_v16, 16)
+    __attribute__((target("avx2,fma"), noinline))
+    static void sis_rs_blocks2_avx2(SIS_RS_BLOCK2_ARGS) {
+        if (paired) { SIS_RS_BLOCK2_CASES(sis_rs_block2x8, 16) }
+        else { SIS_RS_BLOCK2_CASES(sis_rs_block2x8, 8) }
+    }
+    __attribute__((target("avx512f,avx2,fma"), noinline))
+    static void sis_rs_blocks2_avx512(SIS_RS_BLOCK2_ARGS) {
+        if (paired) { SIS_RS_BLOCK2_CASES(sis_rs_block2x16, 32) }
+        else { SIS_RS_BLOCK2_CASES(sis_rs_block2x16, 16) }
+    }
+    /* Five sets (AVX-512): the pairs of SIS_RS_DEFINE_BLOCK2's second use, five vectors at a
+       time instead of two. Vector v of set k is the lane block 5v + k (dst + j0 + W (5v + k)),
+       which reads at tap o - k d (d = W*M) what block 5v reads at tap o, so each step loads
+       NV vectors for 5 NV lane blocks (a 20 ms 16k -> 8k call: K + 4d = 295 steps of 2 loads
+       instead of 167 steps of 10). Steps in segments with a fixed set of active sets (the
+       sets start d steps apart and each runs K steps; needs 4 d <= K). Only for a tap row
+       without zero taps (checked per call, 16 taps a compare; the row with zeros goes to the
+       pairs): skipping zero taps per set and step made the loop slower than the pairs (a
+       20 ms call 1.5 us against 1.0), without it it is 0.8. Same sums, same order, bit for
+       bit the one-set loop's. */
+    #define SIS_RS_B5_RUN(LO, HI, FIRST, LAST) do {                                          \
+            for (Py_ssize_t o = (LO); o < (HI); o++) {                                        \
+                float t[5];                                                                   \
+                for (int k = (FIRST); k <= (LAST); k++) t[k] = tp[o - k * d];                  \
+                for (int v = 0; v < NV; v++) {                                                \
+                    sis_rs_v16 xv;                                                            \
+                    memcpy(&xv, src + 80 * v, sizeof xv);                                     \
+                    SIS_RS_PIN(xv);                                                           \
+                    for (int k = (FIRST); k <= (LAST); k++)                                   \
+                        a[k][v] += t[k] * xv;                                                 \
+                }                                                                             \
+                if (++r == M) { r = 0; q++; src = streams + q + j0; } else src += S;          \
+            }                                                                                 \
+        } while (0)
+    static inline __attribute__((always_inline)) void sis_rs_block5x16(
+            int NV, const float *tp, Py_ssize_t K, const float *streams, Py_ssize_t S,
+            Py_ssize_t M, Py_ssize_t r0, Py_ssize_t q0, Py_ssize_t d, Py_ssize_t j0,
+            float *dst) {
+        sis_rs_v16 a[5][4];
+        const sis_rs_v16 zero = {0};
+        for (int k = 0; k < 5; k++)
+            for (int v = 0; v < NV; v++) a[k][v] = zero;
+        Py_ssize_t r = r0, q = q0;
+        const float *src = streams + r * S + q + j0;
+        SIS_RS_B5_RUN(0, d, 0, 0);
+        SIS_RS_B5_RUN(d, 2 * d, 0, 1);
+        SIS_RS_B5_RUN(2 * d, 3 * d, 0, 2);
+        SIS_RS_B5_RUN(3 * d, 4 * d, 0, 3);
+        SIS_RS_B5_RUN(4 * d, K, 0, 4);
+        SIS_RS_B5_RUN(K, K + d, 1, 4);
+        SIS_RS_B5_RUN(K + d, K + 2 * d, 2, 4);
+        SIS_RS_B5_RUN(K + 2 * d, K + 3 * d, 3, 4);
+        SIS_RS_B5_RUN(K + 3 * d, K + 4 * d, 4, 4);
+        for (int k = 0; k < 5; k++)
+            for (int v = 0; v < NV; v++) memcpy(dst + j0 + 16 * (5 * v + k), &a[k][v], 64);
+    }
+    #undef SIS_RS_B5_RUN
+    /* Returns 0 (and does nothing) when the tap row holds a zero tap. */
+    __attribute__((target("avx512f,avx2,fma"), noinline))
+    static int sis_rs_blocks5_avx512(int nv, const float *tp, Py_ssize_t K,
+            const float *streams, Py_ssize_t S, Py_ssize_t M, Py_ssize_t r0, Py_ssize_t q0,
+            Py_ssize_t d, Py_ssize_t j0, float *dst) {
+        Py_ssize_t i = 0;
+        __mmask16 zeros = 0;
+        for (; i + 16 <= K; i += 16)
+            zeros |= _mm512_cmp_ps_mask(_mm512_loadu_ps(tp + i), _mm512_setzero_ps(), _CMP_EQ_OQ);
+        for (; i < K; i++)
+            if (tp[i] == 0.0f) return 0;
+        if (zeros) return 0;
+        switch (nv) {
+            case 4: sis_rs_block5x16(4, tp, K, streams, S, M, r0, q0, d, j0, dst); break;
+            case 3: sis_rs_block5x16(3, tp, K, streams, S, M, r0, q0, d, j0, dst); break;
+            case 2: sis_rs_block5x16(2, tp, K, streams, S, M, r0, q0, d, j0, dst); break;
+            default: sis_rs_block5x16(1, tp, K, streams, S, M, r0, q0, d, j0, dst); break;
+        }
+        return 1;
+    }
+    #else  /* never called: the AVX variants are the baseline there (use_fma == wide == 0) */
+    static void sis_rs_blocks2_avx2(SIS_RS_BLOCK2_ARGS) { (void)nv; (void)paired; (void)tp0;
+        (void)tp1; (void)K; (void)streams; (void)S; (void)M; (void)r0; (void)q0; (void)d;
+        (void)j0; (void)dst0; (void)dst1; }
+    #define sis_rs_blocks2_avx512 sis_rs_blocks2_avx2
+    static int sis_rs_blocks5_avx512(int nv, const float *tp, Py_ssize_t K,
+            const float *streams, Py_ssize_t S, Py_ssize_t M, Py_ssize_t r0, Py_ssize_t q0,
+            Py_ssize_t d, Py_ssize_t j0, float *dst) { (void)nv; (void)tp; (void)K;
+        (void)streams; (void)S; (void)M; (void)r0; (void)q0; (void)d; (void)j0; (void)dst;
+        return 0; }
+    static Py_ssize_t sis_rs_split2_avx512(const float *buf, Py_ssize_t nb, float *even,
+                                           float *odd) { (void)buf; (void)nb; (void)even;
+        (void)odd; return 0; }
+    #endif
+    #undef SIS_RS_BLOCK2_CASES
+    #undef SIS_RS_BLOCK2_ARGS
+    #undef SIS_RS_BLOCK2_STEP
+
     /* a + t * w rounded once (FMA) or twice; use_fma is a compile-time constant per variant.
        Fused only when the compiler also contracts the vector lanes' `acc += t * x`: GCC does
        from -O1 up (-ffp-contract=fast), not at -O0 (the debug build); clang always does. */
@@ -177,6 +382,7 @@ cdef extern from *:
             /* De-interleave buf into M contiguous streams of S samples each. */
             S = (nb + M - 1) / M;
             Py_ssize_t e0 = 0;
+            if (M == 2 && wide) e0 = sis_rs_split2_avx512(buf, nb, streams, streams + S);
     #if defined(__SSE2__)
             if (M == 2) {  /* the half-band stages: 4 even + 4 odd samples per step */
                 for (; e0 + 8 <= nb; e0 += 8) {
@@ -193,6 +399,34 @@ cdef extern from *:
             }
             base = streams;
         }
+        /* The two-set blocks (SIS_RS_DEFINE_BLOCK2; AVX2+FMA and AVX-512 only) in blocks of
+           at most cap2 vectors a set, the vectors split evenly over as few blocks as possible. */
+        const int two_set = wide || use_fma;
+        const Py_ssize_t cap2 = wide ? 12 : 6;
+        /* L == 2, M == 1 (8k -> 16k): the whole vectors both classes have go through the
+           two-class blocks first; each class's loop below starts after them (jf outputs) with
+           the rest. Class c: phase row (phase + c) % 2, window start (phase + c) / 2,
+           class-major destination y + c * ((n_out + 1) / 2). */
+        Py_ssize_t jf = 0;
+        if (vec && two_set && L == 2 && M == 1) {
+            const Py_ssize_t W = wide ? 16 : 8;
+            const Py_ssize_t s0 = phase / 2, d = (phase + 1) / 2 - phase / 2;
+            const float *tp0 = taps + (phase % 2) * K, *tp1 = taps + ((phase + 1) % 2) * K;
+            /* class 1 has n_out / 2 outputs, class 0 as many or one more */
+            Py_ssize_t left = (n_out / 2) / W;
+            while (left > 0) {
+                const Py_ssize_t nblocks = (left + cap2 - 1) / cap2;
+                const int nv = (int)((left + nblocks - 1) / nblocks);
+                if (wide)
+                    sis_rs_blocks2_avx512(nv, 0, tp0, tp1, K, buf, 0, 1, 0, s0, d, jf, y,
+                                          y + (n_out + 1) / 2);
+                else
+                    sis_rs_blocks2_avx2(nv, 0, tp0, tp1, K, buf, 0, 1, 0, s0, d, jf, y,
+                                        y + (n_out + 1) / 2);
+                jf += nv * W;
+                left -= nv;
+            }
+        }
         for (Py_ssize_t c = 0; c < L && c < n_out; c++) {
             const Py_ssize_t u0 = phase + c * M;      /* class c: outputs m = c + j*L */
             const Py_ssize_t s0 = u0 / L;
@@ -204,7 +438,7 @@ cdef extern from *:
                (n_out + 1) / 2 outputs of class 0), else natural order */
             float *const dst = (L == 2) ? y + c * ((n_out + 1) / 2) : y + c;
             const Py_ssize_t stride = (L == 2) ? 1 : L;
-            Py_ssize_t j = 0;
+            Py_ssize_t j = (L == 2 && M == 1) ? jf : 0;  /* after the two-class blocks */
             /* Vector blocks of NV <= 12 accumulators, the class's vectors split evenly over
                as few blocks as possible: a 20 ms call's 160 outputs per class are one block of
                10 x 16 lanes instead of 8 + 2, whose 2-accumulator block was bound by the
@@ -226,6 +460,39 @@ cdef extern from *:
             }
             if (vec) {
                 const Py_ssize_t W = wide ? 16 : 8;
+                /* M > 1, outputs contiguous: pairs of vectors through the two-set blocks
+                   (the odd vector of a pair reads, W * M taps later, what the even one reads)
+                   in K + W * M steps instead of 2 K. Measured to pay with AVX-512 for long
+                   filters (16k -> 8k hq: K = 167, W * M = 32); not with AVX2+FMA (whose
+                   8-lane loads split cache lines half as often), nor for the short half-band
+                   stages of a cascade. */
+                if (wide && M > 1 && stride == 1 && 4 * W * M <= K) {
+                    /* groups of 5 NV vectors (NV <= 4) through the five-set blocks first */
+                    Py_ssize_t fives = (nj - j) / (5 * W);
+                    while (fives > 0) {
+                        const Py_ssize_t nblocks = (fives + 3) / 4;
+                        const int nv = (int)((fives + nblocks - 1) / nblocks);
+                        if (!sis_rs_blocks5_avx512(nv, tp, K, base, S, M, r0, q0, W * M, j, dst))
+                            break;  /* a zero tap: the pairs below */
+                        j += 5 * nv * W;
+                        fives -= nv;
+                    }
+                }
+                if (wide && M > 1 && stride == 1 && 4 * W * M <= K) {
+                    Py_ssize_t pairs = (nj - j) / (2 * W);
+                    while (pairs > 0) {
+                        const Py_ssize_t nblocks = (pairs + cap2 - 1) / cap2;
+                        const int nv = (int)((pairs + nblocks - 1) / nblocks);
+                        if (wide)
+                            sis_rs_blocks2_avx512(nv, 1, tp, tp, K, base, S, M, r0, q0, W * M, j,
+                                                  dst, dst + W);
+                        else
+                            sis_rs_blocks2_avx2(nv, 1, tp, tp, K, base, S, M, r0, q0, W * M, j,
+                                                dst, dst + W);
+                        j += 2 * nv * W;
+                        pairs -= nv;
+                    }
+                }
                 Py_ssize_t left = (nj - j) / W;  /* whole vectors of this class */
                 while (left > 0) {
                     /* 12 vectors of accumulators fit the 32 zmm / 16 ymm registers; the
@@ -788,16 +1055,19 @@ cdef inline int _arg(object obj, _Arr* a, Py_buffer* view, bint* held, bint writ
 
 
 # --- compiled front-end for StreamResampler.process --------------------------------------------
-# A 20 ms chunk's arithmetic (~1.5 us) is about what the Python frame of StreamResampler.process
-# costs around it (attribute traffic, np.empty, argument tuples). sis_stream.audio.resample binds this
-# as StreamResampler.process when _backend selected this module at import. It handles only the
-# hot case in C: a 1-D contiguous ndarray of the stream's dtype on an open stream, single-stage
-# (``_fast``) or a cascade (``_cascade``), whose buffers are big enough, while
-# ``_backend.resample`` is still this module (one dict
-# look-up, so the test fixture that swaps in the reference kernel reaches it through the Python
-# method). Everything else, including every error, is handed unchanged to the Python method
-# registered with _bind_front_ends, which owns all validation and messages. The state stays in
-# the Python object's slots, read and written here exactly as the Python fast path does.
+# A 20 ms chunk's arithmetic (~0.7 us) is about what a Python frame around it costs (attribute
+# traffic, np.empty, argument tuples). sis_stream.audio.resample binds this as
+# StreamResampler.process when _backend selected this module at import. It handles only the hot
+# case in C: a 1-D contiguous ndarray of the stream's dtype on an open stream, single-stage or a
+# cascade, whose buffers are big enough, while ``_backend.resample`` is still this module (one
+# dict look-up, so the test fixture that swaps in the reference kernel reaches it through the
+# Python method). Everything else, including every error, is handed unchanged to the Python
+# method registered with _bind_front_ends, which owns all validation and messages.
+# What the hot case needs of the stream is one _StreamPlan in the resampler's ``_plan`` slot
+# (one attribute read per call instead of one per field): the Python object builds it on reset
+# and whenever it replaces one of the arrays, and drops it (None) on flush. The plan holds the
+# very arrays the Python object holds, so state written here is the state the Python method
+# reads, and the reverse.
 
 cdef dict _backend_ns = None  # sis_stream._backend.__dict__
 cdef object _self_module = None  # this module, as _backend holds it
@@ -820,36 +1090,70 @@ cdef inline bint _native_selected() except -1:
     return PyDict_GetItemWithError(_backend_ns, "resample") == <PyObject*>_self_module
 
 
-cdef array.array _state_of(object self):
-    # StreamResampler._state: int64 [phase, samples in, samples out, clips] (resample._PHASE...)
-    cdef array.array state = self._state
-    if state.ob_descr.typecode != b'q' or len(state) != 4:
-        raise TypeError("StreamResampler._state must be array('q') of 4 counters")
-    return state
+cdef class _StreamPlan:
+    """What the compiled ``StreamResampler.process`` reads of an open stream, in C fields.
+
+    Built by ``sis_stream.audio.resample.StreamResampler`` (private): the stream's dtype (chunks
+    must have exactly this dtype object), its half-band stages (``resample._Stage``, empty for a
+    single-stage conversion), the last stage's taps, history and scratch (float32 ndarrays),
+    its up/down factors and the int64 ``array('q')`` of 4 counters (resample._PHASE ...).
+    """
+
+    cdef object dtype
+    cdef tuple stages
+    cdef cnp.ndarray taps
+    cdef cnp.ndarray history
+    cdef cnp.ndarray scratch
+    cdef array.array state
+    cdef Py_ssize_t up
+    cdef Py_ssize_t down
+    cdef int typenum
+
+    def __cinit__(self, dtype, tuple stages, cnp.ndarray taps not None,
+                  cnp.ndarray history not None, cnp.ndarray scratch not None, Py_ssize_t up,
+                  Py_ssize_t down, array.array state not None):
+        if not isinstance(dtype, cnp.dtype):
+            raise TypeError(f"dtype must be a numpy.dtype, got {type(dtype).__name__}")
+        if state.ob_descr.typecode != b'q' or len(state) != 4:
+            raise TypeError("state must be array('q') of 4 counters")
+        self.dtype = dtype
+        self.typenum = (<cnp.dtype>dtype).type_num
+        self.stages = stages
+        self.taps, self.history, self.scratch = taps, history, scratch
+        self.up, self.down = up, down
+        self.state = state
+
+    def __reduce__(self):
+        # copy.deepcopy / pickle of a StreamResampler: the plan is rebuilt around the copies of
+        # the very arrays the copied resampler holds (both share one memo).
+        return (_StreamPlan, (self.dtype, self.stages, self.taps, self.history, self.scratch,
+                              self.up, self.down, self.state))
 
 
-cdef object _last_stage(object x, Py_ssize_t n_x, int typenum, tuple kargs, array.array state,
-                        Py_ssize_t n_chunk):
+cdef object _last_stage(_StreamPlan plan, object x, Py_ssize_t n_x, Py_ssize_t n_chunk):
     # The last (or only) stage of a front-end call: the first n_x samples of ndarray x through
-    # the filter in kargs = (taps, history, scratch, up, down) into a new array of `typenum`;
-    # then the counters move on (n_chunk input samples). Whatever the kernel refuses it refuses
-    # before touching any state.
+    # the plan's filter into a new array of the stream's dtype; then the counters move on
+    # (n_chunk input samples). Whatever the kernel refuses it refuses before touching any state.
     cdef _Arr ax, at, ah, asc, ao
-    cdef Py_ssize_t up = kargs[3], down = kargs[4], span, n_out, new_phase = 0, clips = 0
-    cdef long long* counters = state.data.as_longlongs
+    cdef Py_ssize_t span, n_out, new_phase = 0, clips = 0
+    cdef long long* counters
     cdef cnp.npy_intp dims[1]
     cdef cnp.ndarray out
+    if len(plan.state) != 4:  # the counters' storage is re-read every call: it must still fit
+        raise TypeError("StreamResampler._state must be array('q') of 4 counters")
+    counters = plan.state.data.as_longlongs
     _from_ndarray(x, &ax, False, "x")
     ax.n0 = n_x
-    span = n_x * up - counters[0]
-    n_out = (span + down - 1) // down if span > 0 else 0  # resample._outputs_available
+    span = n_x * plan.up - counters[0]
+    n_out = (span + plan.down - 1) // plan.down if span > 0 else 0  # resample._outputs_available
     dims[0] = n_out
-    out = cnp.PyArray_EMPTY(1, dims, typenum, 0)
-    _from_ndarray(kargs[0], &at, False, "taps")
-    _from_ndarray(kargs[1], &ah, True, "history")
-    _from_ndarray(kargs[2], &asc, True, "scratch")
+    out = cnp.PyArray_EMPTY(1, dims, plan.typenum, 0)
+    _from_ndarray(plan.taps, &at, False, "taps")
+    _from_ndarray(plan.history, &ah, True, "history")
+    _from_ndarray(plan.scratch, &asc, True, "scratch")
     _from_ndarray(out, &ao, True, "out")
-    _process(x, out, &ax, &at, &ah, &asc, &ao, counters[0], up, down, &new_phase, &clips)
+    _process(x, out, &ax, &at, &ah, &asc, &ao, counters[0], plan.up, plan.down, &new_phase,
+             &clips)
     counters[0] = new_phase
     counters[1] += n_chunk
     counters[2] += n_out
@@ -860,18 +1164,21 @@ cdef object _last_stage(object x, Py_ssize_t n_x, int typenum, tuple kargs, arra
 def _stream_process_front(self, chunk):
     """Compiled front-end of StreamResampler.process (docstring set by sis_stream.audio.resample)."""
     cdef cnp.ndarray arr
-    cdef object fast
+    cdef _StreamPlan plan
+    cdef object p
     if type(chunk) is not cnp.ndarray or not _native_selected():
         return _py_process(self, chunk)
-    arr = <cnp.ndarray>chunk
-    fast = self._fast  # the stream's dtype on an open single-stage stream, else None
-    if fast is None:
-        return _cascade_front(self, chunk, arr)
-    if <object>cnp.PyArray_DESCR(arr) is not fast or cnp.PyArray_NDIM(arr) != 1:
+    p = self._plan  # None once flushed, and for a pass-through
+    if type(p) is not _StreamPlan:
         return _py_process(self, chunk)
+    plan = <_StreamPlan>p
+    arr = <cnp.ndarray>chunk
+    if <object>cnp.PyArray_DESCR(arr) is not plan.dtype or cnp.PyArray_NDIM(arr) != 1:
+        return _py_process(self, chunk)
+    if len(plan.stages) > 0:
+        return _cascade_front(self, plan, chunk, arr)
     try:
-        return _last_stage(chunk, cnp.PyArray_DIM(arr, 0), cnp.PyArray_TYPE(arr), self._kargs,
-                           _state_of(self), cnp.PyArray_DIM(arr, 0))
+        return _last_stage(plan, chunk, cnp.PyArray_DIM(arr, 0), cnp.PyArray_DIM(arr, 0))
     except (TypeError, ValueError):
         # The kernel checks everything before it touches any state: the Python method grows
         # the scratch for a longer chunk, copies a non-contiguous one, or diagnoses.
@@ -883,29 +1190,25 @@ cdef enum:
     _MAX_PRE = 4
 
 
-cdef object _cascade_front(object self, object chunk, cnp.ndarray arr):
-    # The hot case of a cascade (48k/44.1k/32k/24k/22.05k -> 16k or 8k): an open stream
-    # (``_cascade`` holds its half-band stages, resample._Stage), a 1-D ndarray of the stream's
-    # dtype, and every buffer already big enough: first the sizes of each stage's output
-    # (nothing touched yet; a buffer too small sends the call to the Python method, which grows
-    # it), then each stage into the first n_out samples of its own float32 buffer, then the
-    # last stage as in the single-stage path. The stage objects keep their state (history,
-    # phase) exactly as _Stage.run leaves it.
-    cdef object pre = self._cascade
+cdef object _cascade_front(object self, _StreamPlan plan, object chunk, cnp.ndarray arr):
+    # The hot case of a cascade (48k/44.1k/32k/24k/22.05k -> 16k or 8k): a 1-D C-contiguous
+    # ndarray of the stream's dtype on an open stream, and every buffer already big enough:
+    # first the sizes of each stage's output (nothing touched yet; a buffer too small sends the
+    # call to the Python method, which grows it), then each stage into the first n_out samples
+    # of its own float32 buffer, then the last stage as in the single-stage path. The stage
+    # objects (resample._Stage) keep their state (history, phase) exactly as _Stage.run leaves it.
+    cdef tuple pre = plan.stages
     cdef Py_ssize_t n_stages, k, n_in, n_out, span, st_phase, st_up, st_down
     cdef Py_ssize_t new_phase = 0, clips = 0, n
     cdef Py_ssize_t outs[_MAX_PRE]
     cdef _Arr ax, at, ah, asc, az
     cdef object stage, x, z
-    cdef array.array state
-    if pre is None or <object>cnp.PyArray_DESCR(arr) is not self.dtype \
-            or cnp.PyArray_NDIM(arr) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(arr) \
-            or len(<tuple>pre) > _MAX_PRE:
+    n_stages = len(pre)
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or n_stages > _MAX_PRE:
         return _py_process(self, chunk)
-    n_stages = len(<tuple>pre)
     n = n_in = cnp.PyArray_DIM(arr, 0)
     for k in range(n_stages):  # sizes only (resample._outputs_available)
-        stage = (<tuple>pre)[k]
+        stage = pre[k]
         st_phase, st_up, st_down = stage.phase, stage.up, stage.down
         span = n_in * st_up - st_phase
         n_out = (span + st_down - 1) // st_down if span > 0 else 0
@@ -915,10 +1218,9 @@ cdef object _cascade_front(object self, object chunk, cnp.ndarray arr):
         n_in = n_out
     if n_in > self._cap:  # the last stage's scratch (the Python method grows it)
         return _py_process(self, chunk)
-    state = _state_of(self)
     x = chunk
     for k in range(n_stages):
-        stage = (<tuple>pre)[k]
+        stage = pre[k]
         z = stage.z
         _from_ndarray(x, &ax, False, "x")
         if k > 0:
@@ -933,7 +1235,7 @@ cdef object _cascade_front(object self, object chunk, cnp.ndarray arr):
                  &new_phase, &clips)
         stage.phase = new_phase
         x = z
-    return _last_stage(x, n_in, cnp.PyArray_TYPE(arr), self._kargs, state, n)
+    return _last_stage(plan, x, n_in, n)
 
 
 def _set_isa_for_test(int level):

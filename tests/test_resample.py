@@ -559,6 +559,25 @@ def test_front_end_runs_cascades_in_c(monkeypatch):
         resample_mod._bind_front_end(native)
 
 
+@pytest.mark.parametrize("pair", [(8000, 16000), (48000, 8000)], ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copied_stream_continues_on_its_own_state(pair, how):
+    # A deep copy / unpickled copy mid-stream carries the compiled front-end's view of the
+    # stream with it, bound to its own arrays: both continue independently and exactly.
+    import copy
+    import pickle
+
+    x = _signal(pair[0] // 5, pair[0], np.int16, seed=13)
+    n = pair[0] // 50
+    rs = StreamResampler(*pair)
+    head = [rs.process(x[:n]), rs.process(x[n : 3 * n])]
+    twin = copy.deepcopy(rs) if how == "deepcopy" else pickle.loads(pickle.dumps(rs))
+    tail_twin = _stream(twin, x[3 * n :], n)
+    tail = _stream(rs, x[3 * n :], n)
+    np.testing.assert_array_equal(tail_twin, tail)
+    np.testing.assert_array_equal(np.concatenate([*head, tail]), resample(x, *pair))
+
+
 @pytest.mark.skipif(_backend.NO_EXTENSIONS, reason="SIS_STREAM_NO_EXTENSIONS=1: native not used")
 def test_unbound_front_end_says_so():
     native = _backend.load("native").resample
@@ -602,6 +621,71 @@ def test_int16_and_float32_designs():
     assert StreamResampler(8000, 16000).taps_per_phase == design(8000, 16000, "hq",
                                                                  np.int16).taps_per_phase
     assert design(8000, 16000, "telephony", np.int16) is design(8000, 16000, "telephony")
+
+
+@pytest.mark.skipif(_backend.NO_EXTENSIONS, reason="SIS_STREAM_NO_EXTENSIONS=1: native not used")
+@pytest.mark.parametrize("pair", [(8000, 16000), (16000, 8000), (32000, 16000)],
+                         ids=lambda p: f"{p[0]}-{p[1]}")
+def test_shared_load_blocks_equal_the_scalar_loop(pair):
+    # The kernel's shared-load blocks (both classes of 8k -> 16k at once; groups of five and
+    # pairs of vectors of a long M = 2 filter with AVX-512) against 7-sample chunks, which
+    # never fill a vector and run the scalar loop: bit for bit at every ISA level, for chunks
+    # whose outputs split unevenly between the classes, leave vectors after the groups, or
+    # span several blocks.
+    native = _backend.load("native").resample
+    top = native._set_isa_for_test(0)
+    native._set_isa_for_test(top)
+    try:
+        for level in range(top + 1):
+            native._set_isa_for_test(level)
+            for quality in ("hq", "telephony"):
+                for dtype in (np.int16, np.float32):
+                    x = _signal(3 * pair[0] // 5, pair[0], dtype, seed=11)
+                    scalar = _stream(StreamResampler(*pair, quality, dtype), x, 7)
+                    for chunk in (161, 333, 1000, 4097):
+                        got = _stream(StreamResampler(*pair, quality, dtype), x, chunk)
+                        np.testing.assert_array_equal(got, scalar, err_msg=f"{level} {chunk}")
+    finally:
+        native._set_isa_for_test(top)
+
+
+def _kernel_stream(kern, x: np.ndarray, taps: np.ndarray, up: int, down: int,
+                   chunk: int) -> np.ndarray:
+    # x through polyphase_process in chunks of `chunk`, every available output of each call.
+    k = taps.shape[1]
+    hist, phase, parts = np.zeros(k - 1, np.float32), 0, []
+    for lo in range(0, len(x), chunk):
+        c = x[lo : lo + chunk]
+        out = np.empty(_outputs_available(len(c), phase, up, down), np.float32)
+        scratch = np.empty(kern.scratch_length(len(c), k, down, len(out)), np.float32)
+        _, phase, _ = kern.polyphase_process(c, taps, hist, scratch, phase, up, down, out)
+        parts.append(out)
+    return np.concatenate(parts)
+
+
+@pytest.mark.skipif(_backend.NO_EXTENSIONS, reason="SIS_STREAM_NO_EXTENSIONS=1: native not used")
+@pytest.mark.parametrize("zeros", [False, True], ids=["no-zero-taps", "zero-taps"])
+def test_long_decimator_blocks_equal_the_scalar_loop(zeros):
+    # A long M = 2 filter (the five-set and two-set blocks with AVX-512; the five-set block
+    # takes only tap rows without zeros and hands the others to the pairs): one long call and
+    # 64-sample calls equal 7-sample calls (the scalar loop) bit for bit, at every ISA level.
+    native = _backend.load("native").resample
+    rng = np.random.default_rng(12)
+    taps = rng.uniform(0.001, 0.01, (1, 176)).astype(np.float32)
+    if zeros:
+        taps[0, ::9] = 0.0
+    x = rng.standard_normal(6000).astype(np.float32)
+    top = native._set_isa_for_test(0)
+    native._set_isa_for_test(top)
+    try:
+        for level in range(top + 1):
+            native._set_isa_for_test(level)
+            scalar = _kernel_stream(native, x, taps, 1, 2, 7)
+            for chunk in (len(x), 64, 333):
+                np.testing.assert_array_equal(_kernel_stream(native, x, taps, 1, 2, chunk),
+                                              scalar, err_msg=f"{level} {chunk}")
+    finally:
+        native._set_isa_for_test(top)
 
 
 @pytest.mark.skipif(_backend.NO_EXTENSIONS, reason="SIS_STREAM_NO_EXTENSIONS=1: native not used")

@@ -196,9 +196,7 @@ class StreamResampler:
         "_cap",
         "_state",
         "_closed",
-        "_fast",
-        "_cascade",
-        "_kargs",
+        "_plan",
     )
 
     def __init__(
@@ -235,8 +233,7 @@ class StreamResampler:
         self._history = np.zeros(self._k - 1, np.float32)
         self._scratch = np.empty(0, np.float32)
         self._cap = -1  # longest chunk the scratch buffer is sized for
-        # The kernel's fixed arguments in one tuple (one attribute read on the hot path).
-        self._kargs = (self._taps, self._history, self._scratch, self._up, self._down)
+        self._plan: object = None
         self.reset()
 
     # -- stream verbs -------------------------------------------------------------------------
@@ -321,7 +318,7 @@ class StreamResampler:
         if self._closed:
             raise StreamClosedError("flush() after flush(); call reset() to start a new stream")
         self._closed = True
-        self._fast = self._cascade = None
+        self._plan = None
         state = self._state
         remaining = output_length(state[_N_IN], self.in_rate, self.out_rate) - state[_N_OUT]
         if remaining <= 0 or self._passthrough:
@@ -351,11 +348,7 @@ class StreamResampler:
         # to input sample 0) is what aligns output and input (delay compensation).
         self._state = array("q", (self._filter.centre if self._filter is not None else 0, 0, 0, 0))
         self._closed = False
-        # What the compiled front-end of process() runs in C (native/resample.pyx): an open
-        # single-stage conversion (_fast: the dtype chunks must have, one identity test) or an
-        # open cascade (_cascade: its half-band stages); None sends it to process() above.
-        self._fast = None if self._passthrough or self._pre else self.dtype
-        self._cascade = self._pre if self._pre and not self._passthrough else None
+        self._bind_plan()
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -441,7 +434,20 @@ class StreamResampler:
         need = _backend.resample.scratch_length(cap, self._k, self._down, n_out_max)
         self._scratch = np.empty(need, np.float32)
         self._cap = cap
-        self._kargs = (self._taps, self._history, self._scratch, self._up, self._down)
+        if self._plan is not None:
+            self._bind_plan()
+
+    def _bind_plan(self) -> None:
+        # What the compiled front-end of process() runs in C (native/resample.pyx _StreamPlan):
+        # this open stream's dtype, stages, arrays and counters, read in one attribute; None
+        # (every call to the Python method) for a pass-through, after flush, or when the
+        # compiled kernel was not selected at import. Rebuilt whenever one of its arrays is
+        # replaced (reset: the counters, _grow: the scratch).
+        if _STREAM_PLAN is None or self._passthrough or self._closed:
+            self._plan = None
+        else:
+            self._plan = _STREAM_PLAN(self.dtype, self._pre, self._taps, self._history,
+                                      self._scratch, self._up, self._down, self._state)
 
     def _run(self, chunk: np.ndarray, out: np.ndarray) -> None:
         # One kernel call producing exactly len(out) outputs (<= available).
@@ -563,6 +569,9 @@ def _bind_front_end(native: ModuleType) -> Callable[..., np.ndarray]:
     return front
 
 
+#: The compiled front-end's per-stream plan type (native/resample.pyx), or None without it.
+_STREAM_PLAN: Callable[..., object] | None = None
 if (_native := _native_resample()) is not None:
     StreamResampler.process = _bind_front_end(_native)  # type: ignore[method-assign]
+    _STREAM_PLAN = _native._StreamPlan
 del _native
