@@ -59,7 +59,8 @@ def _ext_modules():
                 f"sis_stream._native.{name}",
                 [path],
                 define_macros=macros,
-                include_dirs=[numpy.get_include()],
+                include_dirs=[numpy.get_include(), "native"],
+                depends=sorted(glob(os.path.join("native", "*.h"))),
                 extra_compile_args=cflags,
             )
         )
