@@ -9,7 +9,12 @@ Same clips, same process, one thread each (the engines as the server loads them)
 - ``rss``: resident memory after loading, and its growth over 1,000 Moonshine decodes (after 50
   warm-up decodes).
 
-Run: ``python -m pytest benchmarks/bench_moonshine.py -q -s`` (about 3 minutes on a quiet box).
+The ``int8`` benchmarks compare the engine's two precisions (``precision="int8"``, the default,
+against the float32 fold): WER on every real prompt with the changed transcripts, CPU one by one
+and batched, session load time, and the cost by length against Whisper (the routing crossover).
+
+Run: ``python -m pytest benchmarks/bench_moonshine.py -q -s`` (about 3 minutes on a quiet box;
+add ``-k int8`` for the precision comparison only, about 10 minutes).
 ``BENCH_MOONSHINE_DECODES`` changes the 1,000. Needs the ``engines`` extra and the Debian packages
 ``asterisk-core-sounds-en-wav`` and ``pocketsphinx-testdata``.
 """
@@ -259,4 +264,185 @@ def bench_batched_finals_vs_whisper(engines):
             cost[label] = (time.process_time() - t0) / len(clips)
         print(f"  {lo:.0f}-{hi:.0f} s | {len(clips)} | {cost['m1']:.3f} | {cost['mb']:.3f} | {cost['w1']:.3f} | "
               f"{cost['wb']:.3f} | {cost['w1'] / cost['m1']:.1f}x | {cost['wb'] / cost['mb']:.1f}x")
+    print(f"  ({_load()} at the end)")
+
+
+# --- Int8 weights (precision="int8", engines/moonshine_quant.py) against the float32 fold ----------
+# Run: ``python -m pytest benchmarks/bench_moonshine.py -s -k int8`` (Moonshine only, plus Whisper
+# for ``bench_int8_crossover``). Every comparison alternates float32 and int8 rounds in one process
+# and counts process CPU time. ``BENCH_MOONSHINE_BLOCKS`` (default "32") adds int8 models of other
+# block sizes (built into the cache on first use).
+
+INT8_BLOCKS = tuple(int(b) for b in os.environ.get("BENCH_MOONSHINE_BLOCKS", "32").split(","))
+
+
+@pytest.fixture(scope="module")
+def precisions():
+    """name -> MoonshineModel: "float32" (the fold), "int8/<block size>" (int8 decoder) for each
+    block size, and "int8+enc" (the encoder int8 too) where the CPU has int8 dot products."""
+    from sis_stream.engines.moonshine_fold import folded_model
+    from sis_stream.engines.moonshine_model import MoonshineModel, shipped_model_dir
+    from sis_stream.engines.moonshine_quant import int8_encoder_supported, quantized_model
+
+    src = shipped_model_dir()
+    cache = os.environ.get("SIS_STREAM_CACHE_DIR") or None
+    models = {"float32": MoonshineModel(*folded_model(src, cache_dir=cache), src / "tokenizer.bin")}
+    for b in INT8_BLOCKS:
+        models[f"int8/{b}"] = MoonshineModel(*quantized_model(src, cache_dir=cache, block_size=b),
+                                             src / "tokenizer.bin")
+    if int8_encoder_supported():
+        models["int8+enc"] = MoonshineModel(*quantized_model(src, cache_dir=cache, int8_encoder=True),
+                                            src / "tokenizer.bin")
+    print(f"\nint8 encoder on this CPU: {int8_encoder_supported()}")
+    return models
+
+
+def _all_prompts() -> list[tuple[str, str, np.ndarray]]:
+    """Every real prompt: the Asterisk prompts of any length (8 kHz, upsampled) and LibriVox."""
+    clips = [("8 kHz prompts", u.text, resample(u.pcm, 8000, 16000)) for u in asterisk_prompts(min_words=1)]
+    clips += [("LibriVox", u.text, u.pcm) for u in librivox()]
+    return clips
+
+
+def bench_int8_wer(precisions):
+    """WER of float32 and int8 on every real prompt, decoded alternately; the changed transcripts."""
+    clips = _all_prompts()
+    names = list(precisions)
+    texts: dict[str, list[str]] = {n: [] for n in names}
+    cpu = dict.fromkeys(names, 0.0)
+    for i, (_, _, pcm) in enumerate(clips):
+        for n in (names if i % 2 == 0 else names[::-1]):
+            t0 = time.process_time()
+            texts[n].append(precisions[n].transcribe(pcm)[0])
+            cpu[n] += time.process_time() - t0
+    audio_s = sum(len(c[2]) for c in clips) / 16000
+    print(f"\nWER on {len(clips)} real prompts ({audio_s:.0f} s of audio), alternating ({_load()}):")
+    for n in names:
+        errs = [word_errors(ref, t) for (_, ref, _), t in zip(clips, texts[n])]
+        by_set: dict[str, list] = {}
+        for (label, _, _), e in zip(clips, errs):
+            by_set.setdefault(label, []).append(e)
+        parts = ", ".join(f"{k} {sum(v[1:], v[0]).rate:.2%}" for k, v in by_set.items())
+        agg = sum(errs[1:], errs[0])
+        print(f"  {n:9s}: WER {agg.rate:.2%} of {agg.reference_length} words ({parts}); "
+              f"CPU {cpu[n]:.1f} s, RTF {cpu[n] / audio_s:.4f}")
+    for n in names[1:]:
+        changed = [(ref, a, b) for (_, ref, _), a, b in zip(clips, texts["float32"], texts[n]) if a != b]
+        print(f"  {n}: {len(changed)} of {len(clips)} transcripts differ from float32:")
+        for ref, a, b in changed:
+            print(f"    ref    : {ref}\n    float32: {a}\n    {n:7s}: {b}  "
+                  f"(errors {word_errors(ref, a).errors} -> {word_errors(ref, b).errors})")
+    print(f"  ({_load()} at the end)")
+
+
+def bench_int8_cpu(precisions):
+    """CPU seconds per audio second, one by one and in batches of 4 and 8, on 48 real 1-4 s
+    prompts; float32 and int8 alternate group by group."""
+    clips = sorted((pcm for _, pcm in _short_clips(1.0, 4.0)), key=len)
+    clips = clips[::max(1, len(clips) // 48)][:48]
+    names = list(precisions)
+    for m in precisions.values():
+        for pcm in clips[:4]:
+            m.decode(pcm)  # warm-up
+    audio_s = sum(len(c) for c in clips) / 16000
+    print(f"\nMoonshine CPU-s per audio-s, {len(clips)} prompts of 1-4 s ({audio_s:.0f} s of audio), "
+          f"alternating; process CPU time ({_load()}):")
+    print("  B | " + " | ".join(f"{n:>9s}" for n in names) + " | " +
+          " | ".join(f"{n}/float32" for n in names[1:]))
+    for b in (1, 4, 8):
+        cost = dict.fromkeys(names, 0.0)
+        for rnd in range(2):
+            for i in range(0, len(clips), b):
+                group = clips[i:i + b]
+                for n in (names if (i // b + rnd) % 2 == 0 else names[::-1]):
+                    m = precisions[n]
+                    t0 = time.process_time()
+                    if b == 1:
+                        m.decode(group[0])
+                    else:
+                        m.decode_batch(group)
+                    cost[n] += time.process_time() - t0
+        per = {n: cost[n] / (2 * audio_s) for n in names}
+        print(f"  {b} | " + " | ".join(f"{per[n]:9.4f}" for n in names) + " | " +
+              " | ".join(f"{per[n] / per['float32']:.2f}" for n in names[1:]))
+    print(f"  ({_load()} at the end)")
+
+
+def bench_int8_load():
+    """Session creation (wall and process CPU) of the float32 fold and the int8 model, with and
+    without ``session.disable_prepacking``; rounds alternate, median of 5. Also the CPU of one
+    decode of 3 s of speech with each setting (pre-packing lays weights out for the kernels)."""
+    import onnxruntime as ort
+
+    from sis_stream.engines.moonshine_fold import folded_model
+    from sis_stream.engines.moonshine_model import MoonshineModel, shipped_model_dir
+    from sis_stream.engines.moonshine_quant import int8_encoder_supported, quantized_model
+
+    src = shipped_model_dir()
+    cache = os.environ.get("SIS_STREAM_CACHE_DIR") or None
+    files = {"float32": folded_model(src, cache_dir=cache), "int8": quantized_model(src, cache_dir=cache)}
+    if int8_encoder_supported():
+        files["int8+enc"] = quantized_model(src, cache_dir=cache, int8_encoder=True)
+
+    def load(paths, prepack):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        if not prepack:
+            opts.add_session_config_entry("session.disable_prepacking", "1")
+        return [ort.InferenceSession(os.fspath(p), opts, providers=["CPUExecutionProvider"]) for p in paths]
+
+    combos = [(n, p) for n in files for p in (True, False)]
+    wall: dict = {c: [] for c in combos}
+    cpu: dict = {c: [] for c in combos}
+    for rnd in range(5):
+        for c in (combos if rnd % 2 == 0 else combos[::-1]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            sessions = load(files[c[0]], c[1])
+            wall[c].append(time.perf_counter() - t0)
+            cpu[c].append(time.process_time() - c0)
+            del sessions
+    pcm = _speech_of(3)
+    print(f"\nMoonshine session load (encoder + decoder), median of 5 alternating rounds ({_load()}):")
+    print("  model    | prepacking | load wall s | load CPU s | CPU s per decode of 3 s")
+    for c in combos:
+        model = MoonshineModel(*files[c[0]], src / "tokenizer.bin")
+        if not c[1]:
+            model._encoder, model._decoder = load(files[c[0]], False)
+        model.decode(pcm)
+        t0 = time.process_time()
+        for _ in range(5):
+            model.decode(pcm)
+        per = (time.process_time() - t0) / 5
+        print(f"  {c[0]:8s} | {'on' if c[1] else 'off':10s} | {statistics.median(wall[c]):11.2f} | "
+              f"{statistics.median(cpu[c]):10.2f} | {per:.3f}")
+    print(f"  ({_load()} at the end)")
+
+
+def bench_int8_crossover(precisions):
+    """CPU per decode of 2-20 s of speech: float32 and int8 Moonshine against Whisper tiny.en (one
+    worker), alternating, median of 3: where Moonshine stops being the cheaper engine."""
+    from sis_stream.engines.whisper import WhisperEngine
+
+    whisper = WhisperEngine(num_workers=1)
+    names = list(precisions)
+    print(f"\nCPU-s per decode by length, median of 3 alternating rounds ({_load()}):")
+    print("  length | " + " | ".join(f"{n:>9s}" for n in names) + " | whisper | " +
+          " | ".join(f"whisper/{n}" for n in names))
+    for s in (2, 4, 6, 8, 10, 12, 15, 20):
+        pcm = _speech_of(s)
+        times: dict = {n: [] for n in [*names, "whisper"]}
+        for rnd in range(3):
+            order = [*names, "whisper"]
+            for n in (order if rnd % 2 == 0 else order[::-1]):
+                t0 = time.process_time()
+                if n == "whisper":
+                    whisper.decode(pcm, language="en", word_timestamps=False, hotwords=None, final=True)
+                else:
+                    precisions[n].decode(pcm)
+                times[n].append(time.process_time() - t0)
+        med = {n: statistics.median(v) for n, v in times.items()}
+        print(f"  {s:4d} s | " + " | ".join(f"{med[n]:9.3f}" for n in names) + f" | {med['whisper']:7.3f} | " +
+              " | ".join(f"{med['whisper'] / med[n]:.2f}" for n in names))
     print(f"  ({_load()} at the end)")

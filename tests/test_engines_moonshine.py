@@ -31,7 +31,7 @@ def cache_dir(tmp_path_factory):
 def engine(cache_dir):
     from sis_stream.engines.moonshine import MoonshineEngine
 
-    return MoonshineEngine(cache_dir=cache_dir)
+    return MoonshineEngine(cache_dir=cache_dir, precision="float32")
 
 
 def _total(errs):

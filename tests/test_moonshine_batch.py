@@ -256,6 +256,7 @@ def test_short_and_empty_items_in_a_batch_of_speech(engine):
     for ids, score in out[:2]:  # silence: capped from its own (0.1 s) length, not the 2-4 s row's
         assert len(ids) <= _token_cap(MIN_SAMPLES) and 0 <= score <= 1
     alone_ids, alone_score = engine.model.decode_batch([speech])[0]
-    # The longest row is not padded; batched kernels may round differently in the last bits.
-    assert out[2][0] == alone_ids and out[2][1] == pytest.approx(alone_score, abs=1e-4)
+    # The longest row is not padded; batched kernels may round differently in the last bits (the
+    # int8 decoder's one-row and many-row kernels differ by ~2e-4 in this confidence, measured).
+    assert out[2][0] == alone_ids and out[2][1] == pytest.approx(alone_score, abs=1e-3)
     assert engine.model.text(out[2][0]) == engine.decode(speech)[0]

