@@ -309,7 +309,53 @@ def test_shutdown_lets_running_batch_finish(make):
     assert first.result(WAIT_S) == ("1", 0.5)
 
 
+def test_partials_keep_a_worker_free_for_finals(make):
+    """Two workers, partial_workers 1 (the default): while one partial batch is decoded, a second
+    partial waits although a worker is idle, and a final falling due meanwhile is decoded at once."""
+    slow, fast = FakeDecoder("slow"), FakeDecoder("fast")
+    b = make(workers=2)
+    assert b.partial_workers == 1
+    slow.gate.clear()
+    held = b.try_submit(job(slow, 5, final=False))
+    assert held is not None and slow.entered.wait(WAIT_S)
+    waiting = b.try_submit(job(fast, 6, final=False))
+    assert waiting is not None
+    final = b.submit(job(fast, 7))
+    assert final.result(WAIT_S) == ("7", 0.5)  # the free worker took the final
+    assert not waiting.done()  # the partial's share (one worker) is busy
+    assert [x[0][0] for x in fast.batches] == [7]
+    slow.gate.set()
+    assert held.result(WAIT_S) == ("5", 0.5)
+    assert waiting.result(WAIT_S) == ("6", 0.5)  # decoded once the partial batch ended
+
+
+def test_partial_workers_all_lets_partials_use_every_worker(make):
+    slow, fast = FakeDecoder("slow"), FakeDecoder("fast")
+    b = make(workers=2, partial_workers=2)
+    slow.gate.clear()
+    held = b.try_submit(job(slow, 5, final=False))
+    assert held is not None and slow.entered.wait(WAIT_S)
+    other = b.try_submit(job(fast, 6, final=False))
+    assert other is not None and other.result(WAIT_S) == ("6", 0.5)  # the second worker took it
+    slow.gate.set()
+    assert held.result(WAIT_S) == ("5", 0.5)
+
+
+def test_waiting_partial_still_expires(make):
+    slow, fast = FakeDecoder("slow"), FakeDecoder("fast")
+    b = make(workers=2, partial_max_wait_s=0.05)
+    slow.gate.clear()
+    held = b.try_submit(job(slow, 5, final=False))
+    assert held is not None and slow.entered.wait(WAIT_S)
+    stale = b.try_submit(job(fast, 6, final=False))
+    assert stale is not None and stale.result(WAIT_S) is None  # skipped while it waited
+    assert fast.batches == []
+    slow.gate.set()
+    assert held.result(WAIT_S) == ("5", 0.5)
+
+
 @pytest.mark.parametrize("kw, match", [
+    ({"workers": 2, "partial_workers": 0}, "partial_workers"), ({"workers": 2, "partial_workers": 3}, "partial_workers"),
     ({"workers": 0}, "workers"), ({"max_batch": 0}, "max_batch"), ({"window_ms": -1}, "window_ms"),
     ({"max_queued": 0}, "max_queued"), ({"overflow": "drop"}, "overflow"), ({"partial_high": 0}, "partial_high"),
     ({"partial_max_wait_s": 0}, "partial_max_wait_s"), ({"block_timeout_s": -1}, "block_timeout_s"),

@@ -27,7 +27,9 @@ Fairness: finals are served strictly oldest first, whatever their stream, so one
 cannot starve another's older final. Per-stream order of *results* is the caller's business (the
 server emits results in its own order, whatever order the futures resolve in).
 
-Partials are optional work, dropped before finals are delayed: :meth:`DecodeBatcher.try_submit`
+Partials are optional work, dropped before finals are delayed: at most ``partial_workers``
+workers (default: all but one) decode partials at a time, so a final falling due never waits
+behind partial batches on every worker; :meth:`DecodeBatcher.try_submit`
 returns None when ``partial_high`` jobs are queued; a queued partial that waited longer than
 ``partial_max_wait_s`` is resolved ``None`` (skipped) instead of decoded; a final submitted to a
 full queue evicts the oldest queued partial (resolved None).
@@ -196,6 +198,9 @@ class DecodeBatcher:
         ``workers * max_batch``, capped at ``max_queued``).
     partial_max_wait_s : float
         A queued partial older than this is skipped (its future resolves None).
+    partial_workers : int, optional
+        Most workers decoding partials at the same time (default ``workers - 1``, at least 1):
+        the others stay free for finals.
     observer : callable, optional
         ``observer(decoder_name, jobs, decode_s)`` after each batch, in the worker thread;
         exceptions are logged and ignored.
@@ -212,6 +217,7 @@ class DecodeBatcher:
                  max_batch: int = DEFAULT_MAX_BATCH, max_queued: int | None = None,
                  overflow: BatchOverflow = "reject", block_timeout_s: float = 5.0,
                  partial_high: int | None = None, partial_max_wait_s: float = DEFAULT_PARTIAL_MAX_WAIT_S,
+                 partial_workers: int | None = None,
                  observer: Callable[[str, Sequence[DecodeJob], float], None] | None = None,
                  thread_name_prefix: str = "sis-decode") -> None:
         n = available_cores() if workers is None else workers
@@ -233,6 +239,9 @@ class DecodeBatcher:
         high = min(n * max_batch, queued) if partial_high is None else partial_high
         if isinstance(high, bool) or not isinstance(high, int) or high < 1:
             raise ValueError(f"partial_high must be an int >= 1, got {partial_high!r}")
+        pw = max(1, n - 1) if partial_workers is None else partial_workers
+        if isinstance(pw, bool) or not isinstance(pw, int) or not 1 <= pw <= n:
+            raise ValueError(f"partial_workers must be an int in 1..workers ({n}), got {partial_workers!r}")
         if observer is not None and not callable(observer):
             raise TypeError(f"observer must be callable, got {type(observer).__name__}")
         self.workers = n
@@ -243,12 +252,14 @@ class DecodeBatcher:
         self.block_timeout_s = float(block_timeout_s)
         self.partial_high = high
         self.partial_max_wait_s = float(partial_max_wait_s)
+        self.partial_workers = pw
         self.observer = observer
         self._cond = threading.Condition()
         self._finals: collections.deque[DecodeJob] = collections.deque()
         self._partials: collections.deque[DecodeJob] = collections.deque()
         self._closed = False
         self._running = 0
+        self._running_partials = 0  # batches of partials being decoded
         self._batches = 0
         self._decoded = 0
         self._skipped = 0
@@ -395,6 +406,11 @@ class DecodeBatcher:
                         return [], expired
                     self._cond.wait()
                     continue
+                if not self._finals and self._running_partials >= self.partial_workers:
+                    # Only partials are queued and their share of the workers is busy: wait for
+                    # a final, a partial batch to end, or the oldest partial to expire.
+                    self._cond.wait(self._partials[0].enqueued + self.partial_max_wait_s - now)
+                    continue
                 head = self._finals[0] if self._finals else self._partials[0]
                 due = head.enqueued + self.window_s
                 if self._queued() < self.max_batch and now < due:
@@ -403,6 +419,8 @@ class DecodeBatcher:
                 group = self._group(now)
                 if group:
                     self._running += 1
+                    if not group[0].final:
+                        self._running_partials += 1
                 return group, expired
 
     def _work(self) -> None:
@@ -417,7 +435,7 @@ class DecodeBatcher:
                 self._run(group)
             elif taken_jobs:  # every job was cancelled meanwhile
                 with self._cond:
-                    self._running -= 1
+                    self._done(taken_jobs[0].final)
 
     def _run(self, jobs: list[DecodeJob]) -> None:
         head = jobs[0]
@@ -435,7 +453,7 @@ class DecodeBatcher:
             error = exc
         decode_s = time.perf_counter() - t0
         with self._cond:
-            self._running -= 1
+            self._done(head.final)
             self._batches += 1
             self._decoded += len(jobs)
             self._decode_s += decode_s
@@ -460,6 +478,13 @@ class DecodeBatcher:
                 self.observer(_name(decoder), jobs, decode_s)
             except Exception:
                 logger.exception("decode batch observer failed")
+
+    def _done(self, final: bool) -> None:
+        """A batch left the workers (caller holds the lock)."""
+        self._running -= 1
+        if not final:
+            self._running_partials -= 1
+            self._cond.notify()  # a worker may be waiting for the partials' share
 
     # -- state ------------------------------------------------------------------------------------
     def stats(self) -> BatcherStats:
