@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from ..audio.formats import AudioFormat
 from ..errors import RequestRejected
+from .listen import listening_socket
 from .session import BridgeContext, Call, SessionSettings
 
 __all__ = ["AUDIOSOCKET_KINDS", "SILENCE_FRAME", "AudioSocketConnection", "AudioSocketListener", "SilenceClock",
@@ -621,18 +622,7 @@ class AudioSocketListener:
                                        flags=socket.AI_PASSIVE)
         if not infos:  # pragma: no cover - getaddrinfo raises instead
             raise OSError(f"cannot resolve {self.host!r}")
-        family, type_, proto, _, addr = infos[0]
-        sock = socket.socket(family, type_, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
-            sock.listen(1024)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = listening_socket(infos[0], v6only=True)
         self._lsock = sock
         loop.add_reader(sock.fileno(), self._accept)
         bound = sock.getsockname()

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from .listen import listening_socket
 from .session import BridgeContext, SessionSettings
 
 __all__ = ["Outbox", "WsListener"]
@@ -105,16 +106,7 @@ class WsListener:
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(1024)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        sock = listening_socket(infos[0])
         self._site = web.SockSite(self._runner, sock)
         await self._site.start()
         bound = sock.getsockname()
