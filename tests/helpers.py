@@ -153,3 +153,15 @@ def espeak_mandarin(text: str, rate_wpm: int = 150):
     syn = espeak.synthesize(text, voice="cmn", rate_wpm=rate_wpm)
     x = np.asarray(resample(syn.samples, 22050, 16000))
     return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+def to_16k(pcm, rate_hz: int):
+    """int16 `pcm` at `rate_hz` resampled to 16 kHz with the library's StreamResampler (as is at 16 kHz)."""
+    import numpy as np
+
+    from sis_stream.audio.resample import StreamResampler
+
+    if rate_hz == 16000:
+        return pcm
+    rs = StreamResampler(rate_hz, 16000, dtype=np.int16)
+    return np.concatenate([rs.process(pcm), rs.flush()])

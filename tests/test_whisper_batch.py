@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import to_16k
 from realspeech import asterisk_prompts, librivox
 
-from sis_stream.audio.resample import StreamResampler
 from sis_stream.errors import AudioFormatError, EngineConfigError
 from sis_stream.text import word_errors
 
 pytestmark = pytest.mark.engine
 
 RATE = 16000
-
-
-def to_16k(pcm: np.ndarray, rate_hz: int) -> np.ndarray:
-    if rate_hz == RATE:
-        return pcm
-    rs = StreamResampler(rate_hz, RATE, dtype=np.int16)
-    return np.concatenate([rs.process(pcm), rs.flush()])
 
 
 def prompts_16k(n: int, *, stride: int = 7) -> list[tuple[str, np.ndarray]]:

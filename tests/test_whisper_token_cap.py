@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import to_16k
 from realspeech import librivox, long_call
-
-from sis_stream.audio.resample import StreamResampler
 
 pytestmark = pytest.mark.engine
 
 RATE = 16000
-
-
-def to_16k(pcm: np.ndarray, rate_hz: int) -> np.ndarray:
-    if rate_hz == RATE:
-        return pcm
-    rs = StreamResampler(rate_hz, RATE, dtype=np.int16)
-    return np.concatenate([rs.process(pcm), rs.flush()])
 
 
 def decode(engine, audio: np.ndarray, language: str = "en") -> tuple[str, dict]:
